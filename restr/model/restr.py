@@ -1,0 +1,85 @@
+"""ReSTR assembled: vision and language encoders, fusion encoder, decoder."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .decoder import CoarseToFineDecoder, PatchHead
+from .fusion import FusionEncoder, SeedAttention
+from .language import LanguageEncoder
+from .vision import VisionEncoder
+
+
+class ReSTROutput(NamedTuple):
+    mask_logits: torch.Tensor  # (B, 1, H, W): pixel-level prediction before the sigmoid
+    patch_logits: torch.Tensor  # (B, 1, H/P, W/P): patch-level prediction before the sigmoid
+    seed_attention: list[SeedAttention] | None = None
+
+
+class ReSTR(nn.Module):
+    """The whole model. ``model(images, words)``.
+
+    images: (B, 3, H, W) normalised, H and W multiples of the patch size.
+    words:  (B, L) word ids, L <= max_words, 0 = padding (at the front).
+    """
+
+    def __init__(self, cfg: ModelConfig, word_vectors: np.ndarray | torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.vision = VisionEncoder(cfg)
+        self.language = LanguageEncoder(cfg, word_vectors)
+        # Fusion input (Sec. 3.2): each modality L2-normalised along channels, then its own
+        # linear projection to D. Kept outside FusionEncoder so that Table 3(b)'s counts
+        # (transformer layers only) can be read off the fusion module directly.
+        self.vis_proj = nn.Linear(self.vision.dim, cfg.dim)
+        self.lang_proj = nn.Linear(self.language.out_dim, cfg.dim)
+        self.fusion = FusionEncoder(cfg)
+        self.head = PatchHead(cfg)
+        self.decoder = CoarseToFineDecoder(cfg) if cfg.decoder else None
+
+    def forward(self, images: torch.Tensor, words: torch.Tensor, return_attention: bool = False) -> ReSTROutput:
+        B, _, H, W = images.shape
+        P = self.cfg.patch_size
+        if H % P or W % P:
+            raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {P}; letterbox it first")
+        if words.shape[0] != B:
+            raise ValueError(f"{B} images but {words.shape[0]} expressions")
+        if words.device.type == "cpu" and not torch.compiler.is_compiling() and bool((words == 0).all(dim=1).any()):
+            # (checked on CPU only, to keep GPU steps free of host syncs; the data layer rejects empty ones)
+            raise ValueError("an expression with no words (all padding) was given; every expression needs a word")
+        gh, gw = H // P, W // P
+
+        z_v = self.vis_proj(F.normalize(self.vision(images), dim=-1))  # (B, N_v, D)
+        lang, mask = self.language(words)  # (B, N_l, C), (B, N_l)
+        z_l = self.lang_proj(F.normalize(lang, dim=-1))  # (B, N_l, D)
+        word_mask = mask if self.cfg.mask_padding else None
+        if not self.cfg.mask_padding:
+            z_l = z_l * mask[..., None].to(z_l.dtype)  # release: projected padding positions zeroed
+
+        zv_fused, e_s, attn = self.fusion(z_v, z_l, word_mask, return_attention)
+        patch_logits, masked = self.head(zv_fused, e_s)  # (B, N_v), (B, N_v, D)
+        patch_map = patch_logits.view(B, 1, gh, gw)
+
+        if self.decoder is None:
+            mask_logits = F.interpolate(patch_map, size=(H, W), mode="bilinear", align_corners=False)
+        else:
+            x = torch.cat([z_v, masked], dim=-1)  # (B, N_v, 2D): visual semantics + masked features
+            x = x.transpose(1, 2).reshape(B, -1, gh, gw)  # (B, 2D, gh, gw)
+            mask_logits = self.decoder(x)
+        return ReSTROutput(mask_logits, patch_map, attn)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters split for the optimiser: the ViT (0.1 x lr) and everything else."""
+        vit = [p for p in self.vision.parameters() if p.requires_grad]
+        ids = {id(p) for p in vit}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return {"vision": vit, "rest": rest}
+
+
+def build_model(cfg: ModelConfig, word_vectors: np.ndarray | torch.Tensor | None = None) -> ReSTR:
+    return ReSTR(cfg, word_vectors)

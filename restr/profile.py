@@ -1,0 +1,197 @@
+"""Parameters and MACs per module, measured by running the model under a FLOP counter.
+
+``python -m restr profile --preset paper [--fusion vme] [--shared] [--image-size 320]
+[--lang-mlp 1200] [--json]``
+
+MACs are ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2 for one image and one
+expression: matrix products (linear layers, attention, the patch embedding) are
+counted; norms, softmax, activations and the bilinear upsampling are not (the usual
+convention of MAC counters). Attention is forced onto PyTorch's math path while
+counting, so its two matrix products are seen whatever kernel the device would pick.
+
+Rows: ``vision`` (the ViT), ``language`` (the language encoder without its
+word-embedding table), ``projection`` (the fusion input projections of Sec. 3.2),
+``fusion`` (the fusion encoder's transformer layers, the seed and its final norm: what
+Table 3(b) counts), ``decoder`` (Eq. (9)-(10) and the coarse-to-fine decoder),
+``total`` (their sum). ``word_embeddings`` is reported separately and not included in
+the total: Table 5's count leaves the vocabulary-sized table out (FIDELITY.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ConfigError, ModelConfig, get_preset
+
+MODULES = ("vision", "language", "projection", "fusion", "decoder")
+
+
+def _module_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Row name -> attribute paths of the modules it covers."""
+    groups = {
+        "vision": ["vision"],
+        "language": ["language"],
+        "projection": ["vis_proj", "lang_proj"],
+        "fusion": ["fusion"],
+        "decoder": ["head"] + (["decoder"] if getattr(model, "decoder", None) is not None else []),
+    }
+    return groups
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    groups = _module_groups(model)
+    counts: dict[str, int] = {}
+    embed = model.language.embed.weight
+    for row, paths in groups.items():
+        total = 0
+        for path in paths:
+            for p in model.get_submodule(path).parameters():
+                if p is not embed:
+                    total += p.numel()
+        counts[row] = total
+    counts["total"] = sum(counts[m] for m in MODULES)
+    counts["word_embeddings"] = embed.numel()
+    everything = sum(p.numel() for p in model.parameters())
+    assert everything == counts["total"] + counts["word_embeddings"], "a parameter is in no profile row"
+    return counts
+
+
+def count_macs(model: nn.Module, image_hw: tuple[int, int], device: str = "cpu", batch: int = 1) -> dict[str, float]:
+    """MACs per row for ``batch`` images (default one), measured under FlopCounterMode."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg: ModelConfig = model.cfg
+    h, w = image_hw
+    images = torch.randn(batch, 3, h, w, device=device)
+    words = torch.randint(2, cfg.vocab_size, (batch, cfg.max_words), device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(images, words)
+    model.train(was_training)
+    flops = counter.get_flop_counts()
+    root = type(model).__name__
+
+    def macs_of(path: str) -> float:
+        return sum(flops.get(f"{root}.{path}", {}).values()) / 2.0
+
+    macs = {row: sum(macs_of(p) for p in paths) for row, paths in _module_groups(model).items()}
+    macs["total"] = sum(flops.get("Global", {}).values()) / 2.0
+    counted = sum(macs[m] for m in MODULES)
+    if abs(counted - macs["total"]) > 1e-6 * max(1.0, macs["total"]):
+        macs["other"] = macs["total"] - counted  # work outside the named modules (none expected)
+    return macs
+
+
+def profile(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
+    """Build the model for ``cfg`` (random weights) and measure it.
+
+    ``device="meta"`` runs the same forward on shape-only tensors: identical counts,
+    no memory and no arithmetic, which is what the tests use at paper scale.
+    """
+    from .model import build_model
+
+    cfg = ModelConfig(**{**cfg.__dict__, "vit_weights": None})  # never download to count
+    with torch.device(device):
+        model = build_model(cfg)
+    return {
+        "params": count_parameters(model),
+        "macs": count_macs(model, cfg.image_hw, device=device),
+        "config": {
+            "image_size": list(cfg.image_hw),
+            "patch_size": cfg.patch_size,
+            "fusion": cfg.fusion,
+            "fusion_layers": cfg.fusion_layers,
+            "shared": cfg.shared,
+            "decoder": cfg.decoder,
+            "head": cfg.head,
+            "lang_mlp": cfg.lang_mlp,
+            "lang_block": cfg.lang_block,
+            "lang_out_proj": cfg.lang_out_proj,
+            "vocab_size": cfg.vocab_size,
+            "num_patches": cfg.num_patches,
+            "max_words": cfg.max_words,
+        },
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    p, m, c = result["params"], result["macs"], result["config"]
+    h, w = c["image_size"]
+    lines = [
+        f"ReSTR {c['fusion'].upper()}{' (shared)' if c['shared'] else ''}, {c['fusion_layers']} fusion layers, "
+        f"{h}x{w} input, P={c['patch_size']} (N_v={c['num_patches']}, N_l={c['max_words']}), "
+        f"decoder {'on' if c['decoder'] else 'off'}, head {c['head']}, language MLP {c['lang_mlp']}",
+        f"{'module':<16}{'params':>14}{'MACs':>14}",
+    ]
+    rows = list(MODULES) + (["other"] if "other" in m else []) + ["total"]
+    for row in rows:
+        params = f"{p[row] / 1e6:.2f}M" if row in p else ""
+        lines.append(f"{row:<16}{params:>14}{m.get(row, 0.0) / 1e9:>13.2f}G")
+    lines.append(f"{'word_embeddings':<16}{p['word_embeddings'] / 1e6:>13.2f}M{'(not in total)':>16}")
+    return "\n".join(lines)
+
+
+def add_model_overrides(parser: argparse.ArgumentParser) -> None:
+    """Options shared by commands that build a model from a preset."""
+    parser.add_argument("--preset", default="paper", help="paper | tiny | smoke (default: paper)")
+    parser.add_argument("--fusion", choices=["vme", "ime", "cme"], help="fusion variant")
+    parser.add_argument("--fusion-layers", type=int, help="number of fusion layers (2, 4, 6 in Table 4)")
+    parser.add_argument("--shared", action="store_true", default=None, help="weight sharing (CME-dagger)")
+    parser.add_argument("--no-decoder", dest="decoder", action="store_false", default=None, help="switch the decoder off")
+    parser.add_argument("--image-size", type=int, nargs="+", metavar="PX", help="side, or height width")
+    parser.add_argument("--lang-mlp", type=int, help="language MLP width (text: 3072, release: 1200)")
+    parser.add_argument("--head", choices=["paper", "release"], help="Eq. (9)-(10) form")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="any other override, e.g. --set model.lang_block=post (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace):
+    overrides: dict[str, Any] = {}
+    if args.fusion is not None:
+        overrides["model.fusion"] = args.fusion
+    if args.fusion_layers is not None:
+        overrides["model.fusion_layers"] = args.fusion_layers
+    if args.shared is not None:
+        overrides["model.shared"] = args.shared
+    if args.decoder is not None:
+        overrides["model.decoder"] = args.decoder
+    if args.image_size is not None:
+        if len(args.image_size) not in (1, 2):
+            raise ConfigError("--image-size takes one side or height and width")
+        overrides["model.image_size"] = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
+    if args.lang_mlp is not None:
+        overrides["model.lang_mlp"] = args.lang_mlp
+    if args.head is not None:
+        overrides["model.head"] = args.head
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write it as section.field=value")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    return get_preset(args.preset).override(overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m restr profile", description=__doc__.split("\n\n")[0])
+    add_model_overrides(parser)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or meta (shape-only run: same counts, instant)")
+    parser.add_argument("--json", action="store_true", help="print JSON with keys params and macs")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = profile(cfg.model, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+    return 0
