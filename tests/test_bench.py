@@ -1,0 +1,57 @@
+"""The speed benchmark runs on CPU (figures printed, no MFU) and counts FLOPs by measurement."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from restr import get_preset
+from restr.bench import device_peak_tflops, run_bench
+from restr.profile import count_macs
+from restr.model import build_model
+
+
+def test_inference_flops_match_the_profiler():
+    cfg = get_preset("smoke").model
+    r = run_bench(cfg, mode="infer", batch=2, dtype="fp32", steps=2, warmup=1, device="cpu")
+    macs = count_macs(build_model(cfg), cfg.image_hw, batch=2)["total"]
+    assert r.flops_per_step == pytest.approx(2 * macs)
+    assert r.mfu is None and r.peak_mem_gb is None
+    assert r.images_per_s > 0 and r.step_ms > 0
+
+
+def test_training_step_counts_backward_too():
+    cfg = get_preset("smoke").model
+    infer = run_bench(cfg, mode="infer", batch=2, dtype="fp32", steps=1, warmup=1, device="cpu")
+    train = run_bench(cfg, mode="train", batch=2, dtype="fp32", steps=1, warmup=1, device="cpu")
+    # backward costs about twice the forward: a training step is ~3x (a bit less: no
+    # gradient for the input images of the patch embedding)
+    assert 2.5 < train.flops_per_step / infer.flops_per_step < 3.05
+
+
+def test_peak_table(monkeypatch):
+    assert device_peak_tflops(torch.device("cpu")) == ("CPU", None)
+    for name, peak in [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.5), ("NVIDIA H200", 989.4),
+                       ("NVIDIA GeForce RTX 4090", None)]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda d, n=name: n)
+        assert device_peak_tflops(torch.device("cuda", 0)) == (name, peak)
+
+
+def test_cli_prints_figures_and_the_baseline():
+    out = subprocess.run(
+        [sys.executable, "-m", "restr", "bench", "--preset", "smoke", "--batch", "2", "--steps", "2",
+         "--warmup", "1", "--mode", "train"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "device: CPU" in out.stdout and "n/a (no MFU on CPU)" in out.stdout
+    assert "train bf16" in out.stdout and "train fp32" in out.stdout and "speed-up over eager fp32" in out.stdout
+
+
+def test_bad_dtype_is_refused():
+    from restr.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--dtype 'fp8'"):
+        run_bench(get_preset("smoke").model, dtype="fp8", device="cpu")
