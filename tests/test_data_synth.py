@@ -1,0 +1,199 @@
+"""restr.data.synth: the embedded synthref data set, read back through the real reader."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from restr.data import ReferDataset, bucket_of, collate, load_glove, tokenize
+from restr.data import synth
+from restr.data.cli import main as data_main
+from restr.data.stats import dataset_stats
+
+N_IMAGES = 48
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "data"
+    summary = synth.generate(root, seed=3, num_images=N_IMAGES, workers=1, progress=False)
+    assert summary["images"] == N_IMAGES
+    return root
+
+
+def _digest(root: Path) -> dict[str, str]:
+    d = root / "synthref"
+    files = sorted(p for p in d.rglob("*") if p.is_file())
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_layout_and_file_name_convention(synth_root):
+    d = synth_root / "synthref"
+    assert (d / "refs(unc).p").is_file() and (d / "instances.json").is_file()
+    refs = pickle.loads((d / "refs(unc).p").read_bytes())
+    inst = json.loads((d / "instances.json").read_text())
+    images = {i["id"]: i for i in inst["images"]}
+    anns = {a["id"]: a for a in inst["annotations"]}
+    assert {c["name"] for c in inst["categories"]} == set(synth.SHAPES)
+    for r in refs:
+        assert set(r) >= {"ref_id", "ann_id", "image_id", "category_id", "split", "file_name", "sent_ids", "sentences"}
+        img = images[r["image_id"]]
+        stem, ext = img["file_name"].rsplit(".", 1)
+        assert r["file_name"] == f"{stem}_{r['ann_id']}.{ext}"
+        assert (d / "images" / img["file_name"]).is_file()
+        assert anns[r["ann_id"]]["image_id"] == r["image_id"]
+        assert r["sent_ids"] == [s["sent_id"] for s in r["sentences"]]
+        for s in r["sentences"]:
+            assert s["tokens"] == tokenize(s["raw"]) and s["sent"] == " ".join(s["tokens"])
+    # polygons (crosses as two overlapping parts), compressed and uncompressed RLE all occur
+    kinds = Counter()
+    for a in anns.values():
+        seg = a["segmentation"]
+        if isinstance(seg, list):
+            kinds["cross2" if len(seg) == 2 else "polygon"] += 1
+        else:
+            kinds["rle_list" if isinstance(seg["counts"], list) else "rle_str"] += 1
+    assert all(kinds[k] > 0 for k in ("polygon", "cross2", "rle_list", "rle_str")), kinds
+
+
+def test_splits_are_by_image_and_test_splits_differ(synth_root):
+    scenes = synth.load_scenes(synth_root)["images"]
+    split_of = {}
+    for s in scenes:
+        assert s["image_id"] not in split_of
+        split_of[s["image_id"]] = s["split"]
+    counts = Counter(split_of.values())
+    assert set(counts) == {"train", "val", "testA", "testB"} and counts["train"] > counts["val"]
+    for s in scenes:
+        n = len(s["objects"])
+        if s["split"] == "testA":
+            assert s["kind"] == "sparse" and 3 <= n <= 4 and not any(o["occluded"] for o in s["objects"])
+        if s["split"] == "testB":
+            assert s["kind"] == "crowded" and 5 <= n <= 6
+        assert 96 <= s["width"] <= 128 and 96 <= s["height"] <= 128
+    seen: dict[int, str] = {}
+    for split in ("train", "val", "testA", "testB"):
+        ds = ReferDataset(synth_root, "synthref", "unc", split, image_size=64)
+        for image_id in ds.image_ids():
+            assert seen.setdefault(image_id, split) == split
+            assert split_of[image_id] == split
+
+
+def test_every_expression_picks_out_exactly_its_object(synth_root):
+    """Re-evaluate every stored program, and check its meaning with independent code."""
+    refs = {r["ref_id"]: r for r in pickle.loads((synth_root / "synthref" / "refs(unc).p").read_bytes())}
+    margin_checked = Counter()
+    for scene in synth.load_scenes(synth_root)["images"]:
+        shapes = synth.scene_shapes(scene)
+        objs = scene["objects"]
+        for t, obj in enumerate(objs):
+            ref = refs[obj["ref_id"]]
+            texts = [s["sent"] for s in ref["sentences"]]
+            assert len(texts) == len(set(texts)) == len(obj["programs"]) >= 2
+            for text, prog in zip(texts, obj["programs"]):
+                assert synth.referents(prog, shapes, scene["width"], scene["height"]) == [t], text
+                words = set(text.split())
+                for name, value in prog.get("attrs", {}).items():
+                    assert obj[name] == value
+                    if name != "size":
+                        assert value in words, (text, prog)
+                matching = [o for o in objs if all(o[k] == v for k, v in prog.get("attrs", {}).items())]
+                if len(prog) == 1:  # attributes only: nothing else in the image shares them
+                    assert len(matching) == 1
+                    margin_checked["attrs"] += 1
+                if set(prog) == {"attrs", "ordinal"}:
+                    axis, direction = prog["ordinal"]
+                    coord = [o["cx" if axis == "x" else "cy"] * direction for o in matching]
+                    assert len(matching) >= 2 and max(coord) == obj["cx" if axis == "x" else "cy"] * direction
+                    margin_checked["ordinal"] += 1
+                for rel, lm_attrs in prog.get("relations", []):
+                    lms = [o for o in objs if all(o[k] == v for k, v in lm_attrs.items())]
+                    assert len(lms) == 1 and lms[0] is not obj
+                    dx, dy = lms[0]["cx"] - obj["cx"], lms[0]["cy"] - obj["cy"]
+                    assert {"left": dx, "right": -dx, "above": dy, "below": -dy}[rel] > 0
+                    margin_checked["relation"] += 1
+    assert all(margin_checked[k] > 10 for k in ("attrs", "ordinal", "relation")), margin_checked
+
+
+def test_expressions_of_other_objects_point_elsewhere(synth_root):
+    """The control the trainer relies on: a swapped expression names a different object."""
+    for scene in synth.load_scenes(synth_root)["images"]:
+        shapes = synth.scene_shapes(scene)
+        for t, obj in enumerate(scene["objects"]):
+            for other, prog in ((u, p) for u, o in enumerate(scene["objects"]) if u != t for p in o["programs"]):
+                assert synth.referents(prog, shapes, scene["width"], scene["height"]) == [other]
+
+
+def test_words_in_glove_and_lengths_spread_over_buckets(synth_root):
+    words, _ = load_glove()
+    glove = set(words)
+    assert synth.WORDS <= glove, sorted(synth.WORDS - glove)
+    ds = ReferDataset(synth_root, "synthref", "unc", "train", image_size=64)
+    tokens = {t for s in ds.sentences() for t in tokenize(s)}
+    assert tokens <= glove and tokens <= synth.WORDS
+    assert ds.vocab.oov_rate(ds.sentences(), glove)["glove_oov_rate"] == 0.0
+    lengths = ds.lengths()
+    assert min(lengths) == 1 and 14 <= max(lengths) <= 20
+    buckets = Counter(bucket_of(n, "synthref") for n in lengths)
+    for label in ("1-2", "3", "4-5", "6-20"):
+        assert buckets[label] / len(lengths) >= 0.10, buckets
+
+
+def test_masks_match_the_pictures(synth_root):
+    """Each mask covers pixels of its object's colour: masks and images agree."""
+    ds = ReferDataset(synth_root, "synthref", "unc", "val", image_size=64, return_original=True)
+    scenes = {s["image_id"]: s for s in synth.load_scenes(synth_root)["images"]}
+    palette = {k: np.array(v, float) for k, v in synth.COLOURS.items()}
+    checked = 0
+    for ref in ds.refs:
+        obj = next(o for o in scenes[ref["image_id"]]["objects"] if o["ann_id"] == ref["ann_id"])
+        img = ds.load_image(ref["image_id"]).astype(float)
+        m = ds.load_mask(ref["ann_id"]).astype(bool)
+        inner = m & np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1)
+        mean = img[inner if inner.sum() > 10 else m].mean(axis=0)
+        nearest = min(palette, key=lambda k: np.linalg.norm(palette[k] - mean))
+        assert nearest == obj["colour"], (ref["ref_id"], mean)
+        assert m.sum() > 20
+        checked += 1
+    assert checked == len(ds.refs) > 0
+
+
+def test_deterministic_per_seed(synth_root, tmp_path):
+    a = synth.generate(tmp_path / "a", seed=3, num_images=N_IMAGES, workers=2, progress=False)
+    assert _digest(tmp_path / "a") == _digest(synth_root)  # same bytes, whatever the workers
+    synth.generate(tmp_path / "b", seed=4, num_images=N_IMAGES, workers=1, progress=False)
+    assert _digest(tmp_path / "b") != _digest(synth_root)
+    assert a["sentences"] == sum(a["splits"][s]["sentences"] for s in a["splits"])
+
+
+def test_loader_on_synthref(synth_root):
+    train = ReferDataset(synth_root, "synthref", "unc", "train", image_size=64, augment=True)
+    val = ReferDataset(synth_root, "synthref", "unc", "val", image_size=64, vocab=train.vocab, return_original=True)
+    torch.manual_seed(0)
+    batch = next(iter(torch.utils.data.DataLoader(train, batch_size=8, shuffle=True, collate_fn=collate)))
+    assert batch["image"].shape == (8, 3, 64, 64) and batch["mask"].shape == (8, 64, 64)
+    assert batch["mask"].sum() > 0 and batch["image"].min() >= -1 and batch["image"].max() <= 1
+    item = val[0]
+    assert item["orig_mask"].shape == tuple(val.load_mask(item["ann_id"]).shape)
+
+
+def test_cli_synth_then_stats(tmp_path, capsys):
+    out = tmp_path / "data" / "synthref"
+    assert data_main(["synth", "--out", str(out), "--num-images", "8", "--seed", "1", "--quiet", "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert str(out / "synthref" / "refs(unc).p") in text and "8 images" in text
+    ds = ReferDataset(out, "synthref", "unc", "train", image_size=64)
+    assert len(ds) > 0 and ds[0]["image"].shape == (3, 64, 64)
+    s = dataset_stats(out, "synthref", "unc", progress=False)
+    assert s["problems"] == []
+    assert sum(e["images"] for e in s["splits"].values()) == 8
+    assert all(e["glove_oov_rate"] == 0.0 for e in s["splits"].values())
+    assert data_main(["stats", "--root", str(out), "--dataset", "synthref", "--split-by", "unc", "--quiet"]) == 0
+    report = capsys.readouterr().out
+    assert "sentence length histogram" in report and "6-20:" in report and "problems: none" in report
