@@ -1,0 +1,133 @@
+"""Analyses the notebooks run: small, tested functions, so that cells hold only calls."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import ModelConfig, get_preset
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C * P * P): non-overlapping patches, row-major over the grid.
+
+    Each patch is flattened channel first, then rows, then columns: the order in which
+    a (D, C, P, P) convolution kernel is laid out, so ``patches @ kernel.reshape(D, -1).T``
+    is the strided convolution.
+    """
+    B, C, H, W = images.shape
+    P = patch_size
+    if H % P or W % P:
+        raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {P}")
+    x = images.reshape(B, C, H // P, P, W // P, P)  # (B, C, gh, P, gw, P)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # (B, gh, gw, C, P, P)
+    return x.reshape(B, (H // P) * (W // P), C * P * P)
+
+
+def linear_patch_embedding(vit: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The ViT's patch embedding written as what the paper says it is: a linear map of
+    flattened patches. (B, C, H, W) -> (B, N, D)."""
+    proj = vit.patch_embed.proj  # timm stores it as a Conv2d with kernel = stride = P
+    weight = proj.weight.reshape(proj.weight.shape[0], -1)  # (D, C*P*P)
+    return patchify(images, proj.kernel_size[0]) @ weight.T + proj.bias
+
+
+def conv_patch_embedding(vit: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """What timm runs: the strided convolution, flattened to (B, N, D)."""
+    out = vit.patch_embed.proj(images)  # (B, D, gh, gw)
+    return out.flatten(2).transpose(1, 2)
+
+
+def position_similarity(pos_embed: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """Cosine similarity of every patch position's embedding with every other one.
+
+    pos_embed: (N, D) (prefix tokens removed). Returns (gh, gw, gh, gw).
+    """
+    gh, gw = grid
+    e = F.normalize(pos_embed.detach().float(), dim=-1)
+    return (e @ e.T).reshape(gh, gw, gh, gw).numpy()
+
+
+def resize_position_embedding(vit: torch.nn.Module, new_grid: tuple[int, int]) -> torch.Tensor:
+    """The ViT's patch position embeddings resampled to another grid, (gh * gw, D)."""
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = vit.num_prefix_tokens
+    pe = vit.pos_embed.detach()
+    out = resample_abs_pos_embed(pe, new_size=list(new_grid), num_prefix_tokens=prefix)
+    return out[0, prefix:]
+
+
+def cost_by_patch_size(
+    patch_sizes: Iterable[int] = (32, 16, 8), image_size: int = 480, preset: str = "paper", **model: Any
+) -> list[dict[str, Any]]:
+    """Tokens, parameters and MACs of the model as the patch size changes (measured)."""
+    from .profile import profile
+
+    rows = []
+    for p in patch_sizes:
+        cfg = get_preset(preset, model={"patch_size": p, "image_size": image_size, **model}).model
+        r = profile(cfg, device="meta")
+        rows.append({
+            "patch_size": p,
+            "N_v": cfg.num_patches,
+            "N_l": cfg.max_words,
+            "vision_GMACs": r["macs"]["vision"] / 1e9,
+            "fusion_GMACs": r["macs"]["fusion"] / 1e9,
+            "decoder_GMACs": r["macs"]["decoder"] / 1e9,
+            "total_GMACs": r["macs"]["total"] / 1e9,
+            "params_M": r["params"]["total"] / 1e6,
+        })
+    return rows
+
+
+def uniform_visual_share(num_visual: int, num_words: int) -> float:
+    """The share of attention on visual tokens if the seed attended uniformly to all
+    N_v + N_l + 1 tokens: N_v / (N_v + N_l + 1)."""
+    return num_visual / (num_visual + num_words + 1)
+
+
+@torch.no_grad()
+def seed_attention_shares(model: torch.nn.Module, batches: Iterable[dict], max_expressions: int | None = None
+                          ) -> list[dict[str, float]]:
+    """Table 3(a): per fusion layer where the seed takes part, the mean over expressions of
+    the seed's attention summed over visual tokens (a_v), over words (a_l), and on
+    itself; plus the uniform share for the expressions' actual word counts."""
+    model.eval()
+    sums: dict[int, np.ndarray] = {}
+    uniform = 0.0
+    n = 0
+    for batch in batches:
+        out = model(batch["image"], batch["words"], return_attention=True)
+        lengths = (batch["words"] != 0).sum(1).float()
+        for a in out.seed_attention:
+            row = torch.stack([a.visual.sum(1), a.language.sum(1), a.seed], dim=1).double().sum(0).numpy()
+            sums[a.layer] = sums.get(a.layer, 0) + row
+        nv = out.seed_attention[0].num_visual
+        uniform += float((nv / (nv + lengths + 1)).sum())
+        n += batch["words"].shape[0]
+        if max_expressions is not None and n >= max_expressions:
+            break
+    return [
+        {"layer": f"f_{layer}", "a_v": 100 * s[0] / n, "a_l": 100 * s[1] / n, "seed": 100 * s[2] / n,
+         "uniform_a_v": 100 * uniform / n}
+        for layer, s in sorted(sums.items())
+    ]
+
+
+def bootstrap_ci(intersections: np.ndarray, unions: np.ndarray, samples: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """Cumulative IoU (sum I / sum U) and a percentile bootstrap interval over expressions."""
+    i = np.asarray(intersections, dtype=np.float64)
+    u = np.asarray(unions, dtype=np.float64)
+    if len(i) == 0:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(i), size=(samples, len(i)))
+    su = u[idx].sum(1)
+    stats = np.where(su > 0, i[idx].sum(1) / np.maximum(su, 1e-12), 1.0)
+    lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
+    point = i.sum() / u.sum() if u.sum() > 0 else 1.0
+    return float(point), float(lo), float(hi)

@@ -1,0 +1,87 @@
+"""The interactive explorer of chapter 5: pick an image, type an expression, see the
+mask, the patch-level map and the seed's attention over the words."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: list[str] | None = None):
+    """One figure: the mask over the image, the patch map, the seed's attention on words."""
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    attn = result.get("seed_attention")
+    ncols = 3 if attn else 2
+    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 4))
+    viz.overlay(axes[0], rgb, result["mask"], title=f'"{text}"')
+    viz.map_over_image(axes[1], rgb, result["patch_map"], title="patch-level map", vmin=0, vmax=1)
+    if attn:
+        last = attn[-1]
+        n = len(words) if words else last.num_words
+        lang = last.language[0].detach().float().numpy()[-n:] if n else np.zeros(0)
+        seed = float(last.seed[0])
+        labels = (words or [f"w{i}" for i in range(n)]) + ["seed"]
+        axes[2].barh(range(len(labels)), list(lang) + [seed], color=["tab:orange"] * n + ["tab:gray"])
+        axes[2].set_yticks(range(len(labels)))
+        axes[2].set_yticklabels(labels)
+        axes[2].invert_yaxis()
+        visual = float(last.visual[0].sum())
+        axes[2].set_title(f"seed attention, layer f_{last.layer} (visual: {100 * visual:.0f}%)", fontsize=9)
+        axes[2].set_xlabel("attention weight")
+    fig.tight_layout()
+    return fig
+
+
+class Explorer:
+    """ipywidgets front end over a :class:`restr.predict.Predictor` and a data set."""
+
+    def __init__(self, predictor, dataset, max_images: int = 200):
+        self.predictor = predictor
+        self.dataset = dataset
+        seen: dict[int, str] = {}
+        for ref in dataset.refs:
+            seen.setdefault(int(ref["image_id"]), ref["sentences"][0]["sent"])
+            if len(seen) >= max_images:
+                break
+        self.examples = seen
+
+    def run(self, image_id: int, text: str):
+        """Predict and draw for one (image, expression); returns the figure."""
+        from .data.vocab import tokenize
+
+        rgb = self.dataset.load_image(image_id)
+        result = self.predictor.predict(rgb, text, return_attention=True)
+        words = tokenize(text)[: self.predictor.cfg.model.max_words]
+        return show_prediction(rgb, text, result, words)
+
+    def widget(self):
+        import ipywidgets as w
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        pick = w.Dropdown(options=[(f"image {i}", i) for i in self.examples], description="image")
+        text = w.Text(value=next(iter(self.examples.values()), ""), description="expression",
+                      layout=w.Layout(width="60%"))
+        go = w.Button(description="segment")
+        out = w.Output()
+
+        def on_pick(change):
+            text.value = self.examples[change["new"]]
+
+        def on_go(_):
+            out.clear_output(wait=True)
+            with out:
+                try:
+                    fig = self.run(pick.value, text.value)
+                    display(fig)
+                    plt.close(fig)
+                except ValueError as exc:  # empty or unknown-only expression, bad image
+                    print(f"cannot segment: {exc}")
+
+        pick.observe(on_pick, names="value")
+        go.on_click(on_go)
+        text.on_submit(on_go)
+        return w.VBox([w.HBox([pick, go]), text, out])
