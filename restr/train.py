@@ -436,6 +436,7 @@ def train(
             "scaler": scaler.state_dict(),
             "rng": rngs,
             "best_val": best,
+            "log_window": window.clone(),  # partial sums of the next log row, so it is the same after a resume
             "world_size": d.world,
             "config": cfg.to_dict(),
         }
@@ -470,6 +471,8 @@ def train(
                    dynamic_ncols=True, mininterval=0.5)
     kill_at = int(os.environ.get(KILL_ENV, "-1"))
     window = torch.zeros(4, dtype=torch.float64)  # loss, loss_patch, loss_pixel, steps
+    if state is not None and "log_window" in state:
+        window.copy_(state["log_window"])
     window_images, window_t0 = 0, time.perf_counter()
     model.train()
     last_row: dict = {}

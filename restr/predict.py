@@ -1,0 +1,185 @@
+"""Segment one image for one expression with a trained run.
+
+Command line::
+
+    python -m restr predict --run RUN_DIR --image PATH --text "the red circle" --out mask.png
+                            [--overlay overlay.png] [--checkpoint last|best|PATH] [--json]
+
+Python::
+
+    from restr.predict import Predictor
+    p = Predictor.from_run("runs/tiny-0123abcd")
+    r = p.predict("photo.jpg", "the red circle", return_attention=True)
+    r["mask"]          # (h0, w0) bool, at the image's own resolution (probability >= 0.5)
+    r["probability"]   # (h0, w0) float32, sigmoid of the unletterboxed mask logits
+    r["patch_map"]     # (H/P, W/P) float32, the patch-level probability (letterboxed grid)
+    r["seed_attention"]  # list of SeedAttention (batch of one), with return_attention=True
+
+The image is letterboxed exactly as in training and evaluation, and the prediction is
+mapped back with the inverse transform.
+
+Expressions: an empty one (no words after tokenisation) is an error
+(:class:`restr.data.EmptyExpressionError`). Words the run's vocabulary lacks map to
+``<unk>``; if EVERY word is unknown the model sees nothing but ``<unk>`` and its
+prediction does not depend on the text, so a :class:`UnknownWordsWarning` names the
+words (the prediction is still returned, with ``unknown_words`` listing them;
+``strict=True`` turns this into an error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class UnknownWordsWarning(UserWarning):
+    """Every word of the expression is outside the run's vocabulary."""
+
+
+class Predictor:
+    """A trained model with its vocabulary and input size, ready to segment images."""
+
+    def __init__(self, model: torch.nn.Module, vocab, cfg, device: str | torch.device = "cpu"):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.cfg = cfg
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, checkpoint: str = "last", device: str = "cpu") -> "Predictor":
+        """Load a run directory (config.json, vocab.json, checkpoints/<checkpoint>.pt).
+
+        Raises :class:`restr.checkpoint.RunError` naming the missing or corrupt file.
+        """
+        from .checkpoint import load_run
+
+        run = load_run(run_dir, checkpoint, device)
+        p = cls(run.model, run.vocab, run.cfg, device)
+        p.run_dir, p.step, p.checkpoint = run.run_dir, run.step, run.checkpoint
+        return p
+
+    # -- input -----------------------------------------------------------------------------
+    @staticmethod
+    def load_image(image: Any) -> np.ndarray:
+        """A path, a PIL image, or an H x W x 3 (or H x W) uint8 array -> H x W x 3 uint8 RGB."""
+        from .data.errors import DataError
+        from .data.refer import read_image
+
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image)  # DataError names a missing or unreadable file
+        try:
+            from PIL import Image
+
+            if isinstance(image, Image.Image):
+                return np.asarray(image.convert("RGB"))
+        except ImportError:  # pragma: no cover
+            pass
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise DataError(f"expected an H x W x 3 image, got an array of shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
+                arr = arr * 255.0
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(arr[..., :3])
+
+    def encode(self, text: str, strict: bool = False) -> tuple[torch.Tensor, list[str]]:
+        """(ids (1, max_words), unknown words). Warns when every word is unknown."""
+        from .data.vocab import tokenize
+
+        ids, length = self.vocab.encode(text, self.cfg.model.max_words)  # EmptyExpressionError if empty
+        tokens = tokenize(text)[:length]
+        unknown = [t for t in tokens if t not in self.vocab]
+        if unknown and len(unknown) == len(tokens):
+            msg = (f"every word of {text!r} is outside the run's vocabulary ({', '.join(unknown)}); the model sees "
+                   f"only <unk> and its prediction does not depend on the text")
+            if strict:
+                from .data.errors import DataError
+
+                raise DataError(msg)
+            warnings.warn(msg, UnknownWordsWarning, stacklevel=3)
+        return torch.from_numpy(ids)[None], unknown
+
+    # -- prediction ---------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, image: Any, text: str, return_attention: bool = False, strict: bool = False) -> dict[str, Any]:
+        from .data.transforms import letterbox, normalize, unletterbox
+
+        rgb = self.load_image(image)
+        boxed, meta = letterbox(rgb, self.cfg.model.image_hw)
+        x = normalize(boxed)[None].to(self.device)
+        words, unknown = self.encode(text, strict)
+        out = self.model(x, words.to(self.device), return_attention=return_attention)
+        logits = unletterbox(out.mask_logits[0, 0].float().cpu(), meta)
+        result: dict[str, Any] = {
+            "mask": (logits >= 0).numpy(),
+            "probability": torch.sigmoid(logits).numpy().astype(np.float32),
+            "patch_map": torch.sigmoid(out.patch_logits[0, 0].float()).cpu().numpy(),
+            "unknown_words": unknown,
+            "letterbox": meta,
+        }
+        if return_attention:
+            result["seed_attention"] = out.seed_attention
+        return result
+
+
+def overlay_image(rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
+    """The image with the mask blended in ``colour``."""
+    out = rgb.astype(np.float32).copy()
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.array(colour, np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m restr predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="run directory written by `python -m restr train`")
+    parser.add_argument("--image", required=True, help="image file")
+    parser.add_argument("--text", required=True, help="the referring expression")
+    parser.add_argument("--out", required=True, help="output mask PNG (white = the referred object)")
+    parser.add_argument("--overlay", help="also write the image with the mask overlaid here")
+    parser.add_argument("--checkpoint", default="last", help="last | best | a checkpoint path")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--strict", action="store_true", help="error (not warn) when every word is unknown")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    args = parser.parse_args(argv)
+    from PIL import Image
+
+    from .checkpoint import RunError
+    from .data.errors import DataError
+
+    if not Path(args.image).is_file():
+        print(f"error: image file not found: {args.image}", file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor.from_run(args.run, args.checkpoint, args.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnknownWordsWarning)
+            r = predictor.predict(args.image, args.text, strict=args.strict)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+    except (RunError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(r["mask"].astype(np.uint8) * 255).save(args.out)
+    if args.overlay:
+        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(overlay_image(Predictor.load_image(args.image), r["mask"])).save(args.overlay)
+    summary = {"mask": args.out, "overlay": args.overlay, "pixels": int(r["mask"].sum()),
+               "fraction": float(r["mask"].mean()), "size": list(r["mask"].shape),
+               "unknown_words": r["unknown_words"], "checkpoint": str(predictor.checkpoint), "step": predictor.step}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {args.out}: {summary['pixels']} of {r['mask'].size} pixels ({100 * summary['fraction']:.1f} %)"
+              + (f", overlay {args.overlay}" if args.overlay else ""))
+    return 0
