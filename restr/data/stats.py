@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any
 
 from .errors import DataError
-from .refer import DATASETS, ReferData, bucket_labels, bucket_of, check_names, read_image
+from .refer import DATASETS, ReferData, bucket_labels, bucket_of, check_names
 from .vocab import Vocabulary, load_glove, tokenize
 
 __all__ = ["dataset_stats", "format_stats"]

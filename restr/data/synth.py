@@ -13,8 +13,8 @@ partial occlusion), as RefCOCO's testA/testB group images by the kind of target.
 
 Masks are the visible pixels of each shape. In instances.json, unoccluded squares,
 triangles, diamonds and stars are polygons, crosses are two overlapping rectangles
-(the reader must take their union), circles and rings are RLE (uncompressed for even
-annotation ids, compressed for odd), and occluded shapes are compressed RLE.
+(the reader must take their union), circles and rings are RLE (uncompressed or
+compressed, alternating), and occluded shapes are compressed RLE.
 ``scenes.json`` records every shape's attributes and every expression's program.
 """
 from __future__ import annotations
@@ -113,7 +113,10 @@ def _margin(width: int, height: int) -> float:
 
 
 def _matches(o: Shape, attrs: dict[str, str]) -> bool:
-    return all(o.attr(k) == v for k, v in attrs.items())
+    for k, v in attrs.items():  # a plain loop: this is the generator's innermost call
+        if getattr(o, k) != v:
+            return False
+    return True
 
 
 def _relation(o: Shape, landmark: Shape, rel: str, margin: float) -> bool | None:
@@ -315,7 +318,7 @@ def _full_mask(o: Shape, h: int, w: int) -> tuple[np.ndarray, list[list[float]] 
     if o.shape == "circle":
         return _disk(h, w, o.cx, o.cy, o.r), None
     if o.shape == "ring":
-        return _disk(h, w, o.cx, o.cy, o.r) & ~_disk(h, w, o.cx, o.cy, 0.55 * o.r), None
+        return _disk(h, w, o.cx, o.cy, o.r) & ~_disk(h, w, o.cx, o.cy, 0.5 * o.r), None
     from pycocotools import mask as mask_utils
 
     polys = _polygons(o)
@@ -341,7 +344,7 @@ def _place(rng: np.random.Generator, kind: str, w: int, h: int) -> list[Shape] |
     shapes: list[Shape] = []
     for _ in range(n):
         size = _pick(rng, SIZES)
-        r = m * (rng.uniform(0.10, 0.12) if size == "small" else rng.uniform(0.16, 0.20))
+        r = m * (rng.uniform(0.12, 0.14) if size == "small" else rng.uniform(0.19, 0.23))
         for _try in range(60):
             cx = rng.uniform(r + 1, w - r - 1)
             cy = rng.uniform(r + 1, h - r - 1)
@@ -546,13 +549,24 @@ def _make_image(args: tuple) -> dict:
     stem = f"synthref_{image_id:012d}"
     Image.fromarray(img).save(Path(image_dir) / f"{stem}.jpg", quality=quality, subsampling=0)
 
+    from pycocotools import mask as mask_utils
+
     objects = []
     for k, (s, f, v, p) in enumerate(zip(shapes, full, visible, polys)):
         occluded = bool((f & ~v).any())
+        if not occluded and p is not None:
+            seg: Any = p
+        elif s.shape in ("circle", "ring") and not occluded and (image_id + k) % 2 == 0:
+            seg = {"size": [h, w], "counts": _uncompressed_rle(v)}
+        else:
+            rle = mask_utils.encode(np.asfortranarray(v.astype(np.uint8)))
+            seg = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+        ys, xs = np.nonzero(v)
         objects.append({
             "shape": s.shape, "colour": s.colour, "size": s.size,
             "cx": round(s.cx, 3), "cy": round(s.cy, 3), "r": round(s.r, 3),
-            "occluded": occluded, "polygons": None if occluded else p, "visible": v,
+            "occluded": occluded, "segmentation": seg, "area": int(v.sum()),
+            "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
             "expressions": [{"text": e["text"], "raw": _raw(e["text"], rng), "program": e["program"]}
                             for e in exprs[k]],
         })
@@ -586,8 +600,6 @@ def generate(
     Files: ``refs(unc).p``, ``instances.json``, ``scenes.json`` and ``images/*.jpg``.
     The bytes depend only on the arguments other than ``workers`` and ``progress``.
     """
-    from pycocotools import mask as mask_utils
-
     t0 = time.perf_counter()
     root = Path(out)
     ddir = root / "synthref"
@@ -638,19 +650,9 @@ def generate(
         for obj in res["objects"]:
             ann_id += 1
             ref_id += 1
-            v = obj["visible"]
-            if obj["polygons"] is not None:
-                seg: Any = obj["polygons"]
-            elif obj["shape"] in ("circle", "ring") and not obj["occluded"] and ann_id % 2 == 0:
-                seg = {"size": [h, w], "counts": _uncompressed_rle(v)}
-            else:
-                rle = mask_utils.encode(np.asfortranarray(v.astype(np.uint8)))
-                seg = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-            ys, xs = np.nonzero(v)
             annotations.append({
                 "id": ann_id, "image_id": res["image_id"], "category_id": cat_id[obj["shape"]],
-                "segmentation": seg, "area": int(v.sum()),
-                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+                "segmentation": obj["segmentation"], "area": obj["area"], "bbox": obj["bbox"],
                 "iscrowd": 0,
             })
             sentences = []
