@@ -1,0 +1,90 @@
+"""The book end to end, in the smoke profile: papermill batch run, nbval, the site.
+
+One session-scoped run of ``python -m restr book --profile smoke`` (embedded data
+generated, every notebook executed with papermill, the site built) feeds the tests:
+
+* every notebook ran without an error output and drew its figures;
+* ``pytest --nbval-lax`` re-executes the executed copies (whose marked cells now hold
+  reference outputs) and compares the cells marked ``# NBVAL_CHECK_OUTPUT``: those
+  outputs must be deterministic; all other cells must merely run;
+* the site has one page per notebook with its figures embedded and no error output.
+
+The committed notebooks carry no outputs, which is why nbval runs on the executed
+copies rather than on ``notebooks/`` directly.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from restr import book
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = [p.name for p in book.notebook_paths()]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    root = tmp_path_factory.mktemp("book")
+    code = book.main(["--profile", "smoke", "--build", str(root / "build"), "--runs", str(root / "runs"),
+                      "--data", str(root / "data")])
+    assert code == 0, "python -m restr book --profile smoke failed"
+    return root
+
+
+def test_committed_notebooks_have_parameters_and_no_outputs():
+    for name in NOTEBOOKS:
+        nb = json.loads((REPO / "notebooks" / name).read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert any("parameters" in c["metadata"].get("tags", []) for c in code), f"{name}: no parameters cell"
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{name} has outputs"
+        source = "".join("".join(c["source"]) for c in code)
+        assert "from restr" in source, f"{name} does not import from restr"
+        assert not re.search(r"^class \w+|^\s*import torch\.nn as nn", source, re.M), f"{name} defines library code"
+
+
+def test_every_notebook_ran_and_drew_figures(smoke_book):
+    executed = smoke_book / "build" / "executed" / "smoke"
+    for name in NOTEBOOKS:
+        nb = json.loads((executed / name).read_text())
+        outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o["output_type"] == "error"], f"{name} has an error output"
+        images = [o for o in outputs if "image/png" in o.get("data", {})]
+        assert images, f"{name} drew no figure"
+        params = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert params and "profile = \"smoke\"" in "".join(params[0]["source"])
+
+
+def test_marked_cells_are_deterministic_under_nbval(smoke_book):
+    executed = smoke_book / "build" / "executed" / "smoke"
+    marked = [n for n in NOTEBOOKS if "NBVAL_CHECK_OUTPUT" in (executed / n).read_text()]
+    assert len(marked) >= 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "--current-env", "-p", "no:cacheprovider", "-q",
+         "-o", "addopts=", "--rootdir", str(executed), *[str(executed / n) for n in NOTEBOOKS]],
+        capture_output=True, text=True, cwd=str(REPO / "notebooks"),
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"\d+ passed", proc.stdout)
+
+
+def test_site_has_a_page_per_notebook_with_figures(smoke_book):
+    html = smoke_book / "build" / "smoke" / "site" / "_build" / "html"
+    assert (html / "index.html").exists()
+    for name in NOTEBOOKS:
+        page = html / "notebooks" / name.replace(".ipynb", ".html")
+        assert page.exists(), f"no page for {name}"
+        text = page.read_text()
+        images = re.findall(r'<img [^>]*src="([^"]+)"', text)
+        assert images, f"{page.name} embeds no figure"
+        for src in images:
+            assert (page.parent / src).resolve().exists(), f"{page.name}: missing image {src}"
+        assert "Traceback" not in text and 'class="output traceback' not in text
+    for page in ("book/status.html", "book/real_data.html", "book/cost.html", "book/references.html"):
+        assert (html / page).exists(), page
