@@ -61,7 +61,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | s
     param_groups = [g for g in param_groups if g["params"]]
     fused = torch.device(device).type == "cuda"
     return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                             fused=fused or None)
+                             fused=True if fused else None)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:

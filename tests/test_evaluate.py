@@ -1,0 +1,110 @@
+"""Evaluation: protocol, every expression, original resolution, swap control, CSV/images, bad runs."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from restr.checkpoint import RunError
+from restr.config import get_preset
+from restr.data.refer import ReferDataset
+from restr.data.transforms import compute_meta
+from restr.evaluate import SwapDataset, evaluate_run, score_batch, spread_indices
+from restr.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from restr.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synthref")
+    generate(root, seed=2, num_images=8, progress=False)
+    cfg = get_preset("smoke", train={"iterations": 4, "ckpt_every": 0, "val_every": 0, "batch_size": 4},
+                     data={"root": str(root), "num_workers": 0})
+    return train(cfg, tmp_path_factory.mktemp("runs") / "smoke", progress=False)
+
+
+def test_score_batch_maps_back_to_the_original_resolution():
+    # a 4 x 8 image letterboxed into 8 x 8 (scale 1, 2 rows of padding top and bottom)
+    meta = compute_meta((4, 8), 8)
+    assert (meta.pad_top, meta.new_h, meta.scale) == (2, 4, 1.0)
+    logits = torch.full((1, 8, 8), -5.0)
+    logits[0, 2:4, 0:4] = 5.0  # predicted: rows 0-1, cols 0-3 of the original image
+    logits[0, 0, :] = 5.0  # padding: must be ignored
+    target = torch.zeros(4, 8, dtype=torch.uint8)
+    target[0:2, 2:6] = 1
+    batch = {"meta": meta.to_tensor()[None], "orig_mask": [target]}
+    (inter, union, pred), = score_batch(batch, logits)
+    assert pred.shape == (4, 8)
+    assert (inter, union) == (4, 12)
+    # exactly at logit 0 (probability 0.5) a pixel is positive
+    (i2, u2, p2), = score_batch(batch, torch.zeros(1, 8, 8))
+    assert bool(p2.all()) and (i2, u2) == (8, 32)
+
+
+def test_spread_indices():
+    assert spread_indices(10, None) == list(range(10))
+    assert spread_indices(10, 3) == [0, 4, 9] or spread_indices(10, 3) == [0, 5, 9]
+    assert spread_indices(3, 10) == [0, 1, 2]
+
+
+def test_evaluate_every_expression_with_protocol_and_swap(run, tmp_path):
+    cfg = json.loads((run / "config.json").read_text())
+    val = ReferDataset(cfg["data"]["root"], "synthref", "unc", "val")
+    csv_path, img_dir = tmp_path / "per_expr.csv", tmp_path / "img"
+    r = evaluate_run(run, "val", swap_control=True, csv_path=csv_path, save_images=img_dir, num_workers=0)
+    assert r["expressions"] == len(val) == r["expressions_total"]
+    assert 0.0 <= r["cum_iou"] <= 1.0 and 0.0 <= r["mean_iou"] <= 1.0
+    assert r["prec@0.5"] >= r["prec@0.6"] >= r["prec@0.7"] >= r["prec@0.8"] >= r["prec@0.9"]
+    assert list(r["buckets"]) == ["1-2", "3", "4-5", "6-20"]  # synthref uses the UNC buckets
+    assert sum(b["n"] for b in r["buckets"].values()) == len(val)
+    assert r["protocol"]["resolution"].startswith("original")
+    assert "probability >= 0.5" in r["protocol"]["threshold"]
+    s = r["swap_control"]
+    assert s["expressions"] + s["skipped_single_ref_images"] == len(val)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == len(val) + s["expressions"]
+    assert {"ref_id", "sentence", "iou", "bucket", "intersection", "union"} <= set(rows[0])
+    assert len(list(img_dir.glob("*_mask.png"))) == len(val) + s["expressions"]
+    cum = sum(float(x["intersection"]) for x in rows if x["control"] == "none") / \
+        sum(float(x["union"]) for x in rows if x["control"] == "none")
+    assert cum == pytest.approx(r["cum_iou"])
+    sub = evaluate_run(run, "val", max_expressions=5, num_workers=0)
+    assert sub["expressions"] == 5
+
+
+def test_swap_dataset_uses_another_object_of_the_same_image(run):
+    cfg = json.loads((run / "config.json").read_text())
+    val = ReferDataset(cfg["data"]["root"], "synthref", "unc", "val", image_size=32, return_original=True)
+    swap = SwapDataset(val)
+    refs = {r["ref_id"]: r for r in val.refs}
+    for k in range(len(swap)):
+        index, text, other = swap.items[k]
+        ref, _ = val.item_ref(index)
+        assert other != ref["ref_id"] and refs[other]["image_id"] == ref["image_id"]
+        assert refs[other]["ann_id"] != ref["ann_id"]
+        assert text in [s["sent"] for s in refs[other]["sentences"]]
+    item = swap[0]
+    base = val[swap.items[0][0]]
+    assert torch.equal(item["orig_mask"], base["orig_mask"]) and item["sentence"] != base["sentence"]
+
+
+def test_bad_run_directories(run, tmp_path):
+    with pytest.raises(RunError, match="does not exist"):
+        evaluate_run(tmp_path / "missing", "val")
+    empty = tmp_path / "nockpt"
+    empty.mkdir()
+    (empty / "config.json").write_text((run / "config.json").read_text())
+    with pytest.raises(RunError, match="no checkpoint"):
+        evaluate_run(empty, "val")
+    p = subprocess.run([sys.executable, "-m", "restr", "evaluate", "--run", str(tmp_path / "missing")],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "does not exist" in p.stderr
