@@ -115,6 +115,33 @@ def spread_indices(n: int, k: int | None) -> list[int]:
 # ----------------------------------------------------------------------------------------
 # the loop
 
+class _SharedImageVision(torch.nn.Module):
+    """Runs the vision encoder once per distinct image of a batch.
+
+    An image carries ~10 expressions in refer data and evaluation keeps the items of an
+    image together, so a batch holds few distinct images. ``keys`` (one id per row) is
+    set before each forward; rows with the same key must hold the same image (true
+    without augmentation). The ViT is per-sample, so this changes no result beyond
+    floating-point rounding.
+    """
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.keys: torch.Tensor | None = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.keys is None or len(self.keys) != len(images):
+            return self.inner(images)
+        uniq, inverse = torch.unique(self.keys, return_inverse=True)
+        if len(uniq) == len(images):
+            return self.inner(images)
+        first = torch.full((len(uniq),), len(images), dtype=torch.long)
+        first.scatter_reduce_(0, inverse, torch.arange(len(images)), reduce="amin")
+        feats = self.inner(images[first.to(images.device)])
+        return feats[inverse.to(images.device)]
+
+
 def _amp_context(device: torch.device, amp_dtype: torch.dtype | None):
     if amp_dtype is None:
         return torch.autocast(device.type, enabled=False)
@@ -130,10 +157,13 @@ def iterate_predictions(
     num_workers: int = 0,
     amp_dtype: torch.dtype | None = None,
     dtype: torch.dtype = torch.float32,
+    share_images: bool = True,
 ) -> Iterator[tuple[dict, torch.Tensor]]:
     """Yield ``(batch, mask_logits)`` with mask_logits float32 (B, H, W) on the CPU.
 
     The dataset must return ``orig_mask`` (``return_original=True``) to be scored.
+    ``share_images``: encode each distinct image of a batch once (see
+    :class:`_SharedImageVision`); only for data without augmentation.
     """
     from .data.refer import collate
 
@@ -143,14 +173,22 @@ def iterate_predictions(
                         persistent_workers=False)
     was_training = model.training
     model.eval()
+    shared = None
+    if share_images and isinstance(getattr(model, "vision", None), torch.nn.Module):
+        shared = _SharedImageVision(model.vision)
+        model.vision = shared
     try:
         for batch in loader:
             images = batch["image"].to(device, dtype=dtype, non_blocking=True)
             words = batch["words"].to(device, non_blocking=True)
+            if shared is not None:
+                shared.keys = torch.as_tensor(batch["image_id"]) if "image_id" in batch else None
             with _amp_context(device, amp_dtype):
                 out = model(images, words)
             yield batch, out.mask_logits[:, 0].float().cpu()
     finally:
+        if shared is not None:
+            model.vision = shared.inner
         model.train(was_training)
 
 
