@@ -336,7 +336,9 @@ def evaluate_run(
     dataset = ReferDataset(data_root or dcfg.root, dcfg.dataset, dcfg.split_by, split, image_root=dcfg.image_root,
                            vocab=run.vocab, image_size=cfg.model.image_hw, max_words=cfg.model.max_words,
                            augment=False, return_original=True)
-    workers = dcfg.num_workers if num_workers is None else num_workers
+    if num_workers is None:  # leave a core to the model: on 2 CPU cores one loader worker is fastest
+        num_workers = min(dcfg.num_workers, max(1, (os.cpu_count() or 1) - 1))
+    workers = num_workers
     amp_dtype = torch.bfloat16 if dev.type == "cuda" and cfg.train.amp in ("auto", "bf16") and \
         torch.cuda.is_bf16_supported() else (torch.float16 if dev.type == "cuda" and cfg.train.amp == "fp16" else None)
     indices = spread_indices(len(dataset), max_expressions) if max_expressions else None
@@ -438,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score with each expression swapped for another object's in the same image")
     parser.add_argument("--max-expressions", type=int, help="score only N expressions spread over the split")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers)")
+    parser.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers, at most CPU cores - 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--data", help="data root, if it moved since training")
     parser.add_argument("--no-progress", action="store_true")
