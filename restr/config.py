@@ -62,6 +62,12 @@ class ModelConfig:
     # from the first real word, so padding never changes a prediction. False: the
     # release's form (no attention mask; projected padding zeroed; absolute positions).
     mask_padding: bool = True
+    # Initial weight std of the fusion input projections (Sec. 3.2: L2-normalise, then a
+    # linear layer to D). The paper does not say how they are initialised. With
+    # PyTorch's default (``None``), unit-norm inputs give outputs ~30x smaller than the
+    # layer's own bias at D=128, and a model trained from scratch learns far more
+    # slowly; ``1.0`` with a zero bias starts them at unit variance instead.
+    proj_init_std: float | None = 1.0
     # --- decoder -----------------------------------------------------------------------
     decoder: bool = True  # False: the prediction is the patch map upsampled
     head: str = "paper"  # "paper": Eq. (9)-(10); "release": W_p, W_c, no 1/sqrt(D), raw logit

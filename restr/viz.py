@@ -73,15 +73,20 @@ def heatmap(ax, matrix: np.ndarray, xlabel: str = "", ylabel: str = "", title: s
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
-def overlay(ax, image, mask, color=(1.0, 0.1, 0.1), alpha: float = 0.5, title: str | None = None) -> None:
-    """The image with a binary mask painted over it."""
+def overlay(ax, image, mask, color=(1.0, 0.9, 0.0), alpha: float = 0.55, title: str | None = None) -> None:
+    """The image with a binary mask shown: everything outside it dimmed, its outline drawn.
+
+    (A colour tint alone disappears on coloured objects; dimming plus an outline does not.)
+    """
     img = _image(image).astype(np.float32)
     if img.max() > 1.5:
         img = img / 255.0
     m = np.asarray(mask).astype(bool)
     out = img.copy()
-    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(color)
-    ax.imshow(out)
+    out[~m] *= 1.0 - alpha
+    ax.imshow(out.clip(0, 1))
+    if m.any() and not m.all():
+        ax.contour(m.astype(np.float32), levels=[0.5], colors=[color], linewidths=1.5)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:

@@ -306,3 +306,15 @@ def test_missing_and_mismatched_vit_weights_are_named(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read ViT weights file .*garbage.pth"):
         load_vit_weights(build_model(smoke()).vision.vit, str(garbage))
+
+
+def test_fusion_input_projections_start_at_unit_scale():
+    """Unit-norm inputs through the projections give features of std ~proj_init_std, not ~bias-sized."""
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny", model={"vocab_size": 64}).model)
+    x = torch.nn.functional.normalize(torch.randn(4096, model.vision.dim), dim=-1)
+    out = model.vis_proj(x)
+    assert out.std().item() == pytest.approx(1.0, rel=0.05)
+    assert torch.equal(model.vis_proj.bias, torch.zeros_like(model.vis_proj.bias))
+    default = build_model(get_preset("tiny", model={"vocab_size": 64, "proj_init_std": None}).model)
+    assert default.vis_proj(x).std().item() < 0.2  # PyTorch's default init: a much smaller signal

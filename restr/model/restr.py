@@ -38,6 +38,10 @@ class ReSTR(nn.Module):
         # (transformer layers only) can be read off the fusion module directly.
         self.vis_proj = nn.Linear(self.vision.dim, cfg.dim)
         self.lang_proj = nn.Linear(self.language.out_dim, cfg.dim)
+        if cfg.proj_init_std is not None:
+            for proj in (self.vis_proj, self.lang_proj):
+                nn.init.normal_(proj.weight, std=cfg.proj_init_std)  # unit-norm input -> std-sized output
+                nn.init.zeros_(proj.bias)
         self.fusion = FusionEncoder(cfg)
         self.head = PatchHead(cfg)
         self.decoder = CoarseToFineDecoder(cfg) if cfg.decoder else None
