@@ -249,17 +249,24 @@ def _tiny() -> Config:
         fusion_heads=4,
     )
     train = TrainConfig(
-        batch_size=32,
-        iterations=3000,
+        batch_size=16,
+        iterations=2400,  # ~38k expressions: about 8 minutes on a quiet 2-core CPU
         warmup=0.05,
         lr=1e-3,
         vit_lr_scale=1.0,  # no pre-trained ViT at this scale: train it at the full rate
         weight_decay=5e-4,
         grad_clip=1.0,
+        # Scale-down choice, not the paper's (0.8, 0.1): at 64x64 with P=8, tau=0.8
+        # leaves 39 % of the embedded data's targets without a single positive patch, so
+        # the adaptive classifier gets almost no direct supervision. tau=0.5 (6 % left
+        # without) and lambda=1 train it directly; measured on synthref val after 1,200
+        # steps: cumulative IoU 0.28 against 0.11 with the paper's values.
+        tau=0.5,
+        lam=1.0,
         log_every=20,
-        val_every=500,
-        val_max_expressions=1000,
-        ckpt_every=500,
+        val_every=600,
+        val_max_expressions=500,
+        ckpt_every=600,
     )
     return Config(model=model, train=train, preset="tiny")
 
