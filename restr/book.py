@@ -38,6 +38,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "variant_iterations": 12,  # each run of the variant grids (Tables 3 and 4)
         "eval_split": "val",
         "eval_max_expressions": 64,
+        "grid_eval_expressions": 64,
         "attention_expressions": 32,
         "bootstrap": 200,
         "table4_layers": (2, 4),
@@ -49,9 +50,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "split_by": "unc",
         "synth": {"seed": 0},
         "iterations": 2400,  # the tiny preset's full length (~8 min)
-        "variant_iterations": 200,  # each variant run: ~40 s; far from converged (the book says so)
+        "variant_iterations": 150,  # each variant run: ~30 s; far from converged (the book says so)
         "eval_split": "val",
         "eval_max_expressions": None,
+        "grid_eval_expressions": 1000,  # variant grids: 1,000 val expressions spread over the split
         "attention_expressions": 500,
         "bootstrap": 1000,
         "table4_layers": (2, 4, 6),
@@ -66,6 +68,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "variant_iterations": 2400,
         "eval_split": "val",
         "eval_max_expressions": None,
+        "grid_eval_expressions": None,
         "attention_expressions": 500,
         "bootstrap": 1000,
         "table4_layers": (2, 4, 6),
@@ -80,6 +83,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "variant_iterations": 400_000,
         "eval_split": "val",
         "eval_max_expressions": None,
+        "grid_eval_expressions": None,
         "attention_expressions": 5000,
         "bootstrap": 1000,
         "table4_layers": (2, 4, 6),
