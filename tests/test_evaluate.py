@@ -22,14 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from restr.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synthref")
-    generate(root, seed=2, num_images=8, progress=False)
-    cfg = get_preset("smoke", train={"iterations": 4, "ckpt_every": 0, "val_every": 0, "batch_size": 4},
-                     data={"root": str(root), "num_workers": 0})
-    return train(cfg, tmp_path_factory.mktemp("runs") / "smoke", progress=False)
+def run(smoke_run):
+    return smoke_run
 
 
 def test_score_batch_maps_back_to_the_original_resolution():

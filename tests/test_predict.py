@@ -21,14 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from restr.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synthref")
-    generate(root, seed=3, num_images=8, progress=False)
-    cfg = get_preset("smoke", train={"iterations": 2, "ckpt_every": 0, "val_every": 0, "batch_size": 4},
-                     data={"root": str(root), "num_workers": 0})
-    return train(cfg, tmp_path_factory.mktemp("runs") / "smoke", progress=False)
+def run(smoke_run):
+    return smoke_run
 
 
 @pytest.fixture(scope="module")
