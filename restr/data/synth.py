@@ -151,6 +151,18 @@ def _region(o: Shape, region: tuple[str | None, str | None], width: int, height:
     return True
 
 
+def _keep(cands: list[int], test) -> list[int] | None:
+    """The candidates for which ``test`` is True; None if it is undecided (None) for any."""
+    keep = []
+    for i in cands:
+        v = test(i)
+        if v is None:
+            return None
+        if v:
+            keep.append(i)
+    return keep
+
+
 def referents(program: dict, shapes: list[Shape], width: int, height: int) -> list[int] | None:
     """Indices of the shapes ``program`` picks out, or None if any comparison is too close.
 
@@ -165,26 +177,15 @@ def referents(program: dict, shapes: list[Shape], width: int, height: int) -> li
         lms = [i for i, o in enumerate(shapes) if _matches(o, lm_attrs)]
         if len(lms) != 1:
             return None
-        keep = []
-        for i in cands:
-            if i == lms[0]:
-                continue
-            v = _relation(shapes[i], shapes[lms[0]], rel, margin)
-            if v is None:
-                return None
-            if v:
-                keep.append(i)
-        cands = keep
+        cands = _keep([i for i in cands if i != lms[0]],
+                      lambda i: _relation(shapes[i], shapes[lms[0]], rel, margin))
+        if cands is None:
+            return None
     region = program.get("region")
     if region:
-        keep = []
-        for i in cands:
-            v = _region(shapes[i], tuple(region), width, height)
-            if v is None:
-                return None
-            if v:
-                keep.append(i)
-        cands = keep
+        cands = _keep(cands, lambda i: _region(shapes[i], tuple(region), width, height))
+        if cands is None:
+            return None
     ordinal = program.get("ordinal")
     if ordinal:
         axis, direction = ordinal
