@@ -83,9 +83,9 @@ def cost_by_patch_size(
     return rows
 
 
-def uniform_visual_share(num_visual: int, num_words: int) -> float:
+def uniform_visual_share(num_visual, num_words):
     """The share of attention on visual tokens if the seed attended uniformly to all
-    N_v + N_l + 1 tokens: N_v / (N_v + N_l + 1)."""
+    N_v + N_l + 1 tokens: N_v / (N_v + N_l + 1). Works element-wise on tensors of word counts."""
     return num_visual / (num_visual + num_words + 1)
 
 
@@ -106,7 +106,7 @@ def seed_attention_shares(model: torch.nn.Module, batches: Iterable[dict], max_e
             row = torch.stack([a.visual.sum(1), a.language.sum(1), a.seed], dim=1).double().sum(0).numpy()
             sums[a.layer] = sums.get(a.layer, 0) + row
         nv = out.seed_attention[0].num_visual
-        uniform += float((nv / (nv + lengths + 1)).sum())
+        uniform += float(uniform_visual_share(nv, lengths).sum())
         n += batch["words"].shape[0]
         if max_expressions is not None and n >= max_expressions:
             break
