@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, TrainConfig
 from .profile import add_model_overrides, config_from_args
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
@@ -91,23 +91,26 @@ class _Step:
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
         )
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.train_step = None
         if mode == "train":
-            groups = self.model.param_groups()
-            fused = device.type == "cuda"
-            self.opt = torch.optim.AdamW(
-                [{"params": groups["vision"], "lr": 1e-6}, {"params": groups["rest"], "lr": 1e-5}],
-                weight_decay=5e-4, fused=fused,
+            # the trainer's own step (restr.train.TrainStep): fused AdamW with the paper's two
+            # groups and schedule, no host sync; the model is compiled inside it when asked
+            from .optim import build_optimizer, build_scheduler
+            from .train import Dist, TrainStep
+
+            t = TrainConfig()
+            opt = build_optimizer(self.model, t)
+            self.train_step = TrainStep(
+                self.model, opt, build_scheduler(opt, t), torch.amp.GradScaler(device.type, enabled=False), t,
+                torch.bfloat16 if dtype == "bf16" else None, Dist(device=device), compile=compile,
             )
+            self.forward = self.train_step.fwd
+        else:
+            self.forward = torch.compile(self.model) if compile else self.model
 
     def __call__(self) -> None:
-        if self.mode == "train":
-            with self.autocast:
-                out = self.forward(self.images, self.words)
-            loss, _ = self.loss_fn(out.mask_logits, out.patch_logits, self.masks)
-            loss.backward()
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+        if self.train_step is not None:
+            self.train_step([(self.images, self.words, self.masks)])
         else:
             with torch.inference_mode(), self.autocast:
                 self.forward(self.images, self.words)
@@ -187,6 +190,14 @@ def run_bench(
             step()
         elapsed = time.perf_counter() - t0
         peak_mem = None
+    if step.train_step is not None:
+        from .train import _Diverged
+
+        try:
+            step.train_step.check()
+        except _Diverged as exc:
+            raise RuntimeError(f"the benchmark's training step gave a non-finite loss ({exc.value}) at step "
+                               f"{exc.step}: its timings would not be of real work") from None
     step_s = elapsed / steps
     tflops = flops_per_step / step_s / 1e12
     _, table_peak = device_peak_tflops(dev)

@@ -47,10 +47,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * lr_factor(step, cfg.iterations, warmup_steps(cfg), cfg.power, end_ratio)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | str = "cpu") -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over ``model.param_groups()``: group 0 the ViT (``vit_lr_scale * lr``), group 1 the rest.
 
-    Fused AdamW on CUDA. The groups carry a ``name`` key ("vision", "rest").
+    Fused AdamW (one kernel over all parameters) on every device; the trainer relies on
+    its ``found_inf`` input to skip an update without a host sync. The groups carry a
+    ``name`` key ("vision", "rest").
     """
     core = getattr(model, "module", model)  # unwrap DDP
     groups = core.param_groups()
@@ -59,9 +61,22 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | s
         {"params": groups["rest"], "lr": cfg.lr, "name": "rest"},
     ]
     param_groups = [g for g in param_groups if g["params"]]
-    fused = torch.device(device).type == "cuda"
     return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                             fused=True if fused else None)
+                             fused=True)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)``, keeping this optimiser's implementation flags.
+
+    A saved state carries its groups' ``fused``/``foreach`` flags, which would otherwise
+    replace the fused kernel that :func:`build_optimizer` chose (checkpoints written
+    before the trainer used fused AdamW on CPU hold ``fused=None``). The maths, AdamW,
+    is the same either way.
+    """
+    flags = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for g, f in zip(optimizer.param_groups, flags):
+        g.update(f)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:

@@ -55,7 +55,7 @@ from .checkpoint import (
 )
 from .config import Config, ConfigError
 from .losses import restr_loss
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, load_optimizer_state
 
 # Fields that may change between a run and its resumption: they do not affect the weights.
 RESUME_MUTABLE = ("data.num_workers", "train.log_every")
@@ -106,12 +106,6 @@ def setup_distributed(device: str = "auto") -> Dist:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, local, dev)
-
-
-def _all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.enabled:
-        dist.all_reduce(t)
-    return t
 
 
 # ----------------------------------------------------------------------------------------
@@ -269,6 +263,119 @@ def config_mismatch(stored: Config, requested: Config) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------
+# one optimiser step
+
+class _Diverged(Exception):
+    def __init__(self, step: int, value: float):
+        super().__init__(step)
+        self.step, self.value = step, value
+
+
+class TrainStep:
+    """One optimiser step with no host-device synchronisation in it.
+
+    Forward under autocast, Eq. (12), backward over the micro-batches (DDP's gradient
+    all-reduce on the last one only), optional gradient clipping, fused AdamW, the lr
+    schedule. Nothing in :meth:`__call__` reads a device value on the host, so on a GPU
+    the CPU can queue the next steps while the current one runs:
+
+    - the loss parts stay on the device and are summed into a log window there;
+    - a non-finite loss sets a sticky flag on the device. The flag is fed to fused
+      AdamW as its ``found_inf`` input, which makes the kernel skip the update, so from
+      the first bad step on the weights stay those of the last good step;
+    - the host reads the flag and the window only in :meth:`check` and
+      :meth:`take_window` (one small copy each), which the trainer calls at log,
+      validation and checkpoint steps. :meth:`check` raises ``_Diverged`` naming the
+      first bad step, so a run never saves weights from after a non-finite loss.
+
+    With fp16 autocast the GradScaler owns ``found_inf`` (it skips steps with inf
+    gradients itself); the flag is still checked before anything is saved.
+    ``python -m restr bench`` times this same step.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler,
+                 t: "Any", amp_dtype: torch.dtype | None, d: Dist, start_step: int = 0, compile: bool = False):
+        self.model = model  # the module to call (DDP-wrapped under torchrun)
+        self.core = getattr(model, "module", model)
+        self.fwd = torch.compile(model) if compile else model
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.t, self.amp_dtype, self.d = t, amp_dtype, d
+        if not scaler.is_enabled() and not all(g.get("fused") for g in optimizer.param_groups):
+            raise TypeError("TrainStep needs a fused AdamW (restr.optim.build_optimizer) to skip steps on the device")
+        dev = d.device
+        self.step_count = torch.full((), int(start_step), dtype=torch.long, device=dev)
+        self.bad = torch.zeros((), dtype=torch.bool, device=dev)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+        self.first_value = torch.zeros((), dtype=torch.float64, device=dev)
+        self.window = torch.zeros(3, dtype=torch.float64, device=dev)  # sums of loss, loss_patch, loss_pixel
+        self.window_steps = 0
+        self.grad_norm: torch.Tensor | None = None
+
+    def load_window(self, saved: torch.Tensor) -> None:
+        """Restore a checkpoint's ``log_window`` (3 sums, then the step count)."""
+        self.window.copy_(saved[:3].to(self.window))
+        self.window_steps = int(saved[3])
+
+    def window_state(self) -> torch.Tensor:
+        """The log window as a CPU float64 tensor (3 sums, step count), for a checkpoint."""
+        return torch.cat([self.window.cpu(), torch.tensor([float(self.window_steps)], dtype=torch.float64)])
+
+    def __call__(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        """One optimiser step over ``[(images, words, masks), ...]`` (one tuple per micro-batch)."""
+        t, d, n = self.t, self.d, len(micro_batches)
+        parts = torch.zeros(3, dtype=torch.float64, device=d.device)
+        for a, (images, words, masks) in enumerate(micro_batches):
+            sync = nullcontext() if (not d.enabled or a == n - 1) else self.model.no_sync()
+            with sync:
+                with torch.autocast(d.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    o = self.fwd(images, words)
+                loss, logs = restr_loss(o.mask_logits, o.patch_logits, masks, t.tau, t.lam)
+                self.scaler.scale(loss / n).backward()
+            parts += torch.stack([logs["loss"], logs["loss_patch"], logs["loss_pixel"]]).double()
+        parts /= n
+        if d.enabled:
+            dist.all_reduce(parts)  # a NaN on any rank makes every rank's sum NaN
+            parts /= d.world
+        bad_now = ~torch.isfinite(parts).all()
+        first = bad_now & ~self.bad
+        self.first_bad = torch.where(first, self.step_count, self.first_bad)
+        self.first_value = torch.where(first, parts[0], self.first_value)
+        self.bad |= bad_now
+        if t.grad_clip:
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(self.optimizer)
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.core.parameters(), t.grad_clip)
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            # fused AdamW skips the whole update (moments and step count too) when found_inf is 1
+            self.optimizer.grad_scale, self.optimizer.found_inf = None, self.bad.float()
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.grad_scale, self.optimizer.found_inf
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step_count += 1
+        self.window += parts
+        self.window_steps += 1
+
+    def check(self) -> None:
+        """Read the divergence flag on the host (one sync); raise ``_Diverged`` if it is set."""
+        flags = torch.stack([self.bad.double(), self.first_bad.double(), self.first_value]).cpu()
+        if flags[0] > 0:
+            raise _Diverged(int(flags[1]), float(flags[2]))
+
+    def take_window(self) -> tuple[list[float], int]:
+        """The mean loss parts since the last call and the number of steps; resets the window."""
+        sums, n = self.window.cpu().tolist(), self.window_steps
+        self.window.zero_()
+        self.window_steps = 0
+        return [v / max(n, 1) for v in sums], n
+
+
+# ----------------------------------------------------------------------------------------
 # the trainer
 
 def build_datasets(cfg: Config, vocab=None):
@@ -377,18 +484,17 @@ def train(
         raise ConfigError(f"train.batch_size = {t.batch_size} must be divisible by processes x grad_accum = "
                           f"{d.world} x {t.grad_accum}")
     micro = t.batch_size // (d.world * t.grad_accum)
-    optimizer = build_optimizer(core, t, d.device)
+    optimizer = build_optimizer(core, t)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype == torch.float16)
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    fwd = torch.compile(model) if t.compile else model
 
     step, epoch, step_in_epoch, best = 0, 0, 0, -math.inf
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         step, epoch, step_in_epoch = int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"])
@@ -436,7 +542,7 @@ def train(
             "scaler": scaler.state_dict(),
             "rng": rngs,
             "best_val": best,
-            "log_window": window.clone(),  # partial sums of the next log row, so it is the same after a resume
+            "log_window": stepper.window_state(),  # partial sums of the next log row, so it is the same after a resume
             "world_size": d.world,
             "config": cfg.to_dict(),
         }
@@ -470,9 +576,9 @@ def train(
         bar = tqdm(total=t.iterations, initial=step, desc="train", unit="it", file=sys.stderr,
                    dynamic_ncols=True, mininterval=0.5)
     kill_at = int(os.environ.get(KILL_ENV, "-1"))
-    window = torch.zeros(4, dtype=torch.float64)  # loss, loss_patch, loss_pixel, steps
+    stepper = TrainStep(model, optimizer, scheduler, scaler, t, amp_dtype, d, start_step=step, compile=t.compile)
     if state is not None and "log_window" in state:
-        window.copy_(state["log_window"])
+        stepper.load_window(state["log_window"])
     window_images, window_t0 = 0, time.perf_counter()
     model.train()
     last_row: dict = {}
@@ -484,72 +590,50 @@ def train(
             it = iter(loader_for(epoch))
             while step < t.iterations and step_in_epoch < sampler.steps_per_epoch:
                 lr_now = [g["lr"] for g in optimizer.param_groups]
-                parts = torch.zeros(3, dtype=torch.float64)
-                for a in range(t.grad_accum):
+                chunks = []
+                for _ in range(t.grad_accum):
                     batch = next(it)
-                    images = batch["image"].to(d.device, dtype=dtype, non_blocking=True)
-                    masks = batch["mask"].to(d.device, dtype=dtype, non_blocking=True)
-                    words = batch["words"].to(d.device, non_blocking=True)
-                    sync = nullcontext() if (not d.enabled or a == t.grad_accum - 1) else model.no_sync()
-                    with sync:
-                        with torch.autocast(d.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                            o = fwd(images, words)
-                        loss, logs = restr_loss(o.mask_logits, o.patch_logits, masks, t.tau, t.lam)
-                        scaler.scale(loss / t.grad_accum).backward()
-                    parts += torch.stack([logs["loss"], logs["loss_patch"], logs["loss_pixel"]]).double().cpu()
-                parts /= t.grad_accum
-                stats = torch.cat([parts, torch.tensor([0.0 if torch.isfinite(parts).all() else 1.0],
-                                                       dtype=torch.float64)])
-                if d.enabled:
-                    stats = stats.to(d.device) if d.device.type == "cuda" else stats
-                    dist.all_reduce(stats)
-                    stats = stats.cpu()
-                    stats[:3] /= d.world
-                if stats[3] > 0 or not torch.isfinite(stats[:3]).all():
-                    raise _Diverged(step, epoch, float(stats[0]))
-                grad_norm = None
-                if t.grad_clip:
-                    scaler.unscale_(optimizer)
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(core.parameters(), t.grad_clip))
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                    chunks.append((batch["image"].to(d.device, dtype=dtype, non_blocking=True),
+                                  batch["words"].to(d.device, non_blocking=True),
+                                  batch["mask"].to(d.device, dtype=dtype, non_blocking=True)))
+                stepper(chunks)  # queued on the device; nothing is read back here
                 step += 1
                 step_in_epoch += 1
-                window[:3] += stats[:3]
-                window[3] += 1
                 window_images += t.batch_size
-
                 if bar is not None:
                     bar.update(1)
-                if step % max(t.log_every, 1) == 0 or step == t.iterations:
-                    el = time.perf_counter() - window_t0
-                    n = max(float(window[3]), 1.0)
-                    last_row = {"step": step, "epoch": epoch, "loss": float(window[0]) / n,
-                                "loss_patch": float(window[1]) / n, "loss_pixel": float(window[2]) / n,
-                                "lr": lr_now[-1], "lr_vit": lr_now[0], "images_per_s": window_images / el,
-                                "elapsed_s": el}
-                    if grad_norm is not None:
-                        last_row["grad_norm"] = grad_norm
-                    if d.main:
-                        _append_jsonl(out / METRICS_FILE, last_row)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{last_row['loss']:.4f}", lr=f"{lr_now[-1]:.2e}",
-                                        img_s=f"{last_row['images_per_s']:.0f}")
-                    window.zero_()
-                    window_images, window_t0 = 0, time.perf_counter()
-                if t.val_every > 0 and step % t.val_every == 0 and step < t.iterations:
-                    row = validate()
-                    if bar is not None and row is not None:
-                        bar.write(f"step {step}: val cIoU {row['cum_iou']:.4f} mIoU {row['mean_iou']:.4f} "
-                                  f"({row['n']} expressions)", file=sys.stderr)
-                    window_t0 = time.perf_counter()
-                if t.ckpt_every > 0 and step % t.ckpt_every == 0 and step < t.iterations:
-                    save("last")
+
+                log_now = step % max(t.log_every, 1) == 0 or step == t.iterations
+                val_now = t.val_every > 0 and step % t.val_every == 0 and step < t.iterations
+                ckpt_now = t.ckpt_every > 0 and step % t.ckpt_every == 0 and step < t.iterations
+                if log_now or val_now or ckpt_now:
+                    stepper.check()  # the host's only look at the device, before anything is logged or saved
+                    if log_now:
+                        means, n = stepper.take_window()
+                        el = time.perf_counter() - window_t0
+                        last_row = {"step": step, "epoch": epoch, "loss": means[0], "loss_patch": means[1],
+                                    "loss_pixel": means[2], "lr": lr_now[-1], "lr_vit": lr_now[0],
+                                    "images_per_s": window_images / el, "elapsed_s": el}
+                        if stepper.grad_norm is not None:
+                            last_row["grad_norm"] = float(stepper.grad_norm)
+                        if d.main:
+                            _append_jsonl(out / METRICS_FILE, last_row)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{last_row['loss']:.4f}", lr=f"{lr_now[-1]:.2e}",
+                                            img_s=f"{last_row['images_per_s']:.0f}")
+                        window_images, window_t0 = 0, time.perf_counter()
+                    if val_now:
+                        row = validate()
+                        if bar is not None and row is not None:
+                            bar.write(f"step {step}: val cIoU {row['cum_iou']:.4f} mIoU {row['mean_iou']:.4f} "
+                                      f"({row['n']} expressions)", file=sys.stderr)
+                        window_t0 = time.perf_counter()
+                    if ckpt_now:
+                        save("last")
                 if step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
             del it
+        stepper.check()
         row = validate()
         if bar is not None and row is not None:
             bar.write(f"step {step}: val cIoU {row['cum_iou']:.4f} mIoU {row['mean_iou']:.4f} "
@@ -560,8 +644,9 @@ def train(
     except _Diverged as exc:
         last = checkpoint_path(out, "last")
         kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint had been saved yet"
-        msg = (f"loss is {exc.value} at step {exc.step} (epoch {exc.epoch}); training stopped without updating "
-               f"the weights; {kept}. Lower train.lr or set train.grad_clip.")
+        ep = exc.step // sampler.steps_per_epoch
+        msg = (f"loss is {exc.value} at step {exc.step} (epoch {ep}); no weights from that step on were kept "
+               f"or saved; {kept}. Lower train.lr or set train.grad_clip.")
         if d.main:
             _append_jsonl(out / METRICS_FILE, {"step": exc.step, "event": "diverged", "loss": str(exc.value)})
         raise TrainingError(msg) from None
@@ -569,12 +654,6 @@ def train(
         if bar is not None:
             bar.close()
     return out
-
-
-class _Diverged(Exception):
-    def __init__(self, step: int, epoch: int, value: float):
-        super().__init__(step)
-        self.step, self.epoch, self.value = step, epoch, value
 
 
 # ----------------------------------------------------------------------------------------

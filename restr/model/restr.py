@@ -53,9 +53,10 @@ class ReSTR(nn.Module):
             raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {P}; letterbox it first")
         if words.shape[0] != B:
             raise ValueError(f"{B} images but {words.shape[0]} expressions")
-        if words.device.type == "cpu" and not torch.compiler.is_compiling() and bool((words == 0).all(dim=1).any()):
-            # (checked on CPU only, to keep GPU steps free of host syncs; the data layer rejects empty ones)
-            raise ValueError("an expression with no words (all padding) was given; every expression needs a word")
+        if words.device.type == "cpu" and not torch.compiler.is_compiling():
+            # checked on CPU only, where reading a value costs nothing: on a GPU it would stall
+            # every step (the data layer rejects empty expressions before they get here)
+            self._refuse_empty(words)
         gh, gw = H // P, W // P
 
         z_v = self.vis_proj(F.normalize(self.vision(images), dim=-1))  # (B, N_v, D)
@@ -76,6 +77,11 @@ class ReSTR(nn.Module):
             x = x.transpose(1, 2).reshape(B, -1, gh, gw)  # (B, 2D, gh, gw)
             mask_logits = self.decoder(x)
         return ReSTROutput(mask_logits, patch_map, attn)
+
+    @staticmethod
+    def _refuse_empty(words: torch.Tensor) -> None:
+        if bool((words == 0).all(dim=1).any()):
+            raise ValueError("an expression with no words (all padding) was given; every expression needs a word")
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters split for the optimiser: the ViT (0.1 x lr) and everything else."""
