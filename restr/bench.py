@@ -211,25 +211,36 @@ def run_bench(
 
 
 def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, batch: int,
-               workers: int, batches: int) -> dict[str, Any]:
-    """Images per second delivered by the DataLoader over the letterbox pipeline."""
+               workers: int, batches: int, uint8: bool = True) -> dict[str, Any]:
+    """Images per second delivered by the DataLoader over the letterbox pipeline.
+
+    ``uint8=True`` times the trainer's pipeline (letterboxed uint8 items, normalised
+    later on the device); ``False`` the float32 items that evaluation uses.
+    """
     from torch.utils.data import DataLoader
 
     from .data.refer import ReferDataset, collate
 
-    ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"))
+    ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"),
+                      uint8=uint8)
+    if len(ds) < batch * (batches + 1):
+        batches = max(1, len(ds) // batch - 1)
     loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
     it = iter(loader)
-    next(it)  # start the workers
+    first = next(it)  # start the workers
+    per_image = sum(first[k][0].numel() * first[k].element_size() for k in ("image", "mask", "words"))
     n, t0 = 0, time.perf_counter()
     for i, b in enumerate(it):
         n += b["image"].shape[0]
         if i + 1 >= batches:
             break
     elapsed = time.perf_counter() - t0
+    sizes = [ds.data.images[i] for i in ds.image_ids()[:200]]
+    mean_pixels = sum(int(im["height"]) * int(im["width"]) for im in sizes) / max(len(sizes), 1)
     return {"mode": "data", "split": split, "batch": batch, "workers": workers, "images": n,
-            "seconds": elapsed, "images_per_s": n / elapsed}
+            "format": "uint8" if uint8 else "float32", "bytes_per_image": per_image,
+            "source_megapixels": mean_pixels / 1e6, "seconds": elapsed, "images_per_s": n / elapsed}
 
 
 def _fmt(r: BenchResult) -> str:
@@ -260,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="train")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--format", default="uint8", choices=["uint8", "float32"],
+                        help="--mode data: the trainer's uint8 items (default) or evaluation's float32 ones")
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args).model
@@ -269,10 +282,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.mode == "data":
         res = bench_data(args.data, args.dataset, args.split_by, args.split, cfg.image_hw, args.batch,
-                         args.workers, args.batches)
+                         args.workers, args.batches, uint8=args.format == "uint8")
+        h, w = cfg.image_hw
         print(json.dumps(res, indent=2) if args.json else
               f"DataLoader: {res['images_per_s']:.1f} images/s ({res['images']} images, batch {res['batch']}, "
-              f"{res['workers']} workers, split {res['split']})")
+              f"{res['workers']} workers, split {res['split']}, {res['source_megapixels']:.2f} MP sources "
+              f"letterboxed to {h}x{w}, {res['format']} items of {res['bytes_per_image'] / 1e6:.2f} MB)")
         return 0
 
     dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

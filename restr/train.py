@@ -385,7 +385,8 @@ def build_datasets(cfg: Config, vocab=None):
 
     d = cfg.data
     train = ReferDataset(d.root, d.dataset, d.split_by, d.train_split, image_root=d.image_root, vocab=vocab,
-                         image_size=cfg.model.image_hw, max_words=cfg.model.max_words, augment=d.augment)
+                         image_size=cfg.model.image_hw, max_words=cfg.model.max_words, augment=d.augment,
+                         uint8=True)  # normalised on the device, in the loop
     val = None
     if d.val_split and cfg.train.val_every > 0 and cfg.train.val_max_expressions != 0:
         val = ReferDataset(d.root, d.dataset, d.split_by, d.val_split, image_root=d.image_root, vocab=train.vocab,
@@ -506,6 +507,7 @@ def train(
     sampler = ResumableSampler(len(train_set), t.batch_size, d.world, d.rank, t.seed, shuffle=True)
     data = SeededItems(train_set)
     from .data.refer import collate
+    from .data.transforms import normalize_batch
 
     def loader_for(ep: int) -> DataLoader:
         return DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.data.num_workers,
@@ -593,9 +595,9 @@ def train(
                 chunks = []
                 for _ in range(t.grad_accum):
                     batch = next(it)
-                    chunks.append((batch["image"].to(d.device, dtype=dtype, non_blocking=True),
-                                  batch["words"].to(d.device, non_blocking=True),
-                                  batch["mask"].to(d.device, dtype=dtype, non_blocking=True)))
+                    images = normalize_batch(batch["image"].to(d.device, non_blocking=True)).to(dtype)
+                    chunks.append((images, batch["words"].to(d.device, non_blocking=True),
+                                   batch["mask"].to(d.device, non_blocking=True).to(dtype)))
                 stepper(chunks)  # queued on the device; nothing is read back here
                 step += 1
                 step_in_epoch += 1

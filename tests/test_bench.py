@@ -55,3 +55,18 @@ def test_bad_dtype_is_refused():
 
     with pytest.raises(ConfigError, match="--dtype 'fp8'"):
         run_bench(get_preset("smoke").model, dtype="fp8", device="cpu")
+
+
+def test_data_mode_times_the_trainers_items(tmp_path):
+    from restr.bench import bench_data
+    from restr.data.synth import generate
+
+    generate(tmp_path, seed=0, num_images=12, workers=1, progress=False)
+    u8 = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch=4, workers=0, batches=3)
+    f32 = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch=4, workers=0, batches=3,
+                     uint8=False)
+    assert u8["images"] == f32["images"] == 12 and u8["images_per_s"] > 0
+    # image 3x32x32 + mask 32x32 + 20 word ids: uint8 items are a quarter of the float32 pixels
+    assert u8["bytes_per_image"] == 3 * 32 * 32 + 32 * 32 + 20 * 8
+    assert f32["bytes_per_image"] == 4 * (3 * 32 * 32 + 32 * 32) + 20 * 8
+    assert 0.009 < u8["source_megapixels"] < 0.017  # synthref: 96-128 px sides

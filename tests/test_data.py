@@ -29,6 +29,7 @@ from restr.data import (
     letterbox_mask,
     load_glove,
     normalize,
+    normalize_batch,
     tokenize,
     unletterbox,
 )
@@ -308,6 +309,17 @@ def test_normalize_round_trip():
     assert denormalize(x[None]).shape == (1, 5, 7, 3)
 
 
+def test_normalize_batch_is_normalize_on_uint8_batches():
+    imgs = np.random.default_rng(1).integers(0, 256, (2, 6, 9, 3), dtype=np.uint8)
+    batch = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    out = normalize_batch(batch)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 6, 9)
+    for i in range(2):
+        assert torch.equal(out[i], normalize(imgs[i]))  # bit for bit
+    with pytest.raises(DataError, match="uint8"):
+        normalize_batch(out)
+
+
 def test_augment_never_flips_left_right_sentences_and_keeps_target():
     img = np.zeros((40, 60, 3), np.uint8)
     img[:, :10] = 255  # bright stripe on the left
@@ -390,6 +402,18 @@ def test_reader_in_a_dataloader_and_collate(refer_root):
     for k in range(3):  # the (possibly cropped) mask maps back through the meta
         meta = LetterboxMeta.from_tensor(batch["meta"][k])
         assert tuple(batch["orig_mask"][k].shape) == (meta.orig_h, meta.orig_w)
+
+
+def test_uint8_items_carry_the_same_pixels(refer_root):
+    """The trainer's items (uint8, normalised on the device) hold exactly the float items' data."""
+    plain = ReferDataset(refer_root, "refcoco", "unc", "train", image_size=32)
+    raw = ReferDataset(refer_root, "refcoco", "unc", "train", image_size=32, uint8=True)
+    batch = collate([raw[i] for i in range(len(raw))])
+    assert batch["image"].dtype == torch.uint8 and batch["mask"].dtype == torch.uint8
+    ref = collate([plain[i] for i in range(len(plain))])
+    assert torch.equal(normalize_batch(batch["image"]), ref["image"])
+    assert torch.equal(batch["mask"].float(), ref["mask"])
+    assert torch.equal(batch["words"], ref["words"])
 
 
 def test_length_buckets_match_table_2():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from restr.data import ReferDataset, bucket_of, collate, load_glove, tokenize
+from restr.data import DataError, ReferDataset, bucket_of, collate, load_glove, tokenize
 from restr.data import synth
 from restr.data.cli import main as data_main
 from restr.data.stats import dataset_stats
@@ -181,6 +181,20 @@ def test_loader_on_synthref(synth_root):
     assert batch["mask"].sum() > 0 and batch["image"].min() >= -1 and batch["image"].max() <= 1
     item = val[0]
     assert item["orig_mask"].shape == tuple(val.load_mask(item["ann_id"]).shape)
+
+
+def test_scaled_canvases_for_timing_the_loader(tmp_path):
+    """--scale 5 draws COCO-sized scenes (480-640 px sides) with masks at the same size."""
+    synth.generate(tmp_path, seed=0, num_images=4, workers=1, progress=False, scale=5)
+    ds = ReferDataset(tmp_path, "synthref", "unc", "train", image_size=480)
+    for image_id in ds.image_ids():
+        h, w = ds.load_image(image_id).shape[:2]
+        assert 480 <= h <= 640 and 480 <= w <= 640
+    item = ds[0]
+    assert ds.load_mask(item["ann_id"]).shape == ds.load_image(item["image_id"]).shape[:2]
+    assert item["image"].shape == (3, 480, 480)
+    with pytest.raises(DataError, match="scale 20"):
+        synth.generate(tmp_path / "x", num_images=4, progress=False, scale=20)
 
 
 def test_cli_synth_then_stats(tmp_path, capsys):

@@ -21,6 +21,7 @@ from .transforms import (
     letterbox,
     letterbox_mask,
     normalize,
+    normalize_batch,
     unletterbox,
 )
 from .vocab import Vocabulary, embedding_matrix, load_glove, tokenize
@@ -46,6 +47,7 @@ __all__ = [
     "letterbox",
     "letterbox_mask",
     "normalize",
+    "normalize_batch",
     "unletterbox",
     "Vocabulary",
     "embedding_matrix",

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"images over all splits: 80%% train, 8%% val, 6%% testA, 6%% testB (default {DEFAULT_NUM_IMAGES})")
     s.add_argument("--expressions", type=int, default=3, help="expressions per object (default 3)")
     s.add_argument("--quality", type=int, default=92, help="JPEG quality (default 92)")
+    s.add_argument("--scale", type=float, default=1.0,
+                   help="canvas scale (default 1: 96-128 px sides; 5: 480-640 px, COCO-sized, for timing the loader)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = generate(args.out, seed=args.seed, num_images=args.num_images,
                                expressions_per_object=args.expressions, jpeg_quality=args.quality,
-                               workers=args.workers, progress=not args.quiet)
+                               workers=args.workers, progress=not args.quiet, scale=args.scale)
             if args.json:
                 print(json.dumps(summary, indent=2))
             else:

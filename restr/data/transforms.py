@@ -169,6 +169,26 @@ def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def normalize_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) on any device -> float32, the same arithmetic as :func:`normalize`."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise DataError(f"normalize_batch expects uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    x = images.float().div_(255.0)
+    mean, std = _mean_std(images.device)
+    return (x - mean) / std
+
+
+_MEAN_STD: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: copying them from the host every step would wait for the GPU
+    if device not in _MEAN_STD:
+        _MEAN_STD[device] = (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
+                             torch.tensor(STD, device=device).view(1, 3, 1, 1))
+    return _MEAN_STD[device]
+
+
 def denormalize(x: torch.Tensor) -> np.ndarray:
     """Inverse of :func:`normalize`: (3, H, W) -> H x W x 3 uint8, or (B, 3, H, W) -> (B, H, W, 3)."""
     x = torch.as_tensor(x).detach().float().cpu()
