@@ -320,6 +320,25 @@ def test_normalize_batch_is_normalize_on_uint8_batches():
         normalize_batch(out)
 
 
+@pytest.mark.parametrize("flipped", [False, True])
+def test_photometric_jitter_is_the_plain_formula_bit_for_bit(flipped):
+    from restr.data.transforms import photometric
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        h, w = rng.integers(20, 300, 2)
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if flipped:
+            image = image[:, ::-1]  # augment passes flipped views
+        b, c, s = (1.0 + float(v) for v in rng.uniform(-0.15, 0.15, 3))
+        img = image.astype(np.float32)
+        grey = img.mean(axis=2, keepdims=True)
+        img = grey + (img - grey) * s
+        img = (img - img.mean()) * c + img.mean()
+        expected = np.clip(img * b + 0.5, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(photometric(image, b, c, s), expected)
+
+
 def test_augment_never_flips_left_right_sentences_and_keeps_target():
     img = np.zeros((40, 60, 3), np.uint8)
     img[:, :10] = 255  # bright stripe on the left
