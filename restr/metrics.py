@@ -137,7 +137,7 @@ class SegmentationMeter:
         """Sum the state over the default process group (no-op when not distributed)."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not (dist.is_available() and dist.is_initialized()):
             return
         v = self.state_vector()
         if dist.get_backend() == "nccl":

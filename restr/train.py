@@ -81,6 +81,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    launched: bool = False  # started by torchrun (even with one process)
 
     @property
     def main(self) -> bool:
@@ -88,29 +89,37 @@ class Dist:
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        """The distributed path (process group, DDP, all-reduces) is on."""
+        return self.world > 1 or self.launched
 
 
 def setup_distributed(device: str = "auto") -> Dist:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; init the process group if WORLD_SIZE > 1.
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and init the process group.
 
-    Backend nccl on CUDA, gloo on CPU. ``device``: auto | cpu | cuda.
+    Under torchrun the distributed path is taken even with one process (``torchrun
+    --nproc_per_node 1``), so that a single GPU can check it: the process group, the
+    DDP wrapper and every all-reduce run as with N processes. Backend nccl on CUDA,
+    gloo on CPU. ``device``: auto | cpu | cuda.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    launched = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise TrainingError("--device cuda was asked for but CUDA is not available")
-        dev = torch.device("cuda", local if world > 1 else (torch.device(device).index or 0))
+        dev = torch.device("cuda", local if launched else (torch.device(device).index or 0))
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
-    return Dist(rank, world, local, dev)
+    if launched and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        if rank == 0:
+            print(f"distributed: {backend}, world size {world}, DistributedDataParallel on {dev}", file=sys.stderr)
+    return Dist(rank, world, local, dev, launched)
 
 
 # ----------------------------------------------------------------------------------------

@@ -153,6 +153,23 @@ def test_ddp_two_gloo_processes_match_one_process(data_root, tmp_path):
     assert not (two / "checkpoints" / "last.pt.tmp").exists()
 
 
+def test_torchrun_with_one_process_takes_the_distributed_path(data_root, tmp_path):
+    """``torchrun --nproc_per_node 1`` (how one GPU checks the DDP path) runs the process
+    group, DDP and the all-reduces, and trains exactly as the plain command does."""
+    common = [*data_args(data_root), "--iterations", "4", "--batch-size", "4", "--dtype", "float64",
+              "--set", "train.val_every=2", "--workers", "0"]
+    plain, launched = tmp_path / "plain", tmp_path / "launched"
+    p = cli("train", *common, "--out", str(plain))
+    assert p.returncode == 0, p.stderr
+    assert "distributed:" not in p.stderr
+    p = cli("train", *common, "--out", str(launched), torchrun=1)
+    assert p.returncode == 0, p.stderr
+    assert "distributed: gloo, world size 1, DistributedDataParallel" in p.stderr
+    a, b = weights(plain), weights(launched)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-12, atol=1e-14, msg=k)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
     import restr.train as T
 

@@ -162,3 +162,26 @@ def test_the_model_compiles_as_one_graph(fusion):
     torch.testing.assert_close(out.mask_logits, ref.mask_logits)
     out.mask_logits.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_every_attention_layer_runs_through_sdpa(monkeypatch):
+    """The fused kernels (flash, memory-efficient, cuDNN) are only reachable through
+    F.scaled_dot_product_attention: the ViT (timm), language and fusion layers all call it."""
+    import torch.nn.functional as F
+
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("attn_mask") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    cfg = get_preset("tiny")
+    m = cfg.model
+    model = build_model(m)
+    images, words, _ = batch(cfg, 0)
+    model(images, words)
+    assert len(calls) == m.vit_depth + m.lang_depth + m.fusion_layers
+    # only the ViT runs unmasked (flash-eligible); language and fusion mask the padding
+    assert calls.count(False) == m.vit_depth
