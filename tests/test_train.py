@@ -224,3 +224,18 @@ def test_compiled_training_matches_eager(data_root, tmp_path, eager_fp32_run):
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert not any(k.startswith("_orig_mod") for k in state["model"])
     load_run(run)
+
+
+def test_loader_workers_auto_sizes_to_the_machine(monkeypatch):
+    from restr.train import loader_workers
+
+    assert get_preset("paper").data.num_workers == -1  # paper scale: size the loader to the machine
+    assert get_preset("tiny").data.num_workers == 2
+    assert loader_workers(3) == 3 and loader_workers(0) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert loader_workers(-1) == 12  # 15 free cores, capped at 12
+    assert loader_workers(-1, processes_per_machine=4) == 3  # 16 cores over 4 GPUs' processes, minus one each
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert loader_workers(-1) == 0  # one core: load in the training process
+    with pytest.raises(ConfigError, match="data.num_workers = -2"):
+        loader_workers(-2)
