@@ -58,7 +58,7 @@ from .checkpoint import (
     save_checkpoint,
     write_run_config,
 )
-from .config import Config, ConfigError
+from .config import Config, ConfigError, TrainConfig
 from .losses import restr_loss
 from .optim import build_optimizer, build_scheduler, load_optimizer_state
 
@@ -323,7 +323,7 @@ class TrainStep:
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler,
-                 t: "Any", amp_dtype: torch.dtype | None, d: Dist, start_step: int = 0, compile: bool = False):
+                 t: TrainConfig, amp_dtype: torch.dtype | None, d: Dist, start_step: int = 0, compile: bool = False):
         self.model = model  # the module to call (DDP-wrapped under torchrun)
         self.core = getattr(model, "module", model)
         self.fwd = torch.compile(model) if compile else model

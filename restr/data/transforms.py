@@ -163,29 +163,31 @@ def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = torch.as_tensor(np.ascontiguousarray(image))
     if x.ndim != 3 or x.shape[-1] != 3:
         raise DataError(f"normalize expects an H x W x 3 image, got shape {tuple(x.shape)}")
-    x = x.permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
-    return (x - mean) / std
+    return _standardise(x.permute(2, 0, 1).float())
 
 
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) on any device -> float32, the same arithmetic as :func:`normalize`."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise DataError(f"normalize_batch expects uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-    x = images.float().div_(255.0)
-    mean, std = _mean_std(images.device)
-    return (x - mean) / std
+    return _standardise(images.float())
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) float32 pixel values in [0, 255], modified in place -> normalised."""
+    mean, std = _mean_std(x.device)
+    return (x.div_(255.0) - mean) / std
 
 
 _MEAN_STD: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    # made once per device: copying them from the host every step would wait for the GPU
+    """MEAN and STD as (3, 1, 1) tensors on ``device``, made once per device: copying them
+    from the host at every step would make the host wait for the GPU."""
     if device not in _MEAN_STD:
-        _MEAN_STD[device] = (torch.tensor(MEAN, device=device).view(1, 3, 1, 1),
-                             torch.tensor(STD, device=device).view(1, 3, 1, 1))
+        _MEAN_STD[device] = (torch.tensor(MEAN, device=device).view(3, 1, 1),
+                             torch.tensor(STD, device=device).view(3, 1, 1))
     return _MEAN_STD[device]
 
 
@@ -194,8 +196,7 @@ def denormalize(x: torch.Tensor) -> np.ndarray:
     x = torch.as_tensor(x).detach().float().cpu()
     if x.ndim not in (3, 4) or x.shape[-3] != 3:
         raise DataError(f"denormalize expects (3, H, W) or (B, 3, H, W), got {tuple(x.shape)}")
-    mean = torch.tensor(MEAN).view(3, 1, 1)
-    std = torch.tensor(STD).view(3, 1, 1)
+    mean, std = _mean_std(x.device)
     y = (x * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
     return y.movedim(-3, -1).numpy()
 
