@@ -64,12 +64,12 @@ def cost_by_patch_size(
     patch_sizes: Iterable[int] = (32, 16, 8), image_size: int = 480, preset: str = "paper", **model: Any
 ) -> list[dict[str, Any]]:
     """Tokens, parameters and MACs of the model as the patch size changes (measured)."""
-    from .profile import profile
+    from .cost import measure
 
     rows = []
     for p in patch_sizes:
         cfg = get_preset(preset, model={"patch_size": p, "image_size": image_size, **model}).model
-        r = profile(cfg, device="meta")
+        r = measure(cfg, device="meta")
         rows.append({
             "patch_size": p,
             "N_v": cfg.num_patches,

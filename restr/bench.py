@@ -4,7 +4,7 @@ Times training steps (forward, loss, backward, AdamW step) or inference forwards
 preset on the current device after warm-up, and prints images/s, step time, peak GPU
 memory, achieved TFLOP/s and, on a GPU with a known peak, MFU. FLOPs per step are
 measured once by running the same step under ``FlopCounterMode`` (the counter behind
-``python -m restr profile``), backward included, not estimated by formula.
+``python -m restr cost``), backward included, not estimated by formula.
 
 Each run also times the eager fp32 baseline with the same batch, and prints the ratio.
 
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .config import ConfigError, ModelConfig, TrainConfig
-from .profile import add_model_overrides, config_from_args
+from .cli import add_model_overrides, config_from_args
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 
 from .config import Config
+from .utils import atomic_write_bytes, atomic_write_text
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -42,31 +42,6 @@ CKPT_DIR = "checkpoints"
 
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
-
-
-# ----------------------------------------------------------------------------------------
-# atomic writes
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

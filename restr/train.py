@@ -692,7 +692,7 @@ def train(
 # command line
 
 def build_parser() -> argparse.ArgumentParser:
-    from .profile import add_model_overrides
+    from .cli import add_model_overrides
 
     parser = argparse.ArgumentParser(prog="python -m restr train", description=__doc__.split("\n\n")[0])
     add_model_overrides(parser)
@@ -717,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_train_args(args: argparse.Namespace) -> tuple[Config, bool]:
     """(config, explicit): ``explicit`` is False when no config option was given at all."""
-    from .profile import config_from_args
+    from .cli import config_from_args
 
     extra: dict[str, Any] = {}
     for opt, key in (("data", "data.root"), ("dataset", "data.dataset"), ("split_by", "data.split_by"),

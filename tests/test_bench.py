@@ -10,7 +10,7 @@ import torch
 
 from restr import get_preset
 from restr.bench import device_peak_tflops, run_bench
-from restr.profile import count_macs
+from restr.cost import count_macs
 from restr.model import build_model
 
 

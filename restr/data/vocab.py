@@ -114,11 +114,9 @@ class Vocabulary:
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"words": self.words}, ensure_ascii=False))
-        os.replace(tmp, path)
+        from ..utils import atomic_write_text
+
+        atomic_write_text(path, json.dumps({"words": self.words}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":

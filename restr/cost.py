@@ -1,6 +1,6 @@
-"""Parameters and MACs per module, measured by running the model under a FLOP counter.
+"""The cost of a model: parameters and MACs per module, measured under a FLOP counter.
 
-``python -m restr profile --preset paper [--fusion vme] [--shared] [--image-size 320]
+``python -m restr cost --preset paper [--fusion vme] [--shared] [--image-size 320]
 [--lang-mlp 1200] [--json]``
 
 MACs are ``torch.utils.flop_counter.FlopCounterMode`` FLOPs / 2 for one image and one
@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ConfigError, ModelConfig, get_preset
+from .cli import add_model_overrides, config_from_args
+from .config import ConfigError, ModelConfig
 
 MODULES = ("vision", "language", "projection", "fusion", "decoder")
 
@@ -89,7 +90,7 @@ def count_macs(model: nn.Module, image_hw: tuple[int, int], device: str = "cpu",
     return macs
 
 
-def profile(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
+def measure(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
     """Build the model for ``cfg`` (random weights) and measure it.
 
     ``device="meta"`` runs the same forward on shape-only tensors: identical counts,
@@ -138,48 +139,8 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_model_overrides(parser: argparse.ArgumentParser) -> None:
-    """Options shared by commands that build a model from a preset."""
-    parser.add_argument("--preset", default="paper", help="paper | tiny | smoke (default: paper)")
-    parser.add_argument("--fusion", choices=["vme", "ime", "cme"], help="fusion variant")
-    parser.add_argument("--fusion-layers", type=int, help="number of fusion layers (2, 4, 6 in Table 4)")
-    parser.add_argument("--shared", action="store_true", default=None, help="weight sharing (CME-dagger)")
-    parser.add_argument("--no-decoder", dest="decoder", action="store_false", default=None, help="switch the decoder off")
-    parser.add_argument("--image-size", type=int, nargs="+", metavar="PX", help="side, or height width")
-    parser.add_argument("--lang-mlp", type=int, help="language MLP width (text: 3072, release: 1200)")
-    parser.add_argument("--head", choices=["paper", "release"], help="Eq. (9)-(10) form")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="any other override, e.g. --set model.lang_block=post (repeatable)")
-
-
-def config_from_args(args: argparse.Namespace):
-    overrides: dict[str, Any] = {}
-    if args.fusion is not None:
-        overrides["model.fusion"] = args.fusion
-    if args.fusion_layers is not None:
-        overrides["model.fusion_layers"] = args.fusion_layers
-    if args.shared is not None:
-        overrides["model.shared"] = args.shared
-    if args.decoder is not None:
-        overrides["model.decoder"] = args.decoder
-    if args.image_size is not None:
-        if len(args.image_size) not in (1, 2):
-            raise ConfigError("--image-size takes one side or height and width")
-        overrides["model.image_size"] = args.image_size[0] if len(args.image_size) == 1 else tuple(args.image_size)
-    if args.lang_mlp is not None:
-        overrides["model.lang_mlp"] = args.lang_mlp
-    if args.head is not None:
-        overrides["model.head"] = args.head
-    for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write it as section.field=value")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
-    return get_preset(args.preset).override(overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m restr profile", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m restr cost", description=__doc__.split("\n\n")[0])
     add_model_overrides(parser)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or meta (shape-only run: same counts, instant)")
     parser.add_argument("--json", action="store_true", help="print JSON with keys params and macs")
@@ -189,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = profile(cfg.model, device=args.device)
+    result = measure(cfg.model, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

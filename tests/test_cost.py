@@ -1,4 +1,4 @@
-"""Table 3(b) and Table 5 counts, measured by the profiler on the paper preset.
+"""Table 3(b) and Table 5 counts, measured by restr.cost on the paper preset.
 
 The paper preset is built on the meta device (shape-only tensors): the forward pass
 dispatches the same operators, so FlopCounterMode sees the same matrix products; one
@@ -13,13 +13,13 @@ import sys
 import pytest
 
 from restr import get_preset
-from restr.profile import profile
+from restr.cost import measure as measure_cost
 
 LAYER = 7_087_872  # one ViT-B transformer layer (D=768, MLP 3072, qkv bias)
 
 
 def measure(**model):
-    return profile(get_preset("paper", model=model).model, device="meta")
+    return measure_cost(get_preset("paper", model=model).model, device="meta")
 
 
 @pytest.mark.parametrize("fusion", ["vme", "ime", "cme"])
@@ -82,12 +82,12 @@ def test_decoder_blocks_cost_about_the_same():
 
 def test_real_cpu_run_counts_the_same_as_meta():
     cfg = get_preset("smoke", model={"fusion": "vme"}).model
-    assert profile(cfg, device="cpu")["macs"] == profile(cfg, device="meta")["macs"]
+    assert measure_cost(cfg, device="cpu")["macs"] == measure_cost(cfg, device="meta")["macs"]
 
 
 def test_cli_json_has_params_and_macs():
     out = subprocess.run(
-        [sys.executable, "-m", "restr", "profile", "--preset", "paper", "--fusion", "vme", "--shared",
+        [sys.executable, "-m", "restr", "cost", "--preset", "paper", "--fusion", "vme", "--shared",
          "--image-size", "320", "--lang-mlp", "1200", "--device", "meta", "--json"],
         capture_output=True, text=True, check=True,
     )
@@ -99,5 +99,5 @@ def test_cli_json_has_params_and_macs():
 
 
 def test_cli_rejects_bad_preset():
-    out = subprocess.run([sys.executable, "-m", "restr", "profile", "--preset", "huge"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "restr", "cost", "--preset", "huge"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown preset 'huge'" in out.stderr

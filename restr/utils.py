@@ -1,0 +1,123 @@
+"""Small helpers shared by the trainer, the evaluator, the data writers and the CLI.
+
+- atomic writes: a file is either its old or its new content, never half of either,
+  whatever kills the process (temporary file in the same folder, fsync, rename);
+- JSON lines: the metrics log of a run (one object per line);
+- mask overlays on RGB images (prediction files and the command line);
+- the autocast dtype for a device and a ``train.amp`` setting.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+
+
+# ----------------------------------------------------------------------------------------
+# atomic writes
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file, flush, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a unique name in the same folder; "x" mode keeps the usual permissions (umask)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------------------
+# JSON lines
+
+def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+    """Append one JSON object as a line and flush it."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The objects of a JSON-lines file; a missing file is empty and a line cut short by a
+    kill (not valid JSON) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Replace ``path`` atomically with ``rows``, one JSON object per line."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ----------------------------------------------------------------------------------------
+# overlays
+
+def mask_outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels of a boolean mask that touch a pixel outside it (4-neighbourhood)."""
+    m = np.asarray(mask, dtype=bool)
+    inner = np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1)
+    return m & ~inner
+
+
+def overlay_mask(rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: float = 0.5,
+                 outline: np.ndarray | None = None, outline_colour=(0, 255, 0)) -> np.ndarray:
+    """``rgb`` (H, W, 3) with ``mask`` blended in ``colour`` and, optionally, the boundary of
+    a second mask (``outline``, e.g. the ground truth) drawn in ``outline_colour``."""
+    out = np.asarray(rgb).astype(np.float32)  # a copy
+    m = np.asarray(mask, dtype=bool)
+    out[m] = (1 - alpha) * out[m] + alpha * np.array(colour, np.float32)
+    if outline is not None:
+        out[mask_outline(outline)] = outline_colour
+    return out.clip(0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------
+# mixed precision
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device`` (None: no autocast).
+
+    ``auto`` is bf16 on a CUDA device that supports it, else fp16 there, and off on a CPU.
+    """
+    from .config import ConfigError
+
+    amp = amp.lower()
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"train.amp = {amp!r}: choose {', '.join(AMP_CHOICES)}")
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp = fp16 needs a CUDA device (use bf16 or off on CPU)")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
