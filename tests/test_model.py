@@ -98,6 +98,23 @@ def test_sharing_keeps_one_block_per_sub_encoder(fusion):
         assert sum(p.numel() for p in plain.fusion.parameters()) == layers * per_block + extra
 
 
+def test_image_index_encodes_each_image_once_with_the_same_result():
+    cfg = smoke(fusion="cme", fusion_layers=2)
+    model = build_model(cfg).double().eval()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    index = torch.tensor([0, 1, 1, 0, 1])
+    words = words_batch(cfg, [3, 7, 12, 5, 9])
+    seen = []
+    model.vision.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    shared = model(images, words, index)
+    flat = model(images[index], words)
+    assert seen == [2, 5]  # two images encoded once each, then five copies
+    torch.testing.assert_close(shared.mask_logits, flat.mask_logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(shared.patch_logits, flat.patch_logits, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="image_index"):
+        model(images, words, index[:3])
+
+
 def test_shared_block_really_is_reused():
     cfg = smoke(fusion="cme", fusion_layers=4, shared=True)
     model = build_model(cfg)

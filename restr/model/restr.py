@@ -22,10 +22,13 @@ class ReSTROutput(NamedTuple):
 
 
 class ReSTR(nn.Module):
-    """The whole model. ``model(images, words)``.
+    """The whole model. ``model(images, words)`` or ``model(images, words, image_index)``.
 
     images: (B, 3, H, W) normalised, H and W multiples of the patch size.
     words:  (B, L) word ids, L <= max_words, 0 = padding (at the front).
+    image_index: optional (B,) long tensor. When given, ``images`` holds U distinct
+        images (U, 3, H, W) and expression b refers to ``images[image_index[b]]``: each
+        image goes through the ViT once, however many expressions it has.
     """
 
     def __init__(self, cfg: ModelConfig, word_vectors: np.ndarray | torch.Tensor | None = None):
@@ -46,20 +49,26 @@ class ReSTR(nn.Module):
         self.head = PatchHead(cfg)
         self.decoder = CoarseToFineDecoder(cfg) if cfg.decoder else None
 
-    def forward(self, images: torch.Tensor, words: torch.Tensor, return_attention: bool = False) -> ReSTROutput:
-        B, _, H, W = images.shape
+    def forward(self, images: torch.Tensor, words: torch.Tensor, image_index: torch.Tensor | None = None,
+                *, return_attention: bool = False) -> ReSTROutput:
+        B, (_, _, H, W) = words.shape[0], images.shape
         P = self.cfg.patch_size
         if H % P or W % P:
             raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {P}; letterbox it first")
-        if words.shape[0] != B:
-            raise ValueError(f"{B} images but {words.shape[0]} expressions")
+        if image_index is None and images.shape[0] != B:
+            raise ValueError(f"{images.shape[0]} images but {B} expressions")
+        if image_index is not None and image_index.shape != (B,):
+            raise ValueError(f"image_index must have shape ({B},) (one image per expression), got {tuple(image_index.shape)}")
         if words.device.type == "cpu" and not torch.compiler.is_compiling():
             # checked on CPU only, where reading a value costs nothing: on a GPU it would stall
             # every step (the data layer rejects empty expressions before they get here)
             self._refuse_empty(words)
         gh, gw = H // P, W // P
 
-        z_v = self.vis_proj(F.normalize(self.vision(images), dim=-1))  # (B, N_v, D)
+        feats = self.vision(images)  # (B or U, N_v, D_v)
+        if image_index is not None:
+            feats = feats[image_index]  # (B, N_v, D_v): each expression gets its image's features
+        z_v = self.vis_proj(F.normalize(feats, dim=-1))  # (B, N_v, D)
         lang, mask = self.language(words)  # (B, N_l, C), (B, N_l)
         z_l = self.lang_proj(F.normalize(lang, dim=-1))  # (B, N_l, D)
         word_mask = mask if self.cfg.mask_padding else None
