@@ -96,7 +96,8 @@ class _Step:
             # the trainer's own step (restr.train.TrainStep): fused AdamW with the paper's two
             # groups and schedule, no host sync; the model is compiled inside it when asked
             from .optim import build_optimizer, build_scheduler
-            from .train import Dist, TrainStep
+            from .distributed import Dist
+            from .step import TrainStep
 
             t = TrainConfig()
             opt = build_optimizer(self.model, t)
@@ -191,11 +192,11 @@ def run_bench(
         elapsed = time.perf_counter() - t0
         peak_mem = None
     if step.train_step is not None:
-        from .train import _Diverged
+        from .step import Diverged
 
         try:
             step.train_step.check()
-        except _Diverged as exc:
+        except Diverged as exc:
             raise RuntimeError(f"the benchmark's training step gave a non-finite loss ({exc.value}) at step "
                                f"{exc.step}: its timings would not be of real work") from None
     step_s = elapsed / steps

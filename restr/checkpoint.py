@@ -1,19 +1,28 @@
-"""Run directories and checkpoints.
+"""Run directories, checkpoints and the checkpointer of a training run.
 
 A run directory (written by ``python -m restr train``, rank 0 only) holds::
 
     config.json          the full resolved Config (``Config.to_dict()``; model.vocab_size
                          is the data's vocabulary size) plus "vocab_file" and "config_hash"
     vocab.json           the training split's vocabulary (restr.data.vocab.Vocabulary)
-    metrics.jsonl        one JSON object per line: training logs and validations
-    checkpoints/last.pt  the latest checkpoint; checkpoints/best.pt the best validation
+    metrics.jsonl        one JSON object per line: training logs, validations, events
+    checkpoints/last.pt  the latest checkpoint, checkpoints/last.json its summary
+    checkpoints/best.pt  the best validation's checkpoint (and best.json)
 
-Every file is written atomically: to a temporary file in the same folder, flushed and
-fsynced, then renamed over the target, so a killed process never leaves a half-written
-checkpoint behind. A checkpoint is a plain dict of state_dicts (torch.save)::
+Every file is written atomically (:func:`restr.utils.atomic_write_bytes`), so a killed
+process never leaves a half-written checkpoint behind. A checkpoint is a plain dict
+(``torch.save``)::
 
-    {"format": 1, "step", "epoch", "batch_in_epoch", "model", "optimizer", "scheduler",
-     "scaler", "rng": {"python", "numpy", "torch", "cuda"}, "config", "metrics"}
+    {"format": 1, "step", "epoch", "step_in_epoch", "finished", "best_val",
+     "model", "optimizer", "scheduler", "scaler"   (state_dicts),
+     "rng": [one {"python", "numpy", "torch", "cuda"} per rank],
+     "log_window": the partial sums of the next log row, "world_size", "config"}
+
+:class:`Checkpointer` is the trainer's view of its run directory (in the shape of
+detectron2's checkpointer): :meth:`~Checkpointer.open` checks it against the command,
+:meth:`~Checkpointer.start` writes a new run's files, :meth:`~Checkpointer.restore`
+puts a checkpoint back into the model, optimiser and loop, :meth:`~Checkpointer.save`
+writes one, :meth:`~Checkpointer.load_best` reloads the best weights.
 
 Everything that reads a run reports a missing folder, a missing checkpoint or a
 corrupt/truncated file as a :class:`RunError` naming the file.
@@ -22,16 +31,20 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
+import random
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from .config import Config
-from .utils import atomic_write_bytes, atomic_write_text
+from .config import Config, ConfigError
+from .optim import load_optimizer_state
+from .utils import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl, write_jsonl
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -42,6 +55,11 @@ CKPT_DIR = "checkpoints"
 
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used; the message names the file."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: a diverged loss, or a run directory that does not fit the
+    command (a run where a new one should start, nothing where one should resume)."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -147,3 +165,167 @@ def load_run(run_dir: str | os.PathLike, which: str = "last", device: str | torc
                        f"{str(exc).splitlines()[0]}") from None
     model.to(device).eval()
     return LoadedRun(run_dir, cfg, vocab, model, int(state["step"]), ckpt)
+
+
+# ----------------------------------------------------------------------------------------
+# the trainer's side: metrics log, loop position, random state, checkpointer
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a run's metrics.jsonl (a line cut short by a kill is skipped)."""
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
+
+
+class MetricsLog:
+    """A run's ``metrics.jsonl``. Only the main process writes (``enabled``)."""
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            append_jsonl(self.path, row)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (work that a resumed run redoes)."""
+        if self.enabled and self.path.is_file():
+            write_jsonl(self.path, [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= step])
+
+
+@dataclass
+class LoopState:
+    """Where a training run is: optimiser steps done, epoch, steps into the epoch, and the
+    best validation cumulative IoU so far."""
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_val: float = -math.inf
+
+    def advance(self) -> None:
+        self.step += 1
+        self.step_in_epoch += 1
+
+    def next_epoch(self) -> None:
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
+    def summary(self, iterations: int, finished: bool) -> dict:
+        """The checkpoint's JSON sidecar (read by :func:`restr.experiments.run_status`)."""
+        return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "finished": finished,
+                "iterations": iterations, "best_val": self.best_val if math.isfinite(self.best_val) else None}
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Fields that may change between a run and its resumption: they do not affect the weights.
+RESUME_MUTABLE = ("data.num_workers", "train.log_every")
+
+
+def config_mismatch(stored: Config, requested: Config) -> list[str]:
+    return [line for line in stored.diff(requested) if line.split(":", 1)[0] not in RESUME_MUTABLE]
+
+
+class Checkpointer:
+    """The run directory of one training run, as the trainer sees it.
+
+    Only the main process (``main=True``) writes; every process reads. The training
+    objects (model, optimiser, schedule, scaler, log window) are those of a
+    :class:`restr.step.TrainStep`.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, main: bool = True):
+        self.run_dir, self.main = Path(run_dir), main
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE, enabled=main)
+
+    def path(self, which: str) -> Path:
+        return checkpoint_path(self.run_dir, which)
+
+    def open(self, cfg: Config, resume: bool) -> tuple[Any, dict | None]:
+        """Check the run directory against the command: ``(vocabulary, last checkpoint)``
+        of the run being resumed, or ``(None, None)`` for a new run."""
+        from .data.vocab import Vocabulary
+
+        out = self.run_dir
+        if not (out / CONFIG_FILE).is_file():
+            if resume:
+                why = f"has no {CONFIG_FILE}" if out.exists() else "does not exist"
+                raise TrainingError(f"nothing to resume: {out} {why}")
+            return None, None
+        if not resume:
+            raise TrainingError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+        vocab = Vocabulary.load(out / VOCAB_FILE)
+        diff = config_mismatch(read_run_config(out), cfg.override({"model.vocab_size": len(vocab)}))
+        if diff:
+            raise ConfigError(f"cannot resume {out}: the config differs from the run's {out / CONFIG_FILE} in "
+                           f"{len(diff)} field(s) (run's value != this command's):\n  " + "\n  ".join(diff))
+        last = self.path("last")
+        return vocab, (load_checkpoint(last) if last.is_file() else None)
+
+    def start(self, cfg: Config, vocab, config_hash: str, state: dict | None) -> None:
+        """A run with no checkpoint yet gets its files (config, vocabulary, an empty
+        metrics log); a resumed one loses the log rows after its checkpoint."""
+        if not self.main:
+            return
+        if state is None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            vocab.save(self.run_dir / VOCAB_FILE)
+            write_run_config(self.run_dir, cfg, config_hash)
+            self.metrics.path.write_text("")
+        else:
+            self.metrics.truncate_after(int(state["step"]))
+
+    def restore(self, state: dict | None, step, rank: int = 0) -> LoopState:
+        """Load ``state`` (a checkpoint, or None for a new run) into the TrainStep ``step``
+        and this rank's random generators; return the loop's position."""
+        if state is None:
+            return LoopState()
+        step.core.load_state_dict(state["model"])
+        load_optimizer_state(step.optimizer, state["optimizer"])
+        step.scheduler.load_state_dict(state["scheduler"])
+        step.scaler.load_state_dict(state["scaler"])
+        loop = LoopState(int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"]),
+                         float(state.get("best_val", -math.inf)))
+        step.set_step(loop.step)
+        if "log_window" in state:
+            step.load_window(state["log_window"])
+        rngs = state["rng"]
+        if isinstance(rngs, list) and rank < len(rngs):
+            set_rng_state(rngs[rank])
+        return loop
+
+    def save(self, which: str, loop: LoopState, step, rngs: list, cfg: Config, finished: bool = False) -> Path:
+        """Write checkpoint ``which`` ("last" or "best") and its JSON summary (main process
+        only; ``rngs``: every rank's :func:`rng_state`, gathered by the caller)."""
+        path = self.path(which)
+        if not self.main:
+            return path
+        save_checkpoint(path, {
+            "format": CHECKPOINT_FORMAT, "step": loop.step, "epoch": loop.epoch, "step_in_epoch": loop.step_in_epoch,
+            "finished": finished, "best_val": loop.best_val,
+            "model": step.core.state_dict(), "optimizer": step.optimizer.state_dict(),
+            "scheduler": step.scheduler.state_dict(), "scaler": step.scaler.state_dict(), "rng": rngs,
+            "log_window": step.window_state(),  # partial sums of the next log row: the same after a resume
+            "world_size": len(rngs), "config": cfg.to_dict(),
+        })
+        atomic_write_text(path.with_suffix(".json"), json.dumps(loop.summary(cfg.train.iterations, finished)) + "\n")
+        return path
+
+    def load_best(self, model: torch.nn.Module) -> int:
+        """Load the best validation's weights into ``model``; return their step."""
+        state = load_checkpoint(self.path("best"))
+        getattr(model, "module", model).load_state_dict(state["model"])
+        return int(state["step"])

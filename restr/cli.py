@@ -35,7 +35,8 @@ def add_model_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion", choices=["vme", "ime", "cme"], help="fusion variant")
     parser.add_argument("--fusion-layers", type=int, help="number of fusion layers (2, 4, 6 in Table 4)")
     parser.add_argument("--shared", action="store_true", default=None, help="weight sharing (CME-dagger)")
-    parser.add_argument("--no-decoder", dest="decoder", action="store_false", default=None, help="switch the decoder off")
+    parser.add_argument("--no-decoder", dest="decoder", action="store_false", default=None,
+                        help="switch the decoder off")
     parser.add_argument("--image-size", type=int, nargs="+", metavar="PX", help="side, or height width")
     parser.add_argument("--lang-mlp", type=int, help="language MLP width (text: 3072, release: 1200)")
     parser.add_argument("--head", choices=["paper", "release"], help="Eq. (9)-(10) form")

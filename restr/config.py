@@ -172,6 +172,43 @@ class TrainConfig:
     ckpt_every: int = 1000
     compile: bool = False
 
+    def validate(self, world: int = 1) -> "TrainConfig":
+        """Check every value (and that a batch splits over ``world`` processes and
+        ``grad_accum`` micro-steps); raise :class:`ConfigError` naming the first bad one."""
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"train.{name} = {getattr(self, name)!r}: {why}")
+
+        for name, low in (("batch_size", 1), ("iterations", 1), ("grad_accum", 1), ("log_every", 0),
+                          ("val_every", 0), ("ckpt_every", 0)):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < low:
+                raise bad(name, f"must be a whole number >= {low}")
+        for name in ("seed",) + (("val_max_expressions",) if self.val_max_expressions is not None else ()):
+            if not _is_int(getattr(self, name)):
+                raise bad(name, "must be a whole number")
+        for name, ok, why in (
+            ("lr", lambda v: v > 0, "must be > 0"),
+            ("vit_lr_scale", lambda v: v >= 0, "must be >= 0"),
+            ("end_lr", lambda v: 0 <= v <= self.lr, "must be between 0 and train.lr"),
+            ("warmup", lambda v: 0 <= v < 1, "is a fraction of the iterations: 0 <= warmup < 1"),
+            ("power", lambda v: v > 0, "must be > 0"),
+            ("weight_decay", lambda v: v >= 0, "must be >= 0"),
+            ("tau", lambda v: 0 <= v <= 1, "is a fraction of a patch: 0 <= tau <= 1"),
+            ("lam", lambda v: v >= 0, "must be >= 0"),
+        ):
+            v = getattr(self, name)
+            if not _is_number(v) or not ok(v):
+                raise bad(name, why)
+        if len(self.betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in self.betas):
+            raise bad("betas", "must be two numbers in [0, 1)")
+        if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
+            raise bad("grad_clip", "must be > 0, or none for no clipping")
+        if not isinstance(self.amp, str) or self.amp.lower() not in ("auto", "bf16", "fp16", "off"):
+            raise bad("amp", "choose auto, bf16, fp16 or off")
+        if self.batch_size % (world * self.grad_accum):
+            raise ConfigError(f"train.batch_size = {self.batch_size} must be divisible by processes x grad_accum = "
+                              f"{world} x {self.grad_accum}")
+        return self
+
 
 @dataclass
 class Config:
@@ -204,6 +241,7 @@ class Config:
                 raise ConfigError(f"override {key!r}: unknown section {section!r} (model, data or train)")
             _set_field(getattr(new, section), section, name, value)
         new.model.validate()
+        new.train.validate()
         return new
 
     def hash(self, sections: tuple[str, ...] = ("model", "data", "train")) -> str:
@@ -322,6 +360,16 @@ def get_preset(name: str, **sections: dict[str, Any]) -> Config:
 
 # ----------------------------------------------------------------------------------------
 # helpers
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _jsonable(x: Any) -> Any:

@@ -9,6 +9,14 @@ logit >= 0 (probability >= 0.5) and scored with :mod:`restr.metrics`: cumulative
 mean IoU, Prec@{0.5..0.9} and both IoUs per Table 2 length bucket. The protocol is
 written into the result.
 
+The pieces, in the shape of detectron2's ``inference_on_dataset(model, loader,
+evaluator)``: :class:`SegmentationEvaluator` accumulates the metrics of a stream of
+predictions (``process``/``summary``, no side effects on the model);
+:func:`inference_on_dataset` runs a model over a loader and feeds it, encoding each
+distinct image of a batch once (the model's ``image_index`` argument);
+:func:`evaluate_run` rebuilds a trained run and scores a split; the swap control is
+:func:`evaluate_swap_control`.
+
 Swap control (``--swap-control``): each expression is replaced by an expression of a
 DIFFERENT object (another ref with another annotation) of the SAME image, while the
 target mask stays the original one. A model that reads the expression must score far
@@ -22,21 +30,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
+from .utils import atomic_write_text, overlay_mask, resolve_amp
 
 DEFAULT_BATCH = 64
+CSV_COLUMNS = ["control", "index", "ref_id", "sent_id", "ann_id", "image_id", "sentence", "original_sentence",
+               "swap_ref_id", "length", "bucket", "intersection", "union", "iou"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -113,84 +126,7 @@ def spread_indices(n: int, k: int | None) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------
-# the loop
-
-class _SharedImageVision(torch.nn.Module):
-    """Runs the vision encoder once per distinct image of a batch.
-
-    An image carries ~10 expressions in refer data and evaluation keeps the items of an
-    image together, so a batch holds few distinct images. ``keys`` (one id per row) is
-    set before each forward; rows with the same key must hold the same image (true
-    without augmentation). The ViT is per-sample, so this changes no result beyond
-    floating-point rounding.
-    """
-
-    def __init__(self, inner: torch.nn.Module):
-        super().__init__()
-        self.inner = inner
-        self.keys: torch.Tensor | None = None
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.keys is None or len(self.keys) != len(images):
-            return self.inner(images)
-        uniq, inverse = torch.unique(self.keys, return_inverse=True)
-        if len(uniq) == len(images):
-            return self.inner(images)
-        first = torch.full((len(uniq),), len(images), dtype=torch.long)
-        first.scatter_reduce_(0, inverse, torch.arange(len(images)), reduce="amin")
-        feats = self.inner(images[first.to(images.device)])
-        return feats[inverse.to(images.device)]
-
-
-def _amp_context(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=amp_dtype)
-
-
-@torch.no_grad()
-def iterate_predictions(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    device: torch.device | str = "cpu",
-    batch_size: int = DEFAULT_BATCH,
-    num_workers: int = 0,
-    amp_dtype: torch.dtype | None = None,
-    dtype: torch.dtype = torch.float32,
-    share_images: bool = True,
-) -> Iterator[tuple[dict, torch.Tensor]]:
-    """Yield ``(batch, mask_logits)`` with mask_logits float32 (B, H, W) on the CPU.
-
-    The dataset must return ``orig_mask`` (``return_original=True``) to be scored.
-    ``share_images``: encode each distinct image of a batch once (see
-    :class:`_SharedImageVision`); only for data without augmentation.
-    """
-    from .data.refer import collate
-
-    device = torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate, pin_memory=device.type == "cuda",
-                        persistent_workers=False)
-    was_training = model.training
-    model.eval()
-    shared = None
-    if share_images and isinstance(getattr(model, "vision", None), torch.nn.Module):
-        shared = _SharedImageVision(model.vision)
-        model.vision = shared
-    try:
-        for batch in loader:
-            images = batch["image"].to(device, dtype=dtype, non_blocking=True)
-            words = batch["words"].to(device, non_blocking=True)
-            if shared is not None:
-                shared.keys = torch.as_tensor(batch["image_id"]) if "image_id" in batch else None
-            with _amp_context(device, amp_dtype):
-                out = model(images, words)
-            yield batch, out.mask_logits[:, 0].float().cpu()
-    finally:
-        if shared is not None:
-            model.vision = shared.inner
-        model.train(was_training)
-
+# the evaluator: metrics of a stream of predictions
 
 def score_batch(batch: dict, mask_logits: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
     """``(I, U, prediction)`` per item: logits unletterboxed to the original size, >= 0."""
@@ -207,202 +143,273 @@ def score_batch(batch: dict, mask_logits: torch.Tensor) -> list[tuple[int, int, 
     return out
 
 
-def evaluate_dataset(
-    model: torch.nn.Module,
-    dataset,
-    device: torch.device | str = "cpu",
-    batch_size: int = DEFAULT_BATCH,
-    num_workers: int = 0,
-    indices: Sequence[int] | None = None,
-    amp_dtype: torch.dtype | None = None,
-    dtype: torch.dtype = torch.float32,
-    reduce: bool = False,
-    records: list | None = None,
-    on_prediction=None,
-    progress: bool = False,
-    desc: str = "evaluate",
-) -> dict[str, Any]:
-    """Score ``model`` on ``dataset`` (a ReferDataset with ``return_original=True``, or a
-    :class:`SwapDataset` over one). ``indices`` restricts to those items. ``reduce=True``
-    sums the metric state over the distributed group (each rank passes its own share).
+def expression_record(batch: dict, i: int, index: int, scores: tuple[int, int, float], bucket: str) -> dict:
+    """One row of the per-expression CSV for item ``i`` of ``batch``."""
+    inter, union, iou = scores
+    rec = {"index": index, "ref_id": int(batch["ref_id"][i]), "sent_id": int(batch["sent_id"][i]),
+           "ann_id": int(batch["ann_id"][i]), "image_id": int(batch["image_id"][i]),
+           "sentence": batch["sentence"][i], "length": int(batch["num_words"][i]), "bucket": bucket,
+           "intersection": inter, "union": union, "iou": iou}
+    if "original_sentence" in batch:  # the swap control
+        rec["original_sentence"] = batch["original_sentence"][i]
+        rec["swap_ref_id"] = int(batch["swap_ref_id"][i])
+    return rec
 
-    ``records`` (a list) receives one dict per expression; ``on_prediction(item_index,
-    batch, i, prediction)`` is called for each one (for saving images).
-    Returns :meth:`SegmentationMeter.summary` plus ``seconds`` and ``expressions_per_s``.
+
+class SegmentationEvaluator:
+    """The paper's metrics over a stream of predictions: ``process(batch, mask_logits)``
+    for each batch, then ``summary()``.
+
+    ``dataset``: the data set's name (its Table 2 length buckets). ``distributed``: sum
+    the metric state over the process group in :meth:`summary` (each rank processes its
+    own share). ``keep_records``: keep one dict per expression in :attr:`records`.
+    ``on_prediction(index, batch, i, prediction)`` is called for each expression (to
+    save images).
     """
-    base = dataset.base if isinstance(dataset, SwapDataset) else dataset
-    from .data.refer import bucket_labels, bucket_of
 
-    labels = bucket_labels(base.dataset)
-    meter = SegmentationMeter(labels)
-    data = Subset(dataset, indices) if indices is not None else dataset
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    def __init__(self, dataset: str, distributed: bool = False, keep_records: bool = False,
+                 on_prediction: Callable | None = None):
+        from .data.refer import bucket_labels
 
-        bar = tqdm(total=len(data), desc=desc, unit="expr", file=sys.stderr, dynamic_ncols=True)
-    t0 = time.perf_counter()
-    seen = 0
-    for batch, logits in iterate_predictions(model, data, device, batch_size, num_workers, amp_dtype, dtype):
-        for i, (inter, union, pred) in enumerate(score_batch(batch, logits)):
-            length = int(batch["num_words"][i])
-            bucket = bucket_of(length, base.dataset)
-            iou = meter.add(inter, union, bucket)
-            if records is not None:
-                rec = {
-                    "index": seen,
-                    "ref_id": int(batch["ref_id"][i]),
-                    "sent_id": int(batch["sent_id"][i]),
-                    "ann_id": int(batch["ann_id"][i]),
-                    "image_id": int(batch["image_id"][i]),
-                    "sentence": batch["sentence"][i],
-                    "length": length,
-                    "bucket": bucket,
-                    "intersection": inter,
-                    "union": union,
-                    "iou": iou,
-                }
-                if "original_sentence" in batch:
-                    rec["original_sentence"] = batch["original_sentence"][i]
-                    rec["swap_ref_id"] = int(batch["swap_ref_id"][i])
-                records.append(rec)
-            if on_prediction is not None:
-                on_prediction(seen, batch, i, pred)
-            seen += 1
-        if bar:
-            bar.update(len(logits))
-    if bar:
-        bar.close()
-    if reduce:
-        meter.all_reduce()
-    seconds = time.perf_counter() - t0
-    result = meter.summary()
-    result["seconds"] = seconds
-    result["expressions_per_s"] = seen / seconds if seconds > 0 else float("nan")
-    return result
+        self.dataset, self.labels = dataset, bucket_labels(dataset)
+        self.distributed, self.keep_records, self.on_prediction = distributed, keep_records, on_prediction
+        self.reset()
+
+    def reset(self) -> None:
+        self.meter = SegmentationMeter(self.labels)
+        self.records: list[dict] = []
+        self.seen = 0
+
+    def process(self, batch: dict, mask_logits: torch.Tensor) -> None:
+        from .data.refer import bucket_of
+
+        for i, (inter, union, pred) in enumerate(score_batch(batch, mask_logits)):
+            bucket = bucket_of(int(batch["num_words"][i]), self.dataset)
+            iou = self.meter.add(inter, union, bucket)
+            if self.keep_records:
+                self.records.append(expression_record(batch, i, self.seen, (inter, union, iou), bucket))
+            if self.on_prediction is not None:
+                self.on_prediction(self.seen, batch, i, pred)
+            self.seen += 1
+
+    def summary(self) -> dict[str, Any]:
+        """:meth:`restr.metrics.SegmentationMeter.summary` of everything processed."""
+        if self.distributed:
+            self.meter.all_reduce()
+        return self.meter.summary()
 
 
 # ----------------------------------------------------------------------------------------
-# image saving
+# inference
 
-def _save_prediction_images(out_dir: Path, dataset, tag: str = ""):
-    from PIL import Image
+def eval_loader(dataset: Dataset, batch_size: int = DEFAULT_BATCH, num_workers: int = 0,
+                indices: Sequence[int] | None = None, pin_memory: bool = False) -> DataLoader:
+    """A loader over ``dataset`` (or its items ``indices``) in order, keeping an image's
+    expressions together so that a batch holds few distinct images."""
+    from .data.refer import collate
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    base = dataset.base if isinstance(dataset, SwapDataset) else dataset
+    data = Subset(dataset, indices) if indices is not None else dataset
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
+                      pin_memory=pin_memory, persistent_workers=False)
 
-    def save(index: int, batch: dict, i: int, pred: torch.Tensor) -> None:
-        name = f"{tag}ref{int(batch['ref_id'][i])}_sent{int(batch['sent_id'][i])}"
-        p = pred.numpy().astype(bool)
-        Image.fromarray((p * 255).astype(np.uint8)).save(out_dir / f"{name}_mask.png")
-        image = base.load_image(int(batch["image_id"][i])).astype(np.float32)
+
+def distinct_images(batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(images, image_index)``: each distinct image of the batch once and, per row, the
+    position of its image (None when every row has its own image). Rows with the same
+    ``image_id`` hold the same image when there is no augmentation."""
+    images = batch["image"]
+    if "image_id" not in batch:
+        return images, None
+    ids = torch.as_tensor(batch["image_id"])
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    if len(uniq) == len(ids):
+        return images, None
+    first = torch.full((len(uniq),), len(ids), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(ids)), reduce="amin")  # each image's first row
+    return images[first], inverse
+
+
+@torch.no_grad()
+def inference_on_dataset(model: torch.nn.Module, loader: DataLoader, evaluator: SegmentationEvaluator,
+                         amp_dtype: torch.dtype | None = None, progress: str | None = None) -> dict[str, Any]:
+    """Run ``model`` over ``loader`` and feed each batch's mask logits to ``evaluator``.
+
+    The model runs in eval mode on its own device and dtype and is put back in the mode
+    it was in. Returns ``evaluator.summary()`` plus ``seconds`` and ``expressions_per_s``.
+    ``progress``: a description for a progress bar on stderr (None: no bar).
+    """
+    from tqdm import tqdm
+
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    was_training = model.training
+    model.eval()
+    evaluator.reset()
+    bar = tqdm(total=len(loader.dataset), desc=progress, unit="expr", file=sys.stderr, dynamic_ncols=True,
+               disable=progress is None)
+    t0 = time.perf_counter()
+    try:
+        for batch in loader:
+            images, index = distinct_images(batch)
+            images = images.to(device, dtype=dtype, non_blocking=True)
+            words = batch["words"].to(device, non_blocking=True)
+            index = index.to(device) if index is not None else None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = model(images, words, index)
+            evaluator.process(batch, out.mask_logits[:, 0].float().cpu())  # the host waits for the device here
+            bar.update(len(words))
+    finally:
+        bar.close()
+        model.train(was_training)
+    seconds = time.perf_counter() - t0
+    result = evaluator.summary()
+    result["seconds"] = seconds
+    result["expressions_per_s"] = evaluator.seen / seconds if seconds > 0 else float("nan")
+    return result
+
+
+@dataclass
+class Inference:
+    """A model and how to run it over data sets: autocast and the loader's settings."""
+
+    model: torch.nn.Module
+    amp_dtype: torch.dtype | None = None
+    batch_size: int = DEFAULT_BATCH
+    num_workers: int = 0
+    progress: bool = False
+
+    def run(self, dataset: Dataset, evaluator: SegmentationEvaluator, indices: Sequence[int] | None = None,
+            desc: str = "evaluate") -> dict[str, Any]:
+        cuda = next(self.model.parameters()).device.type == "cuda"
+        loader = eval_loader(dataset, self.batch_size, self.num_workers, indices, pin_memory=cuda)
+        return inference_on_dataset(self.model, loader, evaluator, self.amp_dtype, desc if self.progress else None)
+
+
+# ----------------------------------------------------------------------------------------
+# outputs: prediction images and the per-expression CSV
+
+class PredictionImages:
+    """Saves each prediction as a mask PNG and an overlay PNG (prediction in red, the
+    ground truth outlined in green); an ``on_prediction`` callback of the evaluator."""
+
+    def __init__(self, out_dir: str | Path, dataset, tag: str = ""):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.base = dataset.base if isinstance(dataset, SwapDataset) else dataset
+        self.tag = tag
+
+    def __call__(self, index: int, batch: dict, i: int, pred: torch.Tensor) -> None:
+        from PIL import Image
+
+        name = f"{self.tag}ref{int(batch['ref_id'][i])}_sent{int(batch['sent_id'][i])}"
+        mask = pred.numpy().astype(bool)
+        Image.fromarray((mask * 255).astype(np.uint8)).save(self.out_dir / f"{name}_mask.png")
+        image = self.base.load_image(int(batch["image_id"][i]))
         gt = batch["orig_mask"][i].numpy().astype(bool)
-        overlay = image.copy()
-        # prediction in red, ground truth outlined in green
-        overlay[p] = 0.5 * overlay[p] + 0.5 * np.array([255, 0, 0], np.float32)
-        edge = gt & ~(np.roll(gt, 1, 0) & np.roll(gt, -1, 0) & np.roll(gt, 1, 1) & np.roll(gt, -1, 1))
-        overlay[edge] = (0, 255, 0)
-        Image.fromarray(overlay.clip(0, 255).astype(np.uint8)).save(out_dir / f"{name}_overlay.png")
+        Image.fromarray(overlay_mask(image, mask, outline=gt)).save(self.out_dir / f"{name}_overlay.png")
 
-    return save
+
+def write_csv(path: str | Path, records: list[dict]) -> None:
+    """The per-expression records as CSV (``control`` is "none" or "swap")."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({"control": r.get("control", "none"), **r})
+    atomic_write_text(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------------------
+# the swap control
+
+def evaluate_swap_control(inference: Inference, dataset, max_expressions: int | None = None, keep_records: bool = False,
+                 save_images: str | Path | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """Score ``dataset`` with each expression swapped for another object's of the same
+    image (module docstring), and the same expressions with their own sentences.
+    Returns the result block and the swapped expressions' records."""
+    swap = SwapDataset(dataset)
+    indices = spread_indices(len(swap), max_expressions) if max_expressions else None
+    saver = PredictionImages(save_images, swap, tag="swap_") if save_images else None
+    evaluator = SegmentationEvaluator(dataset.dataset, keep_records=keep_records, on_prediction=saver)
+    swapped = inference.run(swap, evaluator, indices, desc="swap control")
+    kept = [i for i, _, _ in swap.items]  # the same expressions, scored with their own sentences
+    if indices is not None:
+        kept = [kept[i] for i in indices]
+    original = Inference(inference.model, inference.amp_dtype, inference.batch_size, inference.num_workers)
+    same = original.run(dataset, SegmentationEvaluator(dataset.dataset), kept)
+    result = {
+        "description": "each expression replaced by an expression of a different object in the same image; "
+                       "target mask unchanged",
+        "expressions": swapped["n"],
+        "skipped_single_ref_images": swap.skipped,
+        "swapped": {k: v for k, v in swapped.items() if k not in ("n", "buckets")},
+        "original_on_same_expressions": {k: v for k, v in same.items() if k not in ("n", "buckets")},
+    }
+    return result, [dict(r, control="swap") for r in evaluator.records]
 
 
 # ----------------------------------------------------------------------------------------
 # whole runs
 
-def evaluate_run(
-    run_dir: str | os.PathLike,
-    split: str = "val",
-    checkpoint: str = "last",
-    device: str = "cpu",
-    batch_size: int = DEFAULT_BATCH,
-    num_workers: int | None = None,
-    max_expressions: int | None = None,
-    swap_control: bool = False,
-    csv_path: str | os.PathLike | None = None,
-    save_images: str | os.PathLike | None = None,
-    data_root: str | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a trained run (rebuilt from its directory) on ``split``; returns the result dict."""
-    from .checkpoint import load_run
+@dataclass
+class EvalOptions:
+    """Where and how :func:`evaluate_run` evaluates (every field has a default)."""
+
+    checkpoint: str = "last"  # last | best | a checkpoint path
+    device: str = "cpu"
+    batch_size: int = DEFAULT_BATCH
+    num_workers: int | None = None  # None: the run's data.num_workers, leaving a core to the model
+    max_expressions: int | None = None  # None: every expression of the split
+    data_root: str | None = None  # None: the run's data.root
+
+
+def split_dataset(run, split: str, data_root: str | None = None):
+    """The ReferDataset of ``split`` for a loaded run, with the run's vocabulary and size."""
     from .data.refer import ReferDataset
 
+    d = run.cfg.data
+    return ReferDataset(data_root or d.root, d.dataset, d.split_by, split, image_root=d.image_root,
+                        vocab=run.vocab, image_size=run.cfg.model.image_hw, max_words=run.cfg.model.max_words,
+                        augment=False, return_original=True)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "val", *, swap_control: bool = False,
+                 csv_path: str | Path | None = None, save_images: str | Path | None = None,
+                 progress: bool = False, **options: Any) -> dict[str, Any]:
+    """Evaluate a trained run (rebuilt from its directory) on ``split``; returns the result
+    dict. ``options`` are the fields of :class:`EvalOptions`."""
+    from .checkpoint import load_run
+
     t_start = time.perf_counter()
-    dev = torch.device(device)
-    run = load_run(run_dir, checkpoint, dev)
-    cfg = run.cfg
-    dcfg = cfg.data
-    dataset = ReferDataset(data_root or dcfg.root, dcfg.dataset, dcfg.split_by, split, image_root=dcfg.image_root,
-                           vocab=run.vocab, image_size=cfg.model.image_hw, max_words=cfg.model.max_words,
-                           augment=False, return_original=True)
-    if num_workers is None:  # leave a core to the model: on 2 CPU cores one loader worker is fastest
-        num_workers = min(dcfg.num_workers, max(1, (os.cpu_count() or 1) - 1))
-    workers = num_workers
-    amp_dtype = torch.bfloat16 if dev.type == "cuda" and cfg.train.amp in ("auto", "bf16") and \
-        torch.cuda.is_bf16_supported() else (torch.float16 if dev.type == "cuda" and cfg.train.amp == "fp16" else None)
-    indices = spread_indices(len(dataset), max_expressions) if max_expressions else None
-    records: list | None = [] if csv_path else None
-    saver = _save_prediction_images(Path(save_images), dataset) if save_images else None
-    main = evaluate_dataset(run.model, dataset, dev, batch_size, workers, indices, amp_dtype,
-                            records=records, on_prediction=saver, progress=progress, desc=f"evaluate {split}")
+    opts = EvalOptions(**options)
+    device = torch.device(opts.device)
+    run = load_run(run_dir, opts.checkpoint, device)
+    dataset = split_dataset(run, split, opts.data_root)
+    workers = opts.num_workers
+    if workers is None:  # leave a core to the model: on 2 CPU cores one loader worker is fastest
+        workers = min(run.cfg.data.num_workers, max(1, (os.cpu_count() or 1) - 1))
+    inference = Inference(run.model, resolve_amp(run.cfg.train.amp, device), opts.batch_size, workers, progress)
+    indices = spread_indices(len(dataset), opts.max_expressions) if opts.max_expressions else None
+    saver = PredictionImages(save_images, dataset) if save_images else None
+    evaluator = SegmentationEvaluator(dataset.dataset, keep_records=csv_path is not None, on_prediction=saver)
+    main = inference.run(dataset, evaluator, indices, desc=f"evaluate {split}")
+    subset = f"{main['n']} expressions spread evenly over the split" if indices is not None else "all"
     result: dict[str, Any] = {
-        "run": str(run.run_dir),
-        "checkpoint": str(run.checkpoint),
-        "step": run.step,
-        "dataset": dcfg.dataset,
-        "split_by": dcfg.split_by,
-        "split": split,
-        "expressions_total": len(dataset),
-        "expressions": main["n"],
+        "run": str(run.run_dir), "checkpoint": str(run.checkpoint), "step": run.step,
+        "dataset": run.cfg.data.dataset, "split_by": run.cfg.data.split_by, "split": split,
+        "expressions_total": len(dataset), "expressions": main["n"],
         **{k: v for k, v in main.items() if k != "n"},
-        "protocol": dict(PROTOCOL, device=str(dev), batch_size=batch_size,
-                         subset=f"{main['n']} expressions spread evenly over the split" if indices is not None
-                         else "all"),
+        "protocol": dict(PROTOCOL, device=str(device), batch_size=opts.batch_size, subset=subset),
     }
+    records = evaluator.records
     if swap_control:
-        swap = SwapDataset(dataset)
-        swap_indices = spread_indices(len(swap), max_expressions) if max_expressions else None
-        swap_records: list | None = [] if csv_path else None
-        swap_saver = _save_prediction_images(Path(save_images), swap, tag="swap_") if save_images else None
-        ctrl = evaluate_dataset(run.model, swap, dev, batch_size, workers, swap_indices, amp_dtype,
-                                records=swap_records, on_prediction=swap_saver, progress=progress,
-                                desc=f"swap control {split}")
-        # the same expressions (those that have a swap), scored with their own sentences
-        kept = [i for i, _, _ in swap.items]
-        if swap_indices is not None:
-            kept = [kept[i] for i in swap_indices]
-        same = evaluate_dataset(run.model, dataset, dev, batch_size, workers, kept, amp_dtype)
-        result["swap_control"] = {
-            "description": "each expression replaced by an expression of a different object in the same image; "
-                           "target mask unchanged",
-            "expressions": ctrl["n"],
-            "skipped_single_ref_images": swap.skipped,
-            "swapped": {k: v for k, v in ctrl.items() if k not in ("n", "buckets")},
-            "original_on_same_expressions": {k: v for k, v in same.items() if k not in ("n", "buckets")},
-        }
-        if records is not None and swap_records is not None:
-            for r in swap_records:
-                r["control"] = "swap"
-            records.extend(swap_records)
+        result["swap_control"], swapped = evaluate_swap_control(inference, dataset, opts.max_expressions,
+                                                               csv_path is not None, save_images)
+        records = records + swapped
     if csv_path:
-        _write_csv(Path(csv_path), records or [])
+        write_csv(csv_path, records)
     result["wall_s"] = time.perf_counter() - t_start
     return result
-
-
-def _write_csv(path: Path, records: list[dict]) -> None:
-    from .checkpoint import atomic_write_text
-    import io
-
-    cols = ["control", "index", "ref_id", "sent_id", "ann_id", "image_id", "sentence", "original_sentence",
-            "swap_ref_id", "length", "bucket", "intersection", "union", "iou"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    for r in records:
-        w.writerow({"control": r.get("control", "none"), **r})
-    atomic_write_text(path, buf.getvalue())
 
 
 def format_result(r: dict[str, Any]) -> str:
@@ -440,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also score with each expression swapped for another object's in the same image")
     parser.add_argument("--max-expressions", type=int, help="score only N expressions spread over the split")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--workers", type=int, help="DataLoader workers (default: the run's data.num_workers, at most CPU cores - 1)")
+    parser.add_argument("--workers", type=int,
+                        help="DataLoader workers (default: the run's data.num_workers, at most CPU cores - 1)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--data", help="data root, if it moved since training")
     parser.add_argument("--no-progress", action="store_true")
@@ -450,16 +458,15 @@ def main(argv: list[str] | None = None) -> int:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        result = evaluate_run(args.run, args.split, args.checkpoint, device, args.batch_size, args.workers,
-                              args.max_expressions, args.swap_control, args.csv, args.save_images, args.data,
-                              progress=not args.no_progress and not args.json)
+        result = evaluate_run(args.run, args.split, swap_control=args.swap_control, csv_path=args.csv,
+                              save_images=args.save_images, progress=not args.no_progress and not args.json,
+                              checkpoint=args.checkpoint, device=device, batch_size=args.batch_size,
+                              num_workers=args.workers, max_expressions=args.max_expressions, data_root=args.data)
     except (RunError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2)
     if args.output:
-        from .checkpoint import atomic_write_text
-
         atomic_write_text(args.output, text + "\n")
     print(text if args.json else format_result(result))
     return 0

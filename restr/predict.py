@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .utils import overlay_mask
+
 
 class UnknownWordsWarning(UserWarning):
     """Every word of the expression is outside the run's vocabulary."""
@@ -132,13 +134,6 @@ class Predictor:
         return result
 
 
-def overlay_image(rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: float = 0.5) -> np.ndarray:
-    """The image with the mask blended in ``colour``."""
-    out = rgb.astype(np.float32).copy()
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.array(colour, np.float32)
-    return out.clip(0, 255).astype(np.uint8)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m restr train`")
@@ -173,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     Image.fromarray(r["mask"].astype(np.uint8) * 255).save(args.out)
     if args.overlay:
         Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay_image(Predictor.load_image(args.image), r["mask"])).save(args.overlay)
+        Image.fromarray(overlay_mask(Predictor.load_image(args.image), r["mask"])).save(args.overlay)
     summary = {"mask": args.out, "overlay": args.overlay, "pixels": int(r["mask"].sum()),
                "fraction": float(r["mask"].mean()), "size": list(r["mask"].shape),
                "unknown_words": r["unknown_words"], "checkpoint": str(predictor.checkpoint), "step": predictor.step}

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from restr.checkpoint import RunError, load_checkpoint, load_run
+from restr.checkpoint import RunError, load_checkpoint, load_run, read_metrics
 from restr.config import ConfigError, get_preset
-from restr.train import KILL_ENV, ResumableSampler, TrainingError, item_seed, read_metrics, train
+from restr.data.order import ResumableSampler, item_seed
+from restr.train import KILL_ENV, TrainingError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +172,7 @@ def test_torchrun_with_one_process_takes_the_distributed_path(data_root, tmp_pat
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
-    import restr.train as T
+    import restr.step as T
 
     calls = {"n": 0}
     real = T.restr_loss
@@ -227,7 +228,7 @@ def test_compiled_training_matches_eager(data_root, tmp_path, eager_fp32_run):
 
 
 def test_loader_workers_auto_sizes_to_the_machine(monkeypatch):
-    from restr.train import loader_workers
+    from restr.data.order import loader_workers
 
     assert get_preset("paper").data.num_workers == -1  # paper scale: size the loader to the machine
     assert get_preset("tiny").data.num_workers == 2

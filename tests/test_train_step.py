@@ -1,4 +1,4 @@
-"""The training step (restr.train.TrainStep) that both the trainer and the benchmark run.
+"""The training step (restr.step.TrainStep) that both the trainer and the benchmark run.
 
 On a GPU a host-device sync in the step stalls the CPU until the GPU is idle, so the
 next step's kernels cannot be queued behind the current one. CI has no GPU, so the
@@ -17,7 +17,8 @@ from restr.config import get_preset
 from restr.model import build_model
 from restr.model.restr import ReSTR
 from restr.optim import build_optimizer, build_scheduler
-from restr.train import Dist, TrainStep, _Diverged
+from restr.distributed import Dist
+from restr.step import Diverged, TrainStep
 
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal"}
 
@@ -113,7 +114,7 @@ def test_a_non_finite_loss_freezes_the_weights_until_the_host_looks(tmp_path):
         assert torch.equal(good[k], v), k
     for k, v in step.optimizer.state[next(model.parameters())].items():
         assert torch.equal(moments[k], v), k  # AdamW's moments and step count are untouched too
-    with pytest.raises(_Diverged) as err:
+    with pytest.raises(Diverged) as err:
         step.check()
     assert err.value.step == 2
     assert err.value.value != err.value.value  # NaN

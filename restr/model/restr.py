@@ -58,7 +58,8 @@ class ReSTR(nn.Module):
         if image_index is None and images.shape[0] != B:
             raise ValueError(f"{images.shape[0]} images but {B} expressions")
         if image_index is not None and image_index.shape != (B,):
-            raise ValueError(f"image_index must have shape ({B},) (one image per expression), got {tuple(image_index.shape)}")
+            raise ValueError(f"image_index must have shape ({B},), one image per expression; "
+                             f"got {tuple(image_index.shape)}")
         if words.device.type == "cpu" and not torch.compiler.is_compiling():
             # checked on CPU only, where reading a value costs nothing: on a GPU it would stall
             # every step (the data layer rejects empty expressions before they get here)
