@@ -6,7 +6,15 @@ memory, achieved TFLOP/s and, on a GPU with a known peak, MFU. FLOPs per step ar
 measured once by running the same step under ``FlopCounterMode`` (the counter behind
 ``python -m restr cost``), backward included, not estimated by formula.
 
-Each run also times the eager fp32 baseline with the same batch, and prints the ratio.
+Each run also times a baseline, the eager fp32 step of the same batch unless
+``--compare`` names another setup (e.g. the tiny preset's former default,
+``--compare batch=16,dtype=fp32,per_image=1,threads=2``), and prints the ratio. The two
+are timed in alternation, ``--repeats`` times, and the medians are reported: on a
+shared machine a ratio measured side by side means more than either figure.
+
+On a CPU the run first measures the machine's own matrix-product peak (a 4096 x 1024
+x 1024 product, fp32 and bf16, with each setup's thread count), and each row reports
+its achieved FLOP/s as a fraction of that peak in the row's precision.
 
 ``--mode data`` times the DataLoader instead (letterbox pipeline over a refer-format
 data set), in images per second.
@@ -56,11 +64,44 @@ def device_peak_tflops(device: torch.device) -> tuple[str, float | None]:
 
 
 @dataclass
+class BenchSetup:
+    """One configuration to time. ``per_image`` expressions share each image (the ViT
+    runs once per image, ``train.expressions_per_image``); ``threads``: intra-op threads
+    on a CPU (None: leave torch's setting)."""
+
+    mode: str = "train"
+    batch: int = 8
+    dtype: str = "bf16"
+    compile: bool = False
+    per_image: int = 1
+    threads: int | None = None
+    steps: int = 20
+    warmup: int = 5
+    device: str | None = None
+
+    def check(self) -> "BenchSetup":
+        if self.dtype not in ("bf16", "fp32"):
+            raise ConfigError(f"--dtype {self.dtype!r}: choose bf16 or fp32")
+        if self.mode not in ("train", "infer"):
+            raise ConfigError(f"--mode {self.mode!r}: choose train, infer or data")
+        if self.per_image < 1 or self.batch % self.per_image:
+            raise ConfigError(f"--batch {self.batch} must be a multiple of --per-image {self.per_image}")
+        return self
+
+    def label(self) -> str:
+        threads = f", {self.threads} thr" if self.threads else ""
+        return (f"{self.mode:<5} {self.dtype:<4} {'compiled' if self.compile else 'eager':<8} batch {self.batch:<3} "
+                f"x{self.per_image}/img{threads}")
+
+
+@dataclass
 class BenchResult:
     mode: str
     dtype: str
     compiled: bool
     batch: int
+    per_image: int
+    threads: int
     steps: int
     step_ms: float
     images_per_s: float
@@ -69,72 +110,81 @@ class BenchResult:
     mfu: float | None
     peak_mem_gb: float | None
     compile_s: float | None
+    peak_fraction: float | None = None  # CPU: achieved / measured matmul peak in this dtype
 
 
 class _Step:
     """One training or inference step on fixed synthetic tensors."""
 
-    def __init__(self, cfg: ModelConfig, mode: str, batch: int, dtype: str, device: torch.device, compile: bool):
+    def __init__(self, cfg: ModelConfig, setup: BenchSetup, device: torch.device):
         from .losses import restr_loss
         from .model import build_model
 
         torch.manual_seed(0)
-        self.mode, self.device = mode, device
+        self.mode, self.device = setup.mode, device
         self.model = build_model(cfg).to(device)
-        self.model.train(mode == "train")
+        self.model.train(setup.mode == "train")
         h, w = cfg.image_hw
         g = torch.Generator(device="cpu").manual_seed(0)
-        self.images = torch.randn(batch, 3, h, w, generator=g).to(device)
-        self.words = torch.randint(2, cfg.vocab_size, (batch, cfg.max_words), generator=g).to(device)
-        self.masks = (torch.rand(batch, h, w, generator=g) > 0.7).float().to(device)
+        n_images = setup.batch // setup.per_image
+        self.images = torch.randn(n_images, 3, h, w, generator=g).to(device)
+        self.words = torch.randint(2, cfg.vocab_size, (setup.batch, cfg.max_words), generator=g).to(device)
+        self.masks = (torch.rand(setup.batch, h, w, generator=g) > 0.7).float().to(device)
+        self.index = (torch.arange(n_images).repeat_interleave(setup.per_image).to(device)
+                      if setup.per_image > 1 else None)
         self.loss_fn = restr_loss
-        self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-        )
+        self.amp = torch.bfloat16 if setup.dtype == "bf16" else None
         self.train_step = None
-        if mode == "train":
-            # the trainer's own step (restr.train.TrainStep): fused AdamW with the paper's two
+        if setup.mode == "train":
+            # the trainer's own step (restr.step.TrainStep): fused AdamW with the paper's two
             # groups and schedule, no host sync; the model is compiled inside it when asked
-            from .optim import build_optimizer, build_scheduler
             from .distributed import Dist
+            from .optim import build_optimizer, build_scheduler
             from .step import TrainStep
 
             t = TrainConfig()
             opt = build_optimizer(self.model, t)
-            self.train_step = TrainStep(
-                self.model, opt, build_scheduler(opt, t), torch.amp.GradScaler(device.type, enabled=False), t,
-                torch.bfloat16 if dtype == "bf16" else None, Dist(device=device), compile=compile,
-            )
+            self.train_step = TrainStep(self.model, opt, build_scheduler(opt, t),
+                                        torch.amp.GradScaler(device.type, enabled=False), t, self.amp,
+                                        Dist(device=device), compile=setup.compile)
             self.forward = self.train_step.fwd
         else:
-            self.forward = torch.compile(self.model) if compile else self.model
+            self.forward = torch.compile(self.model) if setup.compile else self.model
 
     def __call__(self) -> None:
         if self.train_step is not None:
-            self.train_step([(self.images, self.words, self.masks)])
+            self.train_step([(self.images, self.words, self.masks, self.index)])
         else:
-            with torch.inference_mode(), self.autocast:
-                self.forward(self.images, self.words)
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp, enabled=bool(self.amp)):
+                self.forward(self.images, self.words, self.index)
 
     def count_flops(self) -> float:
         """FLOPs of one step, measured on the eager model under FlopCounterMode."""
         from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
 
-        forward, self.forward = self.forward, self.model
-        try:
-            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-                if self.mode == "train":
-                    out = self.model(self.images, self.words)
-                    loss, _ = self.loss_fn(out.mask_logits, out.patch_logits, self.masks)
-                    loss.backward()
-                    self.model.zero_grad(set_to_none=True)
-                else:
-                    with torch.no_grad():
-                        self.model(self.images, self.words)
-        finally:
-            self.forward = forward
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            if self.mode == "train":
+                out = self.model(self.images, self.words, self.index)
+                loss, _ = self.loss_fn(out.mask_logits, out.patch_logits, self.masks)
+                loss.backward()
+                self.model.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad():
+                    self.model(self.images, self.words, self.index)
         return float(counter.get_total_flops())
+
+    def check(self) -> None:
+        """A training step that diverged timed no real work: refuse its figures."""
+        if self.train_step is None:
+            return
+        from .step import Diverged
+
+        try:
+            self.train_step.check()
+        except Diverged as exc:
+            raise RuntimeError(f"the benchmark's training step gave a non-finite loss ({exc.value}) at step "
+                               f"{exc.step}: its timings would not be of real work") from None
 
 
 def _sync(device: torch.device) -> None:
@@ -142,105 +192,166 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_bench(
-    cfg: ModelConfig,
-    mode: str = "train",
-    batch: int = 8,
-    dtype: str = "bf16",
-    compile: bool = False,
-    steps: int = 20,
-    warmup: int = 5,
-    device: str | None = None,
-    peak_tflops: float | None = None,
-    flops_per_step: float | None = None,
-) -> BenchResult:
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype not in ("bf16", "fp32"):
-        raise ConfigError(f"--dtype {dtype!r}: choose bf16 or fp32")
-    if mode not in ("train", "infer"):
-        raise ConfigError(f"--mode {mode!r}: choose train, infer or data")
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False  # an honest fp32 baseline
-        torch.cuda.reset_peak_memory_stats(dev)
-    step = _Step(cfg, mode, batch, dtype, dev, compile)
-    if flops_per_step is None:
-        flops_per_step = step.count_flops()
-
-    compile_s = None
-    t0 = time.perf_counter()
-    step()  # first step: compilation happens here when asked
-    _sync(dev)
-    if compile:
-        compile_s = time.perf_counter() - t0
-    for _ in range(max(0, warmup - 1)):
-        step()
-    _sync(dev)
-
-    if dev.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps):
-            step()
-        end.record()
-        torch.cuda.synchronize(dev)
-        elapsed = start.elapsed_time(end) / 1000.0
-        peak_mem = torch.cuda.max_memory_allocated(dev) / 1e9
-    else:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        elapsed = time.perf_counter() - t0
-        peak_mem = None
-    if step.train_step is not None:
-        from .step import Diverged
-
-        try:
-            step.train_step.check()
-        except Diverged as exc:
-            raise RuntimeError(f"the benchmark's training step gave a non-finite loss ({exc.value}) at step "
-                               f"{exc.step}: its timings would not be of real work") from None
-    step_s = elapsed / steps
-    tflops = flops_per_step / step_s / 1e12
-    _, table_peak = device_peak_tflops(dev)
-    peak = peak_tflops or table_peak
-    mfu = tflops / peak if (peak and dev.type == "cuda") else None
-    return BenchResult(
-        mode=mode, dtype=dtype, compiled=compile, batch=batch, steps=steps, step_ms=step_s * 1000,
-        images_per_s=batch / step_s, flops_per_step=flops_per_step, tflops=tflops, mfu=mfu,
-        peak_mem_gb=peak_mem, compile_s=compile_s,
-    )
+def matmul_peak(dtype: torch.dtype, threads: int | None = None, repeats: int = 5) -> float:
+    """The CPU's measured matrix-product rate in FLOP/s: a 4096 x 1024 x 1024 product in
+    ``dtype``, best of ``repeats`` rounds of 8, with ``threads`` intra-op threads."""
+    with _threads(threads):
+        a, b = torch.randn(4096, 1024).to(dtype), torch.randn(1024, 1024).to(dtype)
+        a @ b
+        best = 0.0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(8):
+                a @ b
+            best = max(best, 8 * 2 * 4096 * 1024 * 1024 / (time.perf_counter() - t0))
+    return best
 
 
-def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, batch: int,
-               workers: int, batches: int, uint8: bool = True) -> dict[str, Any]:
-    """Images per second delivered by the DataLoader over the letterbox pipeline.
+@contextlib.contextmanager
+def _threads(n: int | None):
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Timed:
+    """A prepared step and the seconds of its timed rounds (see :func:`run_benches`)."""
+
+    def __init__(self, cfg: ModelConfig, setup: BenchSetup, flops_per_step: float | None):
+        self.setup = setup.check()
+        self.device = torch.device(setup.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False  # an honest fp32 baseline
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with _threads(setup.threads):
+            self.step = _Step(cfg, setup, self.device)
+            self.flops = flops_per_step if flops_per_step is not None else self.step.count_flops()
+            t0 = time.perf_counter()
+            self.step()  # the first step: compilation happens here when asked
+            _sync(self.device)
+            self.compile_s = time.perf_counter() - t0 if setup.compile else None
+            for _ in range(max(0, setup.warmup - 1)):
+                self.step()
+            _sync(self.device)
+        self.seconds: list[float] = []
+
+    def time_round(self) -> None:
+        with _threads(self.setup.threads):
+            if self.device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(self.setup.steps):
+                    self.step()
+                end.record()
+                torch.cuda.synchronize(self.device)
+                self.seconds.append(start.elapsed_time(end) / 1000.0)
+            else:
+                t0 = time.perf_counter()
+                for _ in range(self.setup.steps):
+                    self.step()
+                self.seconds.append(time.perf_counter() - t0)
+        self.step.check()
+
+    def result(self, peak_tflops: float | None, cpu_peaks: dict | None) -> BenchResult:
+        s = self.setup
+        step_s = sorted(self.seconds)[len(self.seconds) // 2] / s.steps  # the median round
+        tflops = self.flops / step_s / 1e12
+        _, table_peak = device_peak_tflops(self.device)
+        peak = peak_tflops or table_peak
+        on_gpu = self.device.type == "cuda"
+        threads = s.threads or torch.get_num_threads()
+        fraction = None
+        if cpu_peaks is not None:
+            fraction = tflops * 1e12 / cpu_peaks[(s.dtype, threads)]
+        return BenchResult(
+            mode=s.mode, dtype=s.dtype, compiled=s.compile, batch=s.batch, per_image=s.per_image, threads=threads,
+            steps=s.steps, step_ms=step_s * 1000, images_per_s=s.batch / step_s, flops_per_step=self.flops,
+            tflops=tflops, mfu=tflops / peak if (peak and on_gpu) else None,
+            peak_mem_gb=torch.cuda.max_memory_allocated(self.device) / 1e9 if on_gpu else None,
+            compile_s=self.compile_s, peak_fraction=fraction,
+        )
+
+
+def run_benches(cfg: ModelConfig, setups: list[BenchSetup], repeats: int = 3, peak_tflops: float | None = None,
+                cpu_peaks: bool = True) -> tuple[list[BenchResult], dict | None]:
+    """Time each setup in alternation, ``repeats`` rounds of ``steps`` steps each, and
+    report each one's median round. On a CPU (``cpu_peaks``) the matrix-product peaks of
+    each precision and thread count are measured first. Returns (results, peaks)."""
+    timed = [_Timed(cfg, s, None) for s in setups]
+    peaks = None
+    if cpu_peaks and timed[0].device.type == "cpu":
+        wanted = {(s.dtype, s.threads or torch.get_num_threads()) for s in setups}
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        peaks = {(d, n): matmul_peak(dtypes[d], n) for d, n in sorted(wanted)}
+    for _ in range(max(1, repeats)):
+        for t in timed:
+            t.time_round()
+    return [t.result(peak_tflops, peaks) for t in timed], peaks
+
+
+def run_bench(cfg: ModelConfig, peak_tflops: float | None = None, flops_per_step: float | None = None,
+              **setup: Any) -> BenchResult:
+    """Time one setup (the fields of :class:`BenchSetup` as keywords), one round."""
+    t = _Timed(cfg, BenchSetup(**setup), flops_per_step)
+    t.time_round()
+    return t.result(peak_tflops, None)
+
+
+@dataclass
+class DataBench:
+    """How :func:`bench_data` loads: batch (expressions), workers, batches to time, the
+    item format, and expressions per image (groups, as the trainer loads them)."""
+
+    batch: int = 16
+    workers: int = 4
+    batches: int = 50
+    uint8: bool = True
+    per_image: int = 1
+
+
+def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, **options: Any) -> dict[str, Any]:
+    """Expressions per second delivered by the DataLoader over the letterbox pipeline
+    (``options``: the fields of :class:`DataBench`).
 
     ``uint8=True`` times the trainer's pipeline (letterboxed uint8 items, normalised
-    later on the device); ``False`` the float32 items that evaluation uses.
+    later on the device); ``False`` the float32 items that evaluation uses. With
+    ``per_image > 1`` the items are groups of expressions of one image (the trainer's
+    ``train.expressions_per_image``; uint8 only).
     """
     from torch.utils.data import DataLoader
 
+    from .data.groups import ExpressionGroups, collate_groups, expression_groups
     from .data.refer import ReferDataset, collate
 
+    o = DataBench(**options)
     ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"),
-                      uint8=uint8)
-    if len(ds) < batch * (batches + 1):
-        batches = max(1, len(ds) // batch - 1)
-    loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=collate,
-                        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
+                      uint8=o.uint8 or o.per_image > 1)
+    units = len(ds) // o.per_image
+    per_batch = max(1, o.batch // o.per_image)
+    batches = o.batches if units >= per_batch * (o.batches + 1) else max(1, units // per_batch - 1)
+    if o.per_image > 1:
+        data, sampler, fn = ExpressionGroups(ds), expression_groups(ds, o.per_image, 0, 0), collate_groups
+    else:
+        data, sampler, fn = ds, None, collate
+    loader = DataLoader(data, batch_size=per_batch, shuffle=sampler is None, sampler=sampler, num_workers=o.workers,
+                        collate_fn=fn, persistent_workers=o.workers > 0, generator=torch.Generator().manual_seed(0))
     it = iter(loader)
     first = next(it)  # start the workers
-    per_image = sum(first[k][0].numel() * first[k].element_size() for k in ("image", "mask", "words"))
+    per_item = sum(first[k][0].numel() * first[k].element_size() for k in ("image", "mask", "words"))
     n, t0 = 0, time.perf_counter()
     for i, b in enumerate(it):
-        n += b["image"].shape[0]
+        n += b["words"].shape[0]
         if i + 1 >= batches:
             break
     elapsed = time.perf_counter() - t0
     sizes = [ds.data.images[i] for i in ds.image_ids()[:200]]
     mean_pixels = sum(int(im["height"]) * int(im["width"]) for im in sizes) / max(len(sizes), 1)
-    return {"mode": "data", "split": split, "batch": batch, "workers": workers, "images": n,
-            "format": "uint8" if uint8 else "float32", "bytes_per_image": per_image,
+    return {"mode": "data", "split": split, "batch": o.batch, "workers": o.workers, "images": n,
+            "per_image": o.per_image, "format": "uint8" if o.uint8 else "float32", "bytes_per_image": per_item,
             "source_megapixels": mean_pixels / 1e6, "seconds": elapsed, "images_per_s": n / elapsed}
 
 
@@ -248,23 +359,51 @@ def _fmt(r: BenchResult) -> str:
     mem = f"{r.peak_mem_gb:.2f} GB" if r.peak_mem_gb is not None else "n/a (CPU)"
     mfu = f"{100 * r.mfu:.1f} %" if r.mfu is not None else "n/a"
     comp = f", compile {r.compile_s:.1f} s" if r.compile_s is not None else ""
+    peak = f"  {100 * r.peak_fraction:5.1f} % of the CPU's {r.dtype} matmul peak" if r.peak_fraction else ""
     return (f"{r.mode:<5} {r.dtype:<4} {'compiled' if r.compiled else 'eager':<8} batch {r.batch:<3} "
-            f"step {r.step_ms:9.2f} ms  {r.images_per_s:9.2f} img/s  {r.tflops:9.4f} TFLOP/s  "
-            f"MFU {mfu:>7}  peak mem {mem}{comp}")
+            f"x{r.per_image}/img {r.threads} thr  step {r.step_ms:9.2f} ms  {r.images_per_s:9.2f} img/s  "
+            f"{r.tflops * 1000:8.2f} GFLOP/s  MFU {mfu:>7}  peak mem {mem}{comp}{peak}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_setup(spec: str, base: BenchSetup) -> BenchSetup:
+    """``"batch=16,dtype=fp32,per_image=1,threads=2"`` -> ``base`` with those fields."""
+    from dataclasses import fields, replace
+
+    types = {f.name: f.type for f in fields(BenchSetup)}
+    changes: dict[str, Any] = {}
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        key, _, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in types or not value:
+            raise ConfigError(f"--compare {spec!r}: write key=value pairs with keys from "
+                              f"{', '.join(sorted(types))}")
+        if key in ("mode", "dtype", "device"):
+            changes[key] = value
+        elif key == "compile":
+            changes[key] = value.lower() in ("1", "true", "yes")
+        else:
+            changes[key] = int(value)
+    return replace(base, **changes).check()
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m restr bench", description=__doc__.split("\n\n")[0])
     add_model_overrides(parser)
     parser.add_argument("--mode", default="train", choices=["train", "infer", "data"])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--batch", type=int, help="expressions per step (default: the preset's train.batch_size)")
+    parser.add_argument("--per-image", type=int,
+                        help="expressions per image (default: the preset's train.expressions_per_image)")
+    parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast precision (default: bf16)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's, or OMP_NUM_THREADS)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps after warm-up")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument("--compare", default="dtype=fp32,compile=false",
+                        help="the baseline: key=value changes to the timed setup (default: eager fp32)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the device's bf16 dense peak")
-    parser.add_argument("--no-baseline", action="store_true", help="skip the eager fp32 baseline")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--data", default="data/synthref", help="--mode data: data root")
     parser.add_argument("--dataset", default="synthref")
@@ -274,45 +413,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--format", default="uint8", choices=["uint8", "float32"],
                         help="--mode data: the trainer's uint8 items (default) or evaluation's float32 ones")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _setup_from_args(args: argparse.Namespace, cfg, dev: torch.device) -> BenchSetup:
+    t = cfg.train
+    return BenchSetup(mode=args.mode, batch=args.batch or t.batch_size, dtype=args.dtype or "bf16",
+                      compile=args.compile, per_image=args.per_image or t.expressions_per_image,
+                      threads=args.threads, steps=args.steps, warmup=args.warmup, device=str(dev)).check()
+
+
+def _print_data(args: argparse.Namespace, cfg) -> None:
+    res = bench_data(args.data, args.dataset, args.split_by, args.split, cfg.model.image_hw,
+                     batch=args.batch or cfg.train.batch_size, workers=args.workers, batches=args.batches,
+                     uint8=args.format == "uint8", per_image=args.per_image or 1)
+    h, w = cfg.model.image_hw
+    print(json.dumps(res, indent=2) if args.json else
+          f"DataLoader: {res['images_per_s']:.1f} expressions/s ({res['images']} expressions, "
+          f"{res['per_image']} per image, batch {res['batch']}, "
+          f"{res['workers']} workers, split {res['split']}, {res['source_megapixels']:.2f} MP sources "
+          f"letterboxed to {h}x{w}, {res['format']} items of {res['bytes_per_image'] / 1e6:.2f} MB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        cfg = config_from_args(args).model
+        cfg = config_from_args(args)
+        if args.mode == "data":
+            _print_data(args, cfg)
+            return 0
+        setups = [_setup_from_args(args, cfg, dev)]
+        if not args.no_baseline:
+            setups.append(parse_setup(args.compare, setups[0]))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    if args.mode == "data":
-        res = bench_data(args.data, args.dataset, args.split_by, args.split, cfg.image_hw, args.batch,
-                         args.workers, args.batches, uint8=args.format == "uint8")
-        h, w = cfg.image_hw
-        print(json.dumps(res, indent=2) if args.json else
-              f"DataLoader: {res['images_per_s']:.1f} images/s ({res['images']} images, batch {res['batch']}, "
-              f"{res['workers']} workers, split {res['split']}, {res['source_megapixels']:.2f} MP sources "
-              f"letterboxed to {h}x{w}, {res['format']} items of {res['bytes_per_image'] / 1e6:.2f} MB)")
-        return 0
-
-    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results, peaks = run_benches(cfg.model, setups, args.repeats, args.peak_tflops)
     name, peak = device_peak_tflops(dev)
     peak = args.peak_tflops or peak
-    h, w = cfg.image_hw
-    header = (f"device: {name}; preset {args.preset}, {h}x{w}, {cfg.fusion}, batch {args.batch}; "
-              f"peak bf16 dense: {f'{peak:.1f} TFLOP/s' if peak and dev.type == 'cuda' else 'n/a (no MFU on CPU)'}")
-    results = []
-    main_res = run_bench(cfg, args.mode, args.batch, args.dtype, args.compile, args.steps, args.warmup,
-                         str(dev), args.peak_tflops)
-    results.append(main_res)
-    if not args.no_baseline and (args.dtype != "fp32" or args.compile):
-        results.append(run_bench(cfg, args.mode, args.batch, "fp32", False, args.steps, args.warmup, str(dev),
-                                 args.peak_tflops, flops_per_step=main_res.flops_per_step))
     ratio = results[0].images_per_s / results[1].images_per_s if len(results) > 1 else None
     if args.json:
         print(json.dumps({"device": name, "peak_tflops": peak if dev.type == "cuda" else None,
-                          "results": [asdict(r) for r in results], "speedup_vs_eager_fp32": ratio}, indent=2))
-    else:
-        print(header)
-        print(f"FLOPs per step (measured under FlopCounterMode): {main_res.flops_per_step / 1e9:.3f} GFLOP")
-        for r in results:
-            print(_fmt(r))
-        if ratio is not None:
-            print(f"speed-up over eager fp32: {ratio:.2f}x")
+                          "cpu_matmul_peaks_gflops": {f"{d} {n} thr": v / 1e9 for (d, n), v in (peaks or {}).items()},
+                          "results": [asdict(r) for r in results], "speedup": ratio}, indent=2))
+        return 0
+    h, w = cfg.model.image_hw
+    print(f"device: {name}; preset {args.preset}, {h}x{w}, {cfg.model.fusion}; "
+          f"peak bf16 dense: {f'{peak:.1f} TFLOP/s' if peak and dev.type == 'cuda' else 'n/a (no MFU on CPU)'}")
+    if peaks:
+        print("CPU matmul peak, measured now (4096x1024x1024): " +
+              ", ".join(f"{d} {n} thr {v / 1e9:.1f} GFLOP/s" for (d, n), v in peaks.items()))
+    print(f"FLOPs per step (measured under FlopCounterMode): {results[0].flops_per_step / 1e9:.3f} GFLOP; "
+          f"medians of {args.repeats} alternating rounds of {args.steps} steps")
+    for r in results:
+        print(_fmt(r))
+    if ratio is not None:
+        print(f"speed-up over the baseline ({args.compare}): {ratio:.2f}x")
     return 0

@@ -162,6 +162,9 @@ class TrainConfig:
     tau: float = 0.8  # Eq. (11)
     lam: float = 0.1  # lambda in Eq. (12)
     grad_accum: int = 1
+    # Expressions of one image per batch (E): the image is loaded, augmented and encoded
+    # once for its E expressions (restr.data.groups). 1: every expression on its own.
+    expressions_per_image: int = 1
     grad_clip: float | None = None
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
     seed: int = 0
@@ -171,6 +174,9 @@ class TrainConfig:
     val_max_expressions: int = 500
     ckpt_every: int = 1000
     compile: bool = False
+    # Intra-op threads of a training process on a CPU. 0: the cores left after the
+    # DataLoader workers (restr.utils.cpu_threads), unless OMP_NUM_THREADS is set.
+    threads: int = 0
 
     def validate(self, world: int = 1) -> "TrainConfig":
         """Check every value (and that a batch splits over ``world`` processes and
@@ -178,7 +184,8 @@ class TrainConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"train.{name} = {getattr(self, name)!r}: {why}")
 
-        for name, low in (("batch_size", 1), ("iterations", 1), ("grad_accum", 1), ("log_every", 0),
+        for name, low in (("batch_size", 1), ("iterations", 1), ("grad_accum", 1), ("expressions_per_image", 1),
+                          ("log_every", 0), ("threads", 0),
                           ("val_every", 0), ("ckpt_every", 0)):
             if not _is_int(getattr(self, name)) or getattr(self, name) < low:
                 raise bad(name, f"must be a whole number >= {low}")
@@ -204,9 +211,10 @@ class TrainConfig:
             raise bad("grad_clip", "must be > 0, or none for no clipping")
         if not isinstance(self.amp, str) or self.amp.lower() not in ("auto", "bf16", "fp16", "off"):
             raise bad("amp", "choose auto, bf16, fp16 or off")
-        if self.batch_size % (world * self.grad_accum):
-            raise ConfigError(f"train.batch_size = {self.batch_size} must be divisible by processes x grad_accum = "
-                              f"{world} x {self.grad_accum}")
+        split = world * self.grad_accum * self.expressions_per_image
+        if self.batch_size % split:
+            raise ConfigError(f"train.batch_size = {self.batch_size} must be divisible by processes x grad_accum x "
+                              f"expressions_per_image = {world} x {self.grad_accum} x {self.expressions_per_image}")
         return self
 
 

@@ -86,15 +86,16 @@ class TrainStep:
         return torch.cat([self.window.cpu(), torch.tensor([float(self.window_steps)], dtype=torch.float64)])
 
     def __call__(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
-        """One optimiser step over ``[(images, words, masks), ...]`` (one tuple per micro-batch)."""
+        """One optimiser step over ``[(images, words, masks[, image_index]), ...]`` (one tuple
+        per micro-batch; ``image_index`` maps expressions to images, see ReSTR.forward)."""
         t, d, n = self.t, self.d, len(micro_batches)
         self.lr = {g.get("name", str(k)): g["lr"] for k, g in enumerate(self.optimizer.param_groups)}
         parts = torch.zeros(3, dtype=torch.float64, device=d.device)
-        for a, (images, words, masks) in enumerate(micro_batches):
+        for a, (images, words, masks, *index) in enumerate(micro_batches):
             sync = nullcontext() if (not d.enabled or a == n - 1) else self.model.no_sync()
             with sync:
                 with torch.autocast(d.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    o = self.fwd(images, words)
+                    o = self.fwd(images, words, *index)  # index: each expression's image, if grouped
                 loss, logs = restr_loss(o.mask_logits, o.patch_logits, masks, t.tau, t.lam)
                 self.scaler.scale(loss / n).backward()
             parts += torch.stack([logs["loss"], logs["loss_patch"], logs["loss_pixel"]]).double()

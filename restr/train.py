@@ -35,10 +35,12 @@ import torch
 
 from .checkpoint import CONFIG_FILE, Checkpointer, RunError, TrainingError, read_run_config, rng_state
 from .config import Config, ConfigError
+from .data.groups import ExpressionGroups, GroupedSampler, collate_groups
 from .data.order import ResumableSampler, TrainBatches, loader_workers
 from .distributed import Dist, DistributedError, setup_distributed, shutdown_distributed
 from .evaluate import Inference, SegmentationEvaluator, spread_indices
 from .step import Diverged, TrainStep, build_train_step
+from .utils import cpu_threads
 
 # Testing hook: SIGKILL this process right after the given optimiser step (see tests).
 KILL_ENV = "RESTR_TEST_KILL_AT_STEP"
@@ -75,6 +77,27 @@ def word_vectors_for(cfg: Config, vocab) -> np.ndarray:
             f"{vectors.shape[1]}")
     matrix, _ = embedding_matrix(vocab, words, vectors)
     return matrix
+
+
+def training_batches(train_set, t, d: Dist, workers: int, dtype: torch.dtype) -> TrainBatches:
+    """This process's batches: flat (one expression per item) or, with
+    ``train.expressions_per_image = E > 1``, groups of E expressions of one image."""
+    per_image = t.expressions_per_image
+    micro = t.batch_size // (per_image * d.world * t.grad_accum)  # items (expressions or groups) per micro-batch
+    if per_image == 1:
+        sampler = ResumableSampler(len(train_set), t.batch_size, d.world, d.rank, t.seed, shuffle=True)
+        return TrainBatches(train_set, sampler, micro, t.grad_accum, workers, d.device, dtype)
+    sampler = GroupedSampler(train_set, per_image, t.batch_size, d.world, d.rank, t.seed)
+    return TrainBatches(ExpressionGroups(train_set), sampler, micro, t.grad_accum, workers, d.device, dtype,
+                        collate=collate_groups)
+
+
+def set_cpu_threads(threads: int, workers: int, processes: int, d: Dist) -> None:
+    """On a CPU: ``train.threads`` intra-op threads, or with 0 the cores left after the
+    loader workers; an OMP_NUM_THREADS set by the user is left alone."""
+    if d.device.type != "cpu" or (threads == 0 and "OMP_NUM_THREADS" in os.environ):
+        return
+    torch.set_num_threads(threads or cpu_threads(workers, processes))
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -179,10 +202,11 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool = False, device: str
     model = build_model(cfg.model, vectors).to(d.device, dtype=dtype)
     step = build_train_step(model, t, d)  # fused AdamW, lr schedule, DDP under torchrun
     loop = ckpt.restore(state, step, d.rank)  # a new run starts at step 0
-    micro = t.batch_size // (d.world * t.grad_accum)
-    sampler = ResumableSampler(len(train_set), t.batch_size, d.world, d.rank, t.seed, shuffle=True)
-    workers = loader_workers(cfg.data.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    batches = TrainBatches(train_set, sampler, micro, t.grad_accum, workers, d.device, dtype)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    workers = loader_workers(cfg.data.num_workers, local_processes)
+    set_cpu_threads(t.threads, workers, local_processes, d)
+    batches = training_batches(train_set, t, d, workers, dtype)
+    micro = t.batch_size // (d.world * t.grad_accum)  # expressions per micro-batch
     val_cap = t.val_max_expressions if t.val_max_expressions and t.val_max_expressions > 0 else None
     val_indices = spread_indices(len(val_set), val_cap)[d.rank::d.world] if val_set is not None else []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Iterable
@@ -102,10 +103,39 @@ def overlay_mask(rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0), alpha: f
 # ----------------------------------------------------------------------------------------
 # mixed precision
 
+def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
+    """True when this CPU has native bf16 dot-product instructions (x86 AVX512-BF16 or AMX,
+    Arm BF16), read from ``cpuinfo`` (default: /proc/cpuinfo). Without them PyTorch
+    emulates bf16 on a CPU, slower than fp32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: assume no
+            return False
+    text = cpuinfo
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+_NOTICES: set[str] = set()
+
+
+def notice_once(message: str) -> None:
+    """Print a one-line notice to stderr, once per process."""
+    if message not in _NOTICES:
+        _NOTICES.add(message)
+        print(f"notice: {message}", file=sys.stderr)
+
+
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``train.amp`` on ``device`` (None: no autocast).
 
     ``auto`` is bf16 on a CUDA device that supports it, else fp16 there, and off on a CPU.
+    ``bf16`` on a CPU without native bf16 instructions falls back to fp32 with a notice.
+    The weights stay fp32 in every case (autocast computes in the lower precision).
     """
     from .config import ConfigError
 
@@ -120,4 +150,18 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         return None
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError("train.amp = fp16 needs a CUDA device (use bf16 or off on CPU)")
+    if amp == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        notice_once("this CPU has no native bf16 instructions: computing in fp32 instead (train.amp = bf16)")
+        return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def cpu_threads(loader_workers: int, processes: int = 1) -> int:
+    """Intra-op threads for one training process on a CPU: the cores left to it after its
+    DataLoader workers, at least one. On a small machine, threads that outnumber the free
+    cores wait on each other at every operation (see the cost page)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(processes, 1) - loader_workers)

@@ -39,7 +39,7 @@ def test_train_config_names_the_bad_value(field, value, message):
 
 def test_batch_must_split_over_processes_and_micro_steps():
     TrainConfig(batch_size=8, grad_accum=2).validate(world=2)
-    with pytest.raises(ConfigError, match="divisible by processes x grad_accum = 3 x 2"):
+    with pytest.raises(ConfigError, match="divisible by processes x grad_accum x expressions_per_image = 3 x 2 x 1"):
         TrainConfig(batch_size=8, grad_accum=2).validate(world=3)
 
 

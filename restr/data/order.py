@@ -110,13 +110,16 @@ class TrainBatches:
     """The optimiser steps' batches of one process, epoch by epoch, on the device.
 
     ``epoch(e, start)`` yields, for each remaining step of epoch ``e`` from step
-    ``start``, the list of ``grad_accum`` micro-batches ``(images, words, masks)``:
-    images normalised on the device (they travel as uint8) and cast to ``dtype``.
+    ``start``, the list of ``grad_accum`` micro-batches ``(images, words, masks,
+    image_index)``: images normalised on the device (they travel as uint8) and cast to
+    ``dtype``; ``image_index`` is None for flat batches, and maps each expression to its
+    image for batches of expression groups (:mod:`restr.data.groups`). ``micro_batch``
+    counts the sampler's units (expressions, or groups).
     """
 
     def __init__(self, dataset: Dataset, sampler: ResumableSampler, micro_batch: int, grad_accum: int,
-                 workers: int, device: torch.device, dtype: torch.dtype = torch.float32):
-        self.data, self.sampler = SeededItems(dataset), sampler
+                 workers: int, device: torch.device, dtype: torch.dtype = torch.float32, collate=None):
+        self.data, self.sampler, self.collate = SeededItems(dataset), sampler, collate
         self.micro_batch, self.grad_accum, self.workers = micro_batch, grad_accum, workers
         self.device, self.dtype = device, dtype
 
@@ -127,6 +130,7 @@ class TrainBatches:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
         from .refer import collate
 
+        collate = self.collate or collate
         self.sampler.set_position(epoch, start)
         generator = torch.Generator().manual_seed(self.sampler.seed + epoch)
         loader = DataLoader(self.data, batch_size=self.micro_batch, sampler=self.sampler, num_workers=self.workers,
@@ -136,10 +140,11 @@ class TrainBatches:
         for _ in range(start, self.steps_per_epoch):
             yield [self.to_device(next(it)) for _ in range(self.grad_accum)]
 
-    def to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         from .transforms import normalize_batch
 
         dev = self.device
         images = normalize_batch(batch["image"].to(dev, non_blocking=True)).to(self.dtype)
         words = batch["words"].to(dev, non_blocking=True)
-        return images, words, batch["mask"].to(dev, non_blocking=True).to(self.dtype)
+        index = batch["image_index"].to(dev, non_blocking=True) if "image_index" in batch else None
+        return images, words, batch["mask"].to(dev, non_blocking=True).to(self.dtype), index

@@ -10,7 +10,7 @@ scored (FIDELITY.md, "Evaluation in the release").
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass, fields
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -239,10 +239,28 @@ def augment(
     - photometric jitter of brightness, contrast and saturation by up to ``jitter``;
       hue is never changed, since expressions name colours.
     """
+    image, masks = augment_group(image, [mask], [tokens], rng, flip=flip, max_crop=max_crop, jitter=jitter)
+    return image, masks[0]
+
+
+def augment_group(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    token_lists: Sequence[Iterable[str]],
+    rng: np.random.Generator,
+    *,
+    flip: bool = True,
+    max_crop: float = 0.08,
+    jitter: float = 0.15,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`augment` for several expressions of one image, with one transform for all:
+    the crop spares the box around every target, the flip needs every expression to be
+    free of left/right words. With one mask it is exactly :func:`augment` (same draws)."""
     image = np.asarray(image)
-    mask = np.asarray(mask)
-    h, w = mask.shape
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    masks = [np.asarray(m) for m in masks]
+    h, w = masks[0].shape
+    union = masks[0].astype(bool) if len(masks) == 1 else np.logical_or.reduce([m.astype(bool) for m in masks])
+    rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
     if len(rows):
         y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     else:
@@ -252,14 +270,14 @@ def augment(
     left = int(rng.integers(0, max(0, min(int(max_crop * w), x0)) + 1))
     right = w - int(rng.integers(0, max(0, min(int(max_crop * w), w - x1)) + 1))
     image = image[top:bottom, left:right]
-    mask = mask[top:bottom, left:right]
-    if flip and not mentions_left_right(tokens) and rng.random() < 0.5:
+    masks = [m[top:bottom, left:right] for m in masks]
+    if flip and not any(mentions_left_right(t) for t in token_lists) and rng.random() < 0.5:
         image = image[:, ::-1]
-        mask = mask[:, ::-1]
+        masks = [m[:, ::-1] for m in masks]
     b = 1.0 + rng.uniform(-jitter, jitter)
     c = 1.0 + rng.uniform(-jitter, jitter)
     s = 1.0 + rng.uniform(-jitter, jitter)
-    return photometric(image, b, c, s), np.ascontiguousarray(mask)
+    return photometric(image, b, c, s), [np.ascontiguousarray(m) for m in masks]
 
 
 def photometric(image: np.ndarray, brightness: float, contrast: float, saturation: float) -> np.ndarray:

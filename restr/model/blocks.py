@@ -1,7 +1,8 @@
 """Transformer blocks shared by the language and fusion encoders.
 
-Attention always runs through ``F.scaled_dot_product_attention`` (fused kernels on
-GPU). When the caller asks for one query's attention weights (the class seed's, for
+Attention runs through :func:`restr.model.attention.attention`: PyTorch's
+``F.scaled_dot_product_attention`` (fused kernels on GPU), or explicit matrix products
+on a CPU in bf16, where they are faster. When the caller asks for one query's attention weights (the class seed's, for
 Table 3(a)), that single row is computed again from the same q and k: O(N) extra work
 instead of materialising the N x N matrix.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .attention import attention
 
 
 class SelfAttention(nn.Module):
@@ -34,7 +36,7 @@ class SelfAttention(nn.Module):
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, h, N, hd)
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, hd)
+        out = attention(q, k, v, mask)  # (B, h, N, hd)
         out = self.proj(out.transpose(1, 2).reshape(B, N, C))
         weights = None
         if query_index is not None:

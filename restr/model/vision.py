@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .attention import cpu_bf16
 
 
 class WeightsError(ValueError):
@@ -64,6 +65,9 @@ class VisionEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> patch tokens (B, H/P * W/P, D_v), row-major over the grid."""
+        fused = not cpu_bf16(images)  # timm's explicit attention is the fast one on a CPU in bf16
+        for block in self.vit.blocks:
+            block.attn.fused_attn = fused
         tokens = self.vit.forward_features(images)  # (B, prefix + N_v, D_v), final LN applied
         return tokens[:, self.vit.num_prefix_tokens :]
 
