@@ -291,7 +291,8 @@ def test_letterbox_downscaled_round_trip_and_batched_meta():
         iou = (back & m).sum() / (back | m).sum()
         assert back.shape == (h, w) and iou > 0.93
     # the meta passes through collate as a (B, 9) tensor and back
-    batch = collate([{"meta": meta.to_tensor()}, {"meta": LetterboxMeta(10, 20, 3.2, 0, 0, 32, 64, 64, 64).to_tensor()}])
+    other = LetterboxMeta(10, 20, 3.2, 0, 0, 32, 64, 64, 64)
+    batch = collate([{"meta": meta.to_tensor()}, {"meta": other.to_tensor()}])
     assert batch["meta"].shape == (2, 9)
     metas = LetterboxMeta.batch_from_tensor(batch["meta"])
     assert metas[0] == meta and metas[1].orig_w == 20 and metas[1].scale == pytest.approx(3.2)
@@ -409,6 +410,23 @@ def test_reader_items_order_vocab_and_images(refer_root):
     assert cmyk.shape == (20, 30, 3) and cmyk[..., 0].mean() > 200 and cmyk[..., 1].mean() < 40
 
 
+def test_item_options_as_one_object_or_by_name(refer_root):
+    from restr.data import ItemOptions
+
+    opts = ItemOptions(image_size=(24, 32), max_words=4, uint8=True)
+    ds = ReferDataset(refer_root, "refcoco", "unc", "val", None, None, opts, max_words=3)  # a name overrides
+    assert ds.options == ItemOptions(image_size=(24, 32), max_words=3, uint8=True)
+    assert (ds.image_size, ds.max_words, ds.uint8, ds.augment) == ((24, 32), 3, True, False)
+    item = ds[1]
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 24, 32) and item["length"] == 3
+    with pytest.raises(TypeError, match="'image_sise'"):
+        ReferDataset(refer_root, "refcoco", "unc", "val", image_sise=32)
+    with pytest.raises(DataError, match="max_words must be >= 1"):
+        ReferDataset(refer_root, "refcoco", "unc", "val", options=opts, max_words=0)
+    with pytest.raises(DataError, match="image_size must be"):
+        ReferDataset(refer_root, "refcoco", "unc", "val", image_size=(0, 3))
+
+
 def test_reader_in_a_dataloader_and_collate(refer_root):
     ds = ReferDataset(refer_root, "refcoco", "unc", "train", image_size=32, return_original=True, augment=True)
     torch.manual_seed(0)
@@ -436,7 +454,8 @@ def test_uint8_items_carry_the_same_pixels(refer_root):
 
 
 def test_length_buckets_match_table_2():
-    assert [bucket_of(n, "refcoco") for n in (1, 2, 3, 4, 5, 6, 20, 31)] == ["1-2", "1-2", "3", "4-5", "4-5", "6-20", "6-20", "6-20"]
+    assert [bucket_of(n, "refcoco") for n in (1, 2, 3, 4, 5, 6, 20, 31)] == ["1-2", "1-2", "3", "4-5", "4-5", "6-20",
+                                                                              "6-20", "6-20"]
     assert [bucket_of(n, "refcocog") for n in (5, 6, 7, 8, 10, 11)] == ["1-5", "6-7", "6-7", "8-10", "8-10", "11-20"]
     assert [bucket_of(n, "refclef") for n in (1, 2, 3, 4, 5)] == ["1", "2", "3-4", "3-4", "5-20"]
     assert LENGTH_BUCKETS["refcoco+"] == LENGTH_BUCKETS["synthref"] == LENGTH_BUCKETS["refcoco"]

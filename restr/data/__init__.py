@@ -3,6 +3,7 @@ from .errors import DataError, EmptyExpressionError
 from .refer import (
     DATASETS,
     LENGTH_BUCKETS,
+    ItemOptions,
     ReferData,
     ReferDataset,
     bucket_labels,
@@ -31,6 +32,7 @@ __all__ = [
     "EmptyExpressionError",
     "DATASETS",
     "LENGTH_BUCKETS",
+    "ItemOptions",
     "ReferData",
     "ReferDataset",
     "bucket_labels",

@@ -22,6 +22,7 @@ import os
 import pickle
 import re
 import warnings
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -46,6 +47,7 @@ __all__ = [
     "decode_segmentation",
     "ReferData",
     "ReferDataset",
+    "ItemOptions",
     "collate",
 ]
 
@@ -206,6 +208,48 @@ def _rle_string_total(counts: bytes) -> int:
     return sum(runs)
 
 
+def _polygons_rle(parts: list, h: int, w: int, where: str) -> dict:
+    """The union of polygons (flat coordinate lists) as one RLE; parts under 3 points are skipped."""
+    from pycocotools import mask as mask_utils
+
+    polys = []
+    for part in parts:
+        if not isinstance(part, (list, tuple)) or not all(isinstance(v, (int, float)) for v in part):
+            raise DataError(f"{where}: a polygon must be a flat list of numbers, got {str(part)[:60]}")
+        if len(part) % 2:
+            raise DataError(f"{where}: polygon with an odd number of coordinates ({len(part)})")
+        if len(part) >= 6:
+            polys.append([float(v) for v in part])
+    if not polys:
+        raise DataError(f"{where}: no polygon with at least 3 points")
+    return mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+
+
+def _checked_rle(seg: dict, h: int, w: int, where: str) -> dict:
+    """One RLE dict (uncompressed ``counts`` list or compressed string), checked against the image."""
+    from pycocotools import mask as mask_utils
+
+    size, counts = seg.get("size"), seg.get("counts")
+    if size is None or counts is None:
+        raise DataError(f"{where}: an RLE needs 'size' and 'counts'")
+    if [int(v) for v in size] != [h, w]:
+        raise DataError(f"{where}: RLE size {list(size)} does not match the image's {[h, w]}")
+    if isinstance(counts, list):
+        if any((not isinstance(c, int)) or c < 0 for c in counts) or sum(counts) != h * w:
+            raise DataError(f"{where}: uncompressed RLE counts must be non-negative and sum to {h * w}")
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    if not isinstance(counts, (str, bytes)):
+        raise DataError(f"{where}: RLE counts must be a list or a string, got {type(counts).__name__}")
+    raw = counts.encode("ascii") if isinstance(counts, str) else counts
+    try:
+        total = _rle_string_total(raw)
+    except ValueError as exc:
+        raise DataError(f"{where}: corrupt compressed RLE: {exc}") from None
+    if total != h * w:
+        raise DataError(f"{where}: compressed RLE covers {total} pixels, the image has {h * w}")
+    return {"size": [h, w], "counts": raw}
+
+
 def decode_segmentation(seg: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray:
     """A COCO segmentation (polygons, compressed or uncompressed RLE) -> H x W uint8 {0, 1}.
 
@@ -217,38 +261,9 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "segment
 
     h, w = int(height), int(width)
     if isinstance(seg, list):
-        polys = []
-        for part in seg:
-            if not isinstance(part, (list, tuple)) or not all(isinstance(v, (int, float)) for v in part):
-                raise DataError(f"{where}: a polygon must be a flat list of numbers, got {str(part)[:60]}")
-            if len(part) % 2:
-                raise DataError(f"{where}: polygon with an odd number of coordinates ({len(part)})")
-            if len(part) >= 6:
-                polys.append([float(v) for v in part])
-        if not polys:
-            raise DataError(f"{where}: no polygon with at least 3 points")
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+        rle = _polygons_rle(seg, h, w, where)
     elif isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        if size is None or counts is None:
-            raise DataError(f"{where}: an RLE needs 'size' and 'counts'")
-        if [int(v) for v in size] != [h, w]:
-            raise DataError(f"{where}: RLE size {list(size)} does not match the image's {[h, w]}")
-        if isinstance(counts, list):
-            if any((not isinstance(c, int)) or c < 0 for c in counts) or sum(counts) != h * w:
-                raise DataError(f"{where}: uncompressed RLE counts must be non-negative and sum to {h * w}")
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        elif isinstance(counts, (str, bytes)):
-            raw = counts.encode("ascii") if isinstance(counts, str) else counts
-            try:
-                total = _rle_string_total(raw)
-            except ValueError as exc:
-                raise DataError(f"{where}: corrupt compressed RLE: {exc}") from None
-            if total != h * w:
-                raise DataError(f"{where}: compressed RLE covers {total} pixels, the image has {h * w}")
-            rle = {"size": [h, w], "counts": raw}
-        else:
-            raise DataError(f"{where}: RLE counts must be a list or a string, got {type(counts).__name__}")
+        rle = _checked_rle(seg, h, w, where)
     else:
         raise DataError(f"{where}: segmentation must be polygons (list) or an RLE (dict), got {type(seg).__name__}")
     with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
@@ -324,7 +339,8 @@ class ReferData:
             anns = {int(a["id"]): a for a in inst["annotations"]}
             cats = {int(c["id"]): c for c in inst.get("categories", [])}
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{self.instances_path}: an image, annotation or category lacks a valid 'id' ({exc})") from None
+            raise DataError(f"{self.instances_path}: an image, annotation or category lacks a valid 'id' "
+                            f"({exc})") from None
         return images, anns, cats
 
     # -- helpers --------------------------------------------------------------------------
@@ -401,8 +417,8 @@ class ReferData:
             for s in sents:
                 text = self.sentence_text(s) if isinstance(s, dict) else ""
                 if not tokenize(text):
-                    problems.append(("empty", f"ref {rid}, sentence {s.get('sent_id', '?') if isinstance(s, dict) else '?'}: "
-                                              f"empty expression {text!r}"))
+                    sid = s.get("sent_id", "?") if isinstance(s, dict) else "?"
+                    problems.append(("empty", f"ref {rid}, sentence {sid}: empty expression {text!r}"))
         return problems
 
 
@@ -410,7 +426,9 @@ def _raise_problems(problems: list[tuple[str, str]], context: str) -> None:
     if not problems:
         return
     shown = [m for _, m in problems[:20]]
-    more = f"\n  ... and {len(problems) - 20} more (run `python -m restr data stats` to list all)" if len(problems) > 20 else ""
+    more = ""
+    if len(problems) > 20:
+        more = f"\n  ... and {len(problems) - 20} more (run `python -m restr data stats` to list all)"
     text = f"{context}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more
     if all(k == "empty" for k, _ in problems):
         raise EmptyExpressionError(text)
@@ -419,6 +437,35 @@ def _raise_problems(problems: list[tuple[str, str]], context: str) -> None:
 
 # ----------------------------------------------------------------------------------------
 # the dataset
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """How :class:`ReferDataset` makes an item; each field may also be passed to it by name."""
+
+    image_size: int | Sequence[int] = 480  # letterbox to a square of this side, or to (H, W)
+    max_words: int = 20                     # word ids per expression (front-padded, truncated)
+    augment: bool = False                   # the training augmentation (see transforms.augment)
+    return_original: bool = False           # add ``orig_mask`` at the original resolution
+    uint8: bool = False                     # uint8 image and mask, normalised later on the device
+
+    @classmethod
+    def merged(cls, options: ItemOptions | None, overrides: dict[str, Any]) -> ItemOptions:
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"ReferDataset got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        opts = replace(options or cls(), **overrides)
+        opts.image_hw()  # checks the size
+        if int(opts.max_words) < 1:
+            raise DataError(f"max_words must be >= 1, got {opts.max_words}")
+        return opts
+
+    def image_hw(self) -> tuple[int, int]:
+        size = self.image_size
+        hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
+        if len(hw) != 2 or min(hw) < 1:
+            raise DataError(f"image_size must be an int or (H, W), got {size!r}")
+        return hw
+
 
 class ReferDataset(torch.utils.data.Dataset):
     """(ref, sentence) pairs of one dataset / split_by / split.
@@ -437,6 +484,10 @@ class ReferDataset(torch.utils.data.Dataset):
     ``vocab=None`` builds the vocabulary from this split's sentences; pass the training
     split's vocabulary (or a path to its JSON) to the other splits.
 
+    How items are made (``image_size=480``, ``max_words=20``, ``augment``,
+    ``return_original``, ``uint8``) is an :class:`ItemOptions`: pass one as ``options``,
+    or its fields by name (``image_size=64``), which override ``options``.
+
     ``uint8=True`` (what the trainer uses) leaves the last, cheapest step to the GPU: the
     ``image`` is the letterboxed uint8 (3, H, W) and the ``mask`` uint8, a quarter of the
     bytes to move between processes and to the device; :func:`normalize_batch` then gives
@@ -451,24 +502,16 @@ class ReferDataset(torch.utils.data.Dataset):
         split: str,
         image_root: str | os.PathLike | None = None,
         vocab: Vocabulary | str | os.PathLike | None = None,
-        image_size: int | Sequence[int] = 480,
-        max_words: int = 20,
-        augment: bool = False,
-        return_original: bool = False,
-        uint8: bool = False,
+        options: ItemOptions | None = None,
+        **item_options: Any,
     ):
         splits = check_names(dataset, split_by, split)
         self.data = ReferData(root, dataset, split_by, image_root)
         self.dataset, self.split_by, self.split = dataset, split_by, split
-        self.image_size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
-            raise DataError(f"image_size must be an int or (H, W), got {image_size!r}")
-        if int(max_words) < 1:
-            raise DataError(f"max_words must be >= 1, got {max_words}")
-        self.max_words = int(max_words)
-        self.augment = bool(augment)
-        self.return_original = bool(return_original)
-        self.uint8 = bool(uint8)
+        self.options = opts = ItemOptions.merged(options, item_options)
+        self.image_size, self.max_words = opts.image_hw(), int(opts.max_words)
+        self.augment, self.return_original = bool(opts.augment), bool(opts.return_original)
+        self.uint8 = bool(opts.uint8)
         self.refs = [r for r in self.data.refs if r.get("split") in splits]
         if not self.refs:
             raise DataError(f"no refs with split {split!r} in {self.data.refs_path}")
@@ -536,8 +579,9 @@ class ReferDataset(torch.utils.data.Dataset):
         boxed, meta = letterbox(image, self.image_size)
         boxed_mask, _ = letterbox_mask(mask, self.image_size)
         ids, length = self.vocab.encode(text, self.max_words)
+        image_t = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))) if self.uint8 else normalize(boxed)
         item = {
-            "image": torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))) if self.uint8 else normalize(boxed),
+            "image": image_t,
             "mask": torch.from_numpy(boxed_mask.astype(np.uint8 if self.uint8 else np.float32)),
             "words": torch.from_numpy(ids),
             "length": length,
