@@ -11,6 +11,7 @@ from .refer import (
     collate,
     decode_segmentation,
     default_image_root,
+    mask_form,
     read_image,
 )
 from .transforms import (
@@ -40,6 +41,7 @@ __all__ = [
     "collate",
     "decode_segmentation",
     "default_image_root",
+    "mask_form",
     "read_image",
     "MEAN",
     "STD",

@@ -9,8 +9,11 @@ On disk::
     <image_root>/<image file_name>        the images (see data/README.md for defaults)
 
 A ref's ``file_name`` carries its annotation id as a suffix
-(``COCO_train2014_000000123456_789.jpg``); the image file drops it. Masks are decoded
-with pycocotools; the polygons of one object are merged as a union (not summed).
+(``COCO_train2014_000000123456_789.jpg``); the image file drops it. An annotation's
+``segmentation`` is a list of polygons (RefCOCO, RefCOCO+, RefCOCOg), a list of RLE
+dicts (ReferIt) or, in COCO's crowd form, a bare RLE dict (:func:`mask_form`). Masks are
+decoded with pycocotools; the parts of one object are merged as a union (the refer
+toolkit sums them, which gives 2 where parts overlap).
 
 :class:`ReferDataset` yields one item per (ref, sentence). The pickle and the JSON are
 read once; images are decoded on demand and never kept in memory.
@@ -45,6 +48,7 @@ __all__ = [
     "image_file_of_ref",
     "read_image",
     "decode_segmentation",
+    "mask_form",
     "ReferData",
     "ReferDataset",
     "ItemOptions",
@@ -208,13 +212,44 @@ def _rle_string_total(counts: bytes) -> int:
     return sum(runs)
 
 
+# the stored forms of a mask (``segmentation`` in instances.json)
+POLYGONS = "polygons"   # a list of flat [x1, y1, x2, y2, ...] lists: RefCOCO, RefCOCO+, RefCOCOg
+RLE_LIST = "RLE list"   # a list of RLE dicts: ReferIt (refclef)
+RLE_DICT = "RLE dict"   # a bare RLE dict: COCO's crowd form, not used by the refer files
+UNCOMPRESSED = " (uncompressed)"  # suffix: some part has a list of run lengths, not a string
+
+
+def mask_form(seg: Any) -> str | None:
+    """The stored form of a segmentation: ``"polygons"``, ``"RLE list"`` or ``"RLE dict"``,
+    with ``" (uncompressed)"`` if any RLE part has a list of counts; None if none of them."""
+    if isinstance(seg, dict):
+        parts, form = [seg], RLE_DICT
+    elif isinstance(seg, list) and seg and all(isinstance(p, (list, tuple)) for p in seg):
+        return POLYGONS
+    elif isinstance(seg, list) and seg and all(isinstance(p, dict) for p in seg):
+        parts, form = seg, RLE_LIST
+    else:
+        return None
+    return form + UNCOMPRESSED if any(isinstance(p.get("counts"), list) for p in parts) else form
+
+
+def _found(seg: Any) -> str:
+    """A short description of what a segmentation holds, for error messages."""
+    if not isinstance(seg, list):
+        return f"{type(seg).__name__} {str(seg)[:40]}"
+    if not seg:
+        return "an empty list"
+    kinds = sorted({type(p).__name__ for p in seg})
+    return f"a list of {' and '.join(kinds)} ({str(seg)[:40]})"
+
+
 def _polygons_rle(parts: list, h: int, w: int, where: str) -> dict:
     """The union of polygons (flat coordinate lists) as one RLE; parts under 3 points are skipped."""
     from pycocotools import mask as mask_utils
 
     polys = []
     for part in parts:
-        if not isinstance(part, (list, tuple)) or not all(isinstance(v, (int, float)) for v in part):
+        if not all(isinstance(v, (int, float)) for v in part):
             raise DataError(f"{where}: a polygon must be a flat list of numbers, got {str(part)[:60]}")
         if len(part) % 2:
             raise DataError(f"{where}: polygon with an odd number of coordinates ({len(part)})")
@@ -251,26 +286,29 @@ def _checked_rle(seg: dict, h: int, w: int, where: str) -> dict:
 
 
 def decode_segmentation(seg: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray:
-    """A COCO segmentation (polygons, compressed or uncompressed RLE) -> H x W uint8 {0, 1}.
+    """A segmentation in any form of :func:`mask_form` -> H x W uint8 {0, 1}.
 
-    Overlapping polygons of one object are merged as a union. Polygon parts with fewer
-    than 3 points have no area and are ignored; anything malformed raises
-    :class:`DataError` naming ``where``.
+    The parts of one object (several polygons, several RLEs) are merged as a union, so
+    pixels where parts overlap are 1 (the refer toolkit sums the parts, giving 2 there).
+    Polygon parts with fewer than 3 points have no area and are ignored; anything else
+    malformed raises :class:`DataError` naming ``where`` and what was found.
     """
     from pycocotools import mask as mask_utils
 
     h, w = int(height), int(width)
-    if isinstance(seg, list):
-        rle = _polygons_rle(seg, h, w, where)
-    elif isinstance(seg, dict):
-        rle = _checked_rle(seg, h, w, where)
+    form = mask_form(seg)
+    if form is None:
+        raise DataError(f"{where}: a segmentation must be a list of polygons, a list of RLE dicts or an RLE "
+                        f"dict; found {_found(seg)}")
+    if form == POLYGONS:
+        rles = [_polygons_rle(seg, h, w, where)]
+    elif form.startswith(RLE_LIST):
+        rles = [_checked_rle(part, h, w, f"{where}, RLE part {i}") for i, part in enumerate(seg)]
     else:
-        raise DataError(f"{where}: segmentation must be polygons (list) or an RLE (dict), got {type(seg).__name__}")
+        rles = [_checked_rle(seg, h, w, where)]
     with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
         warnings.simplefilter("ignore", DeprecationWarning)
-        m = mask_utils.decode(rle)
-    if m.ndim == 3:  # defensive: several RLEs
-        m = m.max(axis=2)
+        m = mask_utils.decode(mask_utils.merge(rles) if len(rles) > 1 else rles[0])
     return (m > 0).astype(np.uint8)
 
 

