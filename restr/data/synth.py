@@ -11,10 +11,11 @@ Splits are by image: ``train`` and ``val`` mix both scene kinds; ``testA`` holds
 *sparse* scenes (3-4 shapes, no overlap) and ``testB`` only *crowded* ones (5-6 shapes,
 partial occlusion), as RefCOCO's testA/testB group images by the kind of target.
 
-Masks are the visible pixels of each shape. In instances.json, unoccluded squares,
-triangles, diamonds and stars are polygons, crosses are two overlapping rectangles
-(the reader must take their union), circles and rings are RLE (uncompressed or
-compressed, alternating), and occluded shapes are compressed RLE.
+Masks are the visible pixels of each shape, stored as the refer files store them:
+unoccluded squares, triangles, diamonds and stars as polygons (a list of flat coordinate
+lists, as in RefCOCO), crosses as two overlapping rectangles (the reader must take their
+union), circles, rings and occluded shapes as a list of one compressed RLE dict (as in
+ReferIt). The refer toolkit's ``REFER.getMask`` reads every one of them.
 ``scenes.json`` records every shape's attributes and every expression's program.
 
 :func:`generate` runs four stages, one function each:

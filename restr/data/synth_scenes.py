@@ -10,7 +10,6 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -95,16 +94,6 @@ def _full_mask(o: Shape, h: int, w: int) -> tuple[np.ndarray, list[list[float]] 
         warnings.simplefilter("ignore", DeprecationWarning)
         m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w))).astype(bool)
     return m, polys
-
-
-def _uncompressed_rle(m: np.ndarray) -> list[int]:
-    flat = np.asarray(m, dtype=np.uint8).reshape(-1, order="F")
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    runs = np.diff(bounds).tolist()
-    if flat[0] == 1:
-        runs = [0] + runs
-    return [int(v) for v in runs]
 
 
 def _place(rng: np.random.Generator, kind: str, w: int, h: int) -> list[Shape] | None:
@@ -209,21 +198,19 @@ def _jpeg(img: np.ndarray, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _segmentation(shape: Shape, visible: np.ndarray, polys, occluded: bool, alternate: bool) -> Any:
-    """Polygons for an unoccluded polygon shape; RLE otherwise (uncompressed for every
-    other unoccluded circle and ring, when ``alternate``; compressed for the rest)."""
-    h, w = visible.shape
+def _segmentation(visible: np.ndarray, polys: list[list[float]] | None, occluded: bool) -> list:
+    """As RefCOCO and ReferIt store masks: the polygons of an unoccluded polygon shape (a list of
+    flat coordinate lists); else a list of one compressed RLE dict of the visible pixels."""
     if not occluded and polys is not None:
         return polys
-    if shape.shape in ("circle", "ring") and not occluded and alternate:
-        return {"size": [h, w], "counts": _uncompressed_rle(visible)}
     from pycocotools import mask as mask_utils
 
+    h, w = visible.shape
     rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
-    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+    return [{"size": [h, w], "counts": rle["counts"].decode("ascii")}]
 
 
-def _object_record(job: ImageJob, k: int, scene: _Scene, rng: np.random.Generator) -> dict:
+def _object_record(k: int, scene: _Scene, rng: np.random.Generator) -> dict:
     s, f, v = scene.shapes[k], scene.full[k], scene.visible[k]
     occluded = bool((f & ~v).any())
     ys, xs = np.nonzero(v)
@@ -231,7 +218,7 @@ def _object_record(job: ImageJob, k: int, scene: _Scene, rng: np.random.Generato
         "shape": s.shape, "colour": s.colour, "size": s.size,
         "cx": round(s.cx, 3), "cy": round(s.cy, 3), "r": round(s.r, 3),
         "occluded": occluded,
-        "segmentation": _segmentation(s, v, scene.polys[k], occluded, (job.image_id + k) % 2 == 0),
+        "segmentation": _segmentation(v, scene.polys[k], occluded),
         "area": int(v.sum()),
         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
         "expressions": [{"text": e["text"], "raw": raw_form(e["text"], rng), "program": e["program"]}
@@ -253,6 +240,6 @@ def render_image(job: ImageJob) -> dict:
     # fsync'ed one by one (that would add a third to the run); generate() writes the
     # index files, durably, only after every image is on disk
     atomic_write_bytes(Path(job.image_dir) / file_name, _jpeg(_draw(scene, rng), job.quality), durable=False)
-    objects = [_object_record(job, k, scene, rng) for k in range(len(scene.shapes))]
+    objects = [_object_record(k, scene, rng) for k in range(len(scene.shapes))]
     return {"index": job.index, "image_id": job.image_id, "kind": job.kind, "width": scene.w, "height": scene.h,
             "file_name": file_name, "objects": objects}
