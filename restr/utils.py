@@ -24,8 +24,13 @@ AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 # ----------------------------------------------------------------------------------------
 # atomic writes
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file, flush, fsync, rename."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: temporary file, flush, fsync, rename.
+
+    ``durable=False`` skips the fsync (a few milliseconds a file): still never half a
+    file if the process dies, but a power cut may lose the write. For many small files
+    that can be regenerated (synthref's images).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a unique name in the same folder; "x" mode keeps the usual permissions (umask)
@@ -34,7 +39,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with open(tmp, "xb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -19,6 +19,7 @@ from restr.data import (
     DataError,
     EmptyExpressionError,
     LetterboxMeta,
+    ReferData,
     ReferDataset,
     Vocabulary,
     bucket_of,
@@ -291,7 +292,8 @@ def test_letterbox_downscaled_round_trip_and_batched_meta():
         iou = (back & m).sum() / (back | m).sum()
         assert back.shape == (h, w) and iou > 0.93
     # the meta passes through collate as a (B, 9) tensor and back
-    batch = collate([{"meta": meta.to_tensor()}, {"meta": LetterboxMeta(10, 20, 3.2, 0, 0, 32, 64, 64, 64).to_tensor()}])
+    other = LetterboxMeta(10, 20, 3.2, 0, 0, 32, 64, 64, 64)
+    batch = collate([{"meta": meta.to_tensor()}, {"meta": other.to_tensor()}])
     assert batch["meta"].shape == (2, 9)
     metas = LetterboxMeta.batch_from_tensor(batch["meta"])
     assert metas[0] == meta and metas[1].orig_w == 20 and metas[1].scale == pytest.approx(3.2)
@@ -409,6 +411,23 @@ def test_reader_items_order_vocab_and_images(refer_root):
     assert cmyk.shape == (20, 30, 3) and cmyk[..., 0].mean() > 200 and cmyk[..., 1].mean() < 40
 
 
+def test_item_options_as_one_object_or_by_name(refer_root):
+    from restr.data import ItemOptions
+
+    opts = ItemOptions(image_size=(24, 32), max_words=4, uint8=True)
+    ds = ReferDataset(refer_root, "refcoco", "unc", "val", None, None, opts, max_words=3)  # a name overrides
+    assert ds.options == ItemOptions(image_size=(24, 32), max_words=3, uint8=True)
+    assert (ds.image_size, ds.max_words, ds.uint8, ds.augment) == ((24, 32), 3, True, False)
+    item = ds[1]
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 24, 32) and item["length"] == 3
+    with pytest.raises(TypeError, match="'image_sise'"):
+        ReferDataset(refer_root, "refcoco", "unc", "val", image_sise=32)
+    with pytest.raises(DataError, match="max_words must be >= 1"):
+        ReferDataset(refer_root, "refcoco", "unc", "val", options=opts, max_words=0)
+    with pytest.raises(DataError, match="image_size must be"):
+        ReferDataset(refer_root, "refcoco", "unc", "val", image_size=(0, 3))
+
+
 def test_reader_in_a_dataloader_and_collate(refer_root):
     ds = ReferDataset(refer_root, "refcoco", "unc", "train", image_size=32, return_original=True, augment=True)
     torch.manual_seed(0)
@@ -436,7 +455,8 @@ def test_uint8_items_carry_the_same_pixels(refer_root):
 
 
 def test_length_buckets_match_table_2():
-    assert [bucket_of(n, "refcoco") for n in (1, 2, 3, 4, 5, 6, 20, 31)] == ["1-2", "1-2", "3", "4-5", "4-5", "6-20", "6-20", "6-20"]
+    assert [bucket_of(n, "refcoco") for n in (1, 2, 3, 4, 5, 6, 20, 31)] == ["1-2", "1-2", "3", "4-5", "4-5", "6-20",
+                                                                              "6-20", "6-20"]
     assert [bucket_of(n, "refcocog") for n in (5, 6, 7, 8, 10, 11)] == ["1-5", "6-7", "6-7", "8-10", "8-10", "11-20"]
     assert [bucket_of(n, "refclef") for n in (1, 2, 3, 4, 5)] == ["1", "2", "3-4", "3-4", "5-20"]
     assert LENGTH_BUCKETS["refcoco+"] == LENGTH_BUCKETS["synthref"] == LENGTH_BUCKETS["refcoco"]
@@ -521,6 +541,149 @@ def test_bad_segmentations(tmp_path):
         decode_segmentation({"size": [4, 4], "counts": "12"}, 4, 4, "ann 5")
     with pytest.raises(DataError, match="at least 3 points"):
         decode_segmentation([[1, 1, 2, 2]], 4, 4, "ann 5")
+
+
+# ----------------------------------------------------------------------------------------
+# ReferIt's layout: every mask a list of RLE dicts, several parts per object
+
+
+def _disk_mask(h, w, cx, cy, r):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return ((xx - cx) ** 2 + (yy - cy) ** 2 <= r * r).astype(np.uint8)
+
+
+def _compressed_rle(m: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+    return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": rle["counts"].decode("ascii")}
+
+
+def _referit_parts() -> dict[int, list[np.ndarray]]:
+    """ann id -> the parts of its mask, as drawn (all on 30 x 40 images)."""
+    h, w = 30, 40
+    return {
+        21: [_rect(h, w, 2, 2, 20, 8), _rect(h, w, 8, 5, 14, 25)],                 # a T: two overlapping bars
+        22: [_disk_mask(h, w, 30, 15, 6)],                                           # one part
+        23: [_disk_mask(h, w, 24, 20, 5), _disk_mask(h, w, 30, 20, 5), _rect(h, w, 25, 12, 29, 29)],  # 3 overlap
+        24: [_rect(h, w, 0, 0, 5, 5), _rect(h, w, 35, 25, 40, 30)],                 # apart, first and last pixel
+        25: [_rect(h, w, 10, 10, 20, 20), _rect(h, w, 15, 15, 25, 25)],             # second part uncompressed
+    }
+
+
+def write_referit(root: Path) -> Path:
+    """A refclef-style data set (refs(unc).p, instances.json, images/saiapr_tc-12)."""
+    parts = _referit_parts()
+    ddir, image_root = root / "refclef", root / "images" / "saiapr_tc-12"
+    ddir.mkdir(parents=True)
+    image_root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images = []
+    for image_id in (7, 8):
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(image_root / f"{image_id}.png")
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": 30, "width": 40})
+    anns, refs = [], []
+    for k, (ann_id, ps) in enumerate(parts.items()):
+        seg = [_compressed_rle(m) for m in ps]
+        if ann_id == 25:
+            seg[1] = {"size": [30, 40], "counts": _rle_uncompressed(ps[1])}
+        image_id = 7 if ann_id < 24 else 8
+        union = np.maximum.reduce(ps)
+        ys, xs = np.nonzero(union)
+        anns.append({"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0, "segmentation": seg,
+                     "area": int(union.sum()), "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs) + 1),
+                                                        int(np.ptp(ys) + 1)]})
+        text = f"thing number {k + 1}"
+        refs.append({"ref_id": k + 1, "ann_id": ann_id, "image_id": image_id, "category_id": 1,
+                     "split": ("train", "val", "testA", "testB", "testC")[k], "file_name": f"{image_id}_{ann_id}.png",
+                     "sent_ids": [k + 1], "sentences": [{"sent_id": k + 1, "sent": text, "raw": text,
+                                                         "tokens": tokenize(text)}]})
+    with open(ddir / "refs(unc).p", "wb") as fh:
+        pickle.dump(refs, fh, protocol=2)
+    (ddir / "instances.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                     "categories": [{"id": 1, "name": "thing"}]}))
+    return root
+
+
+def test_referit_rle_lists_read_pixel_for_pixel_as_a_union(tmp_path):
+    from toolkit_reader import toolkit_mask
+
+    root = write_referit(tmp_path / "referit")
+    parts = _referit_parts()
+    seen = set()
+    for split in ("train", "val", "testA", "testB", "testC"):
+        ds = ReferDataset(root, "refclef", "unc", split, image_size=32, return_original=True)
+        item = ds[0]
+        ann = item["ann_id"]
+        union = np.maximum.reduce(parts[ann])
+        np.testing.assert_array_equal(ds.load_mask(ann), union)
+        np.testing.assert_array_equal(item["orig_mask"].numpy(), union)
+        np.testing.assert_array_equal(item["mask"].numpy(), letterbox_mask(union, 32)[0])
+        seen.add(ann)
+    assert seen == set(parts)
+    # the toolkit sums the parts: 2 (and 3) where they overlap, so `mask == 1` would cut holes
+    inst = json.loads((root / "refclef" / "instances.json").read_text())
+    seg = {a["id"]: a["segmentation"] for a in inst["annotations"]}
+    for ann in (21, 22, 23, 24):
+        summed = toolkit_mask(seg[ann], 30, 40)
+        np.testing.assert_array_equal(summed, np.sum(parts[ann], axis=0))
+        np.testing.assert_array_equal(summed > 0, np.maximum.reduce(parts[ann]) > 0)
+    assert toolkit_mask(seg[21], 30, 40).max() == 2 and toolkit_mask(seg[23], 30, 40).max() == 3
+    with pytest.raises(TypeError):  # uncompressed counts in a list: the toolkit's decode wants bytes
+        toolkit_mask(seg[25], 30, 40)
+    with pytest.raises(KeyError):  # a bare RLE dict: the toolkit reads segmentation[0]
+        toolkit_mask(seg[22][0], 30, 40)
+
+
+@pytest.mark.parametrize(
+    "segmentation, found",
+    [
+        ("oops", r"found str oops"),
+        ([], r"found an empty list"),
+        (None, r"found NoneType None"),
+        (7, r"found int 7"),
+        (["a", "b"], r"found a list of str"),
+        ([[1, 1, 9, 1, 9, 9], {"size": [30, 40], "counts": [1200]}], r"found a list of dict and list"),
+    ],
+)
+def test_unreadable_segmentations_name_the_annotation_and_what_was_found(refer_root, segmentation, found):
+    inst_path = refer_root / "refcoco" / "instances.json"
+    inst = json.loads(inst_path.read_text())
+    inst["annotations"].append({"id": 77, "image_id": 101, "category_id": 1, "segmentation": segmentation})
+    inst_path.write_text(json.dumps(inst))
+    data = ReferData(refer_root, "refcoco", "unc")
+    with pytest.raises(DataError, match=r"annotation 77 \(image 101, instances\.json\): a segmentation must be .*"
+                                        + found):
+        data.load_mask(77)
+
+
+def test_rle_list_parts_are_checked_one_by_one():
+    from restr.data import decode_segmentation
+
+    good = _compressed_rle(_rect(4, 4, 0, 0, 2, 2))
+    np.testing.assert_array_equal(decode_segmentation([good, {"size": [4, 4], "counts": [12, 4]}], 4, 4),
+                                  np.maximum(_rect(4, 4, 0, 0, 2, 2), _rect(4, 4, 3, 0, 4, 4)))
+    with pytest.raises(DataError, match="ann 5, RLE part 1: RLE size"):
+        decode_segmentation([good, {"size": [3, 4], "counts": [12]}], 4, 4, "ann 5")
+    with pytest.raises(DataError, match="ann 5, RLE part 0: an RLE needs 'size' and 'counts'"):
+        decode_segmentation([{"counts": "12"}], 4, 4, "ann 5")
+
+
+def test_stats_reports_mask_forms_and_warns_once_per_form(tmp_path, refer_root, capsys):
+    s = dataset_stats(write_referit(tmp_path / "referit"), "refclef", "unc", glove=None, progress=False)
+    assert s["problems"] == []
+    assert s["mask_forms"] == {"RLE list": 4, "RLE list (uncompressed)": 1}
+    assert len(s["warnings"]) == 1 and "1 ref(s) have uncompressed RLE counts" in s["warnings"][0]
+    # RefCOCO-style polygons, and COCO's crowd form (a bare RLE dict, compressed or not): read, with one warning
+    s = dataset_stats(refer_root, "refcoco", "unc", glove=None, progress=False)
+    assert s["problems"] == []
+    assert s["mask_forms"] == {"polygons": 3, "RLE dict": 1, "RLE dict (uncompressed)": 1}
+    assert len(s["warnings"]) == 1 and s["warnings"][0].startswith("2 ref(s) have a bare RLE dict")
+    assert data_main(["stats", "--root", str(refer_root), "--dataset", "refcoco", "--split-by", "unc",
+                      "--quiet", "--glove", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "mask forms (refs): polygons 3, RLE dict 1, RLE dict (uncompressed) 1" in out
+    assert "warnings: 1\n  - 2 ref(s) have a bare RLE dict" in out and "problems: none" in out
 
 
 # ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from restr.data import DataError, ReferDataset, bucket_of, collate, load_glove, tokenize
+from restr.data import DataError, ReferData, ReferDataset, bucket_of, collate, load_glove, tokenize
 from restr.data import synth
 from restr.data.cli import main as data_main
 from restr.data.stats import dataset_stats
@@ -51,15 +51,45 @@ def test_layout_and_file_name_convention(synth_root):
         assert r["sent_ids"] == [s["sent_id"] for s in r["sentences"]]
         for s in r["sentences"]:
             assert s["tokens"] == tokenize(s["raw"]) and s["sent"] == " ".join(s["tokens"])
-    # polygons (crosses as two overlapping parts), compressed and uncompressed RLE all occur
+    # masks as the refer files store them: polygons (crosses as two overlapping parts), as in
+    # RefCOCO, or a list of compressed RLE dicts, as in ReferIt; all three occur
     kinds = Counter()
     for a in anns.values():
         seg = a["segmentation"]
-        if isinstance(seg, list):
+        assert isinstance(seg, list) and seg, seg
+        if all(isinstance(p, list) for p in seg):
             kinds["cross2" if len(seg) == 2 else "polygon"] += 1
         else:
-            kinds["rle_list" if isinstance(seg["counts"], list) else "rle_str"] += 1
-    assert all(kinds[k] > 0 for k in ("polygon", "cross2", "rle_list", "rle_str")), kinds
+            assert len(seg) == 1 and isinstance(seg[0], dict) and isinstance(seg[0]["counts"], str), seg
+            kinds["rle_list"] += 1
+    assert all(kinds[k] > 0 for k in ("polygon", "cross2", "rle_list")), kinds
+
+
+def test_every_mask_reads_the_refer_toolkit_way(synth_root):
+    """The refer toolkit's getMask logic (tests/toolkit_reader.py) reads every synthref mask,
+    and its parts summed and > 0 are the reader's mask; only crosses have overlapping parts."""
+    from toolkit_reader import toolkit_mask
+
+    inst = json.loads((synth_root / "synthref" / "instances.json").read_text())
+    images = {i["id"]: i for i in inst["images"]}
+    cats = {c["id"]: c["name"] for c in inst["categories"]}
+    data = ReferData(synth_root, "synthref", "unc")
+    overlapping = Counter()
+    for a in inst["annotations"]:
+        img = images[a["image_id"]]
+        summed = toolkit_mask(a["segmentation"], img["height"], img["width"])
+        np.testing.assert_array_equal(summed > 0, data.load_mask(a["id"]) == 1)
+        overlapping[cats[a["category_id"]]] += int(summed.max() > 1)
+    assert len(inst["annotations"]) == len(data.refs) > 100
+    assert set(overlapping) == set(synth.SHAPES) and overlapping["cross"] > 0
+    assert sum(overlapping.values()) == overlapping["cross"]
+
+
+def test_stats_lists_mask_forms_and_no_problems(synth_root):
+    s = dataset_stats(synth_root, "synthref", "unc", glove=None, check_images=False, progress=False)
+    assert s["problems"] == [] and s["warnings"] == []
+    assert set(s["mask_forms"]) == {"polygons", "RLE list"}
+    assert sum(s["mask_forms"].values()) == sum(e["refs"] for e in s["splits"].values())
 
 
 def test_splits_are_by_image_and_test_splits_differ(synth_root):

@@ -3,6 +3,7 @@ from .errors import DataError, EmptyExpressionError
 from .refer import (
     DATASETS,
     LENGTH_BUCKETS,
+    ItemOptions,
     ReferData,
     ReferDataset,
     bucket_labels,
@@ -10,6 +11,7 @@ from .refer import (
     collate,
     decode_segmentation,
     default_image_root,
+    mask_form,
     read_image,
 )
 from .transforms import (
@@ -31,6 +33,7 @@ __all__ = [
     "EmptyExpressionError",
     "DATASETS",
     "LENGTH_BUCKETS",
+    "ItemOptions",
     "ReferData",
     "ReferDataset",
     "bucket_labels",
@@ -38,6 +41,7 @@ __all__ = [
     "collate",
     "decode_segmentation",
     "default_image_root",
+    "mask_form",
     "read_image",
     "MEAN",
     "STD",

