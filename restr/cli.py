@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("restr.train", "train a model (single process, or under torchrun for DDP)"),
     "evaluate": ("restr.evaluate", "evaluate a run on a split with the paper's metrics"),
     "predict": ("restr.predict", "segment one image for one expression"),
+    "pretrain": ("restr.pretrain", "pretrain a small ViT on a data set's own images (dense category maps)"),
     "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.book", "run every notebook with papermill and build the site"),
 }

@@ -141,3 +141,16 @@ def test_the_paper_preset_is_untouched_by_the_cpu_recipe():
     assert (t.tau, t.lam, t.weight_decay, t.amp, t.expressions_per_image, t.threads) == (0.8, 0.1, 5e-4, "auto", 1, 0)
     m = get_preset("paper").model
     assert (m.image_size, m.patch_size, m.dim, m.fusion, m.fusion_layers, m.decoder) == (480, 16, 768, "cme", 4, True)
+
+
+def test_cpu_threads_leave_room_for_the_loader_and_for_others(monkeypatch):
+    import os
+
+    from restr.utils import cpu_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    assert cpu_threads(0) == 1 and cpu_threads(1) == 1 and cpu_threads(4) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert cpu_threads(1) == 8  # half the cores: the rest for the loader and whatever else runs
+    assert cpu_threads(12) == 4  # the cores the loader workers leave
+    assert cpu_threads(1, processes=4) == 2  # 4 processes share 16 cores

@@ -1,0 +1,286 @@
+"""The model zoo: the book's trained models, shipped in the repository (``data/zoo/``).
+
+A laptop cannot train the book's twenty models inside the main job, so the book ships
+them, the way tutorial books ship trained checkpoints: a notebook asks for a config;
+:func:`restr.experiments.get_run` finds a finished run in ``runs/``, else a zoo model
+whose identity matches (and whose file hash checks out), else trains. Nothing is ever
+retrained silently in place of a zoo file that is corrupt or does not match: that is an
+error naming the file.
+
+``data/zoo/`` holds, per model, ``<name>.safetensors`` (weights only, fp16) and
+``<name>.metrics.jsonl`` (the training run's log: its learning curve), and one
+``manifest.json`` with an entry per model: name, file and its sha256, the full config
+and its identity, the data's fingerprint, seed, git commit, command, wall time, CPU,
+the vocabulary, and the metrics of a fixed validation slice computed with the fp16
+weights (and with the fp32 ones, to show the rounding costs less than 0.1 IoU points).
+
+Identity: a hash of everything in the config that shapes the weights (the data's
+location, loader workers, threads and log interval left out) plus the data's
+fingerprint (the sha256 of its refs and instances files), so that the same model is
+found wherever the repository is cloned, and a regenerated data set is not mistaken for
+the one a model was trained on.
+
+``python -m restr zoo list`` prints the manifest; ``python -m restr zoo train`` trains
+what the book needs and is missing (``--only NAME``, ``--retrain``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+from .utils import atomic_write_bytes, atomic_write_text, read_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+ZOO_DIR = REPO / "data" / "zoo"
+MANIFEST = "manifest.json"
+# config fields that do not shape the weights: left out of a model's identity
+NOT_IDENTITY = ("data.root", "data.image_root", "data.num_workers", "train.log_every", "train.threads")
+EVAL_SLICE = {"split": "val", "max_expressions": 1000}  # the manifest's metrics: reproduced by the zoo test
+
+
+class ZooError(RuntimeError):
+    """A zoo file that is missing, corrupt, or does not match its manifest entry."""
+
+
+# ----------------------------------------------------------------------------------------
+# identity
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def data_fingerprint(cfg: Config) -> str:
+    """sha256 (16 hex digits) of the refs and instances files of ``cfg``'s data set."""
+    from .data.refer import ReferData
+
+    d = cfg.data
+    data = ReferData(d.root, d.dataset, d.split_by, d.image_root)
+    h = hashlib.sha256()
+    for path in (data.refs_path, data.instances_path):
+        h.update(file_sha256(path).encode())
+    return h.hexdigest()[:16]
+
+
+def identity(cfg: Config, fingerprint: str) -> str:
+    """The model's identity: its weight-shaping config and its data (see the module doc)."""
+    flat = {f"{s}.{k}": v for s in ("model", "data", "train") for k, v in cfg.to_dict()[s].items()}
+    kept = {k: v for k, v in flat.items() if k not in NOT_IDENTITY and k != "model.vocab_size"}
+    payload = json.dumps({"config": kept, "data": fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------
+# the manifest
+
+def read_manifest(zoo_dir: str | os.PathLike = ZOO_DIR) -> list[dict[str, Any]]:
+    path = Path(zoo_dir) / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        models = json.loads(path.read_text())["models"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ZooError(f"{path} is not a zoo manifest ({exc})") from None
+    return list(models)
+
+
+def write_manifest(models: list[dict[str, Any]], zoo_dir: str | os.PathLike = ZOO_DIR) -> None:
+    models = sorted(models, key=lambda m: m["name"])
+    atomic_write_text(Path(zoo_dir) / MANIFEST, json.dumps({"models": models}, indent=1) + "\n")
+
+
+def find(cfg: Config, zoo_dir: str | os.PathLike = ZOO_DIR) -> dict[str, Any] | None:
+    """The manifest entry of the model ``cfg`` asks for, or None."""
+    models = read_manifest(zoo_dir)
+    if not models:
+        return None
+    key = identity(cfg, data_fingerprint(cfg))
+    return next((m for m in models if m["identity"] == key), None)
+
+
+def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike = ZOO_DIR) -> Path:
+    """The entry's weights file, after checking it is there and its sha256 matches."""
+    path = Path(zoo_dir) / entry["file"]
+    if not path.is_file():
+        raise ZooError(f"zoo model {entry['name']!r}: {path} is missing (the manifest lists it); restore it with "
+                       f"git, or retrain it with `python -m restr zoo train --only {entry['name']} --retrain`")
+    digest = file_sha256(path)
+    if digest != entry["sha256"]:
+        raise ZooError(f"zoo model {entry['name']!r}: {path} is corrupt or was replaced (sha256 {digest[:12]}..., "
+                       f"the manifest says {entry['sha256'][:12]}...); restore it with git, or retrain it with "
+                       f"`python -m restr zoo train --only {entry['name']} --retrain`")
+    return path
+
+
+def load_weights(entry: dict[str, Any], zoo_dir: str | os.PathLike = ZOO_DIR) -> dict[str, torch.Tensor]:
+    """The entry's weights as fp32 tensors (the file holds fp16 floats)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = checked_file(entry, zoo_dir)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ZooError(f"zoo model {entry['name']!r}: cannot read {path}: {exc}") from None
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# zoo model <-> run directory
+
+def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
+                zoo_dir: str | os.PathLike = ZOO_DIR) -> Path:
+    """Write a finished run directory for the zoo model (config, vocabulary, weights as
+    ``checkpoints/last.pt``, its training log), so that everything that reads runs reads
+    it. ``cfg`` is the requesting config (its data location is this machine's)."""
+    from .checkpoint import CONFIG_FILE, LoopState, save_checkpoint, write_run_config
+    from .data.vocab import Vocabulary
+    from .model import build_model
+
+    state = load_weights(entry, zoo_dir)
+    vocab = Vocabulary(entry["vocab"])
+    resolved = cfg.override({"model.vocab_size": len(vocab)})
+    try:
+        build_model(resolved.override({"model.vit_weights": None}).model).load_state_dict(state)
+    except RuntimeError as exc:
+        raise ZooError(f"zoo model {entry['name']!r} does not fit its config: {str(exc).splitlines()[0]}") from None
+    run_dir = Path(run_dir)
+    tmp = run_dir.with_name(run_dir.name + ".zoo-tmp")
+    (tmp / "checkpoints").mkdir(parents=True, exist_ok=True)
+    vocab.save(tmp / "vocab.json")
+    write_run_config(tmp, resolved, cfg.hash())
+    step = resolved.train.iterations
+    save_checkpoint(tmp / "checkpoints" / "last.pt", {"format": 1, "step": step, "epoch": None, "finished": True,
+                                                      "model": state, "zoo": entry["name"]})
+    loop = LoopState(step=step)
+    atomic_write_text(tmp / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
+    log = Path(zoo_dir) / entry["metrics_file"]
+    atomic_write_bytes(tmp / "metrics.jsonl", log.read_bytes() if log.is_file() else b"")
+    if (run_dir / CONFIG_FILE).exists():
+        raise ZooError(f"{run_dir} already holds a run; not overwriting it with zoo model {entry['name']!r}")
+    tmp.replace(run_dir)
+    return run_dir
+
+
+def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
+    """The manifest's metrics of a run: the fixed validation slice, on the CPU."""
+    from .evaluate import evaluate_run
+
+    r = evaluate_run(run_dir, EVAL_SLICE["split"], max_expressions=EVAL_SLICE["max_expressions"], device="cpu",
+                     num_workers=0)
+    keys = ("cum_iou", "mean_iou", "prec@0.5", "prec@0.6", "prec@0.7", "prec@0.8", "prec@0.9")
+    return {k: r[k] for k in keys} | {"expressions": r["expressions"]}
+
+
+def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: float,
+               zoo_dir: str | os.PathLike = ZOO_DIR) -> dict[str, Any]:
+    """Export a finished run into the zoo as ``name`` (fp16 weights, its log, a manifest
+    entry); evaluates the slice with the fp32 and the fp16 weights."""
+    from safetensors.torch import save
+
+    from .checkpoint import load_checkpoint, read_run_config
+    from .data.vocab import Vocabulary
+
+    run_dir, zoo_dir = Path(run_dir), Path(zoo_dir)
+    cfg = read_run_config(run_dir)
+    fp32 = evaluate_slice(run_dir)
+    state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    weights = zoo_dir / f"{name}.safetensors"
+    atomic_write_bytes(weights, save(half))
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl")]
+    atomic_write_text(zoo_dir / f"{name}.metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    fingerprint = data_fingerprint(cfg)
+    entry = {
+        "name": name, "file": weights.name, "sha256": file_sha256(weights), "metrics_file": f"{name}.metrics.jsonl",
+        "identity": identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
+        "seed": cfg.train.seed, "commit": _git_commit(), "command": command, "wall_s": round(wall_s, 1),
+        "cpu": _cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",
+        "vocab": Vocabulary.load(run_dir / "vocab.json").words, "eval": dict(EVAL_SLICE), "fp32_metrics": fp32,
+    }
+    with _temporary_run(entry, cfg, zoo_dir) as fp16_run:
+        entry["metrics"] = evaluate_slice(fp16_run)
+    models = [m for m in read_manifest(zoo_dir) if m["name"] != name] + [entry]
+    write_manifest(models, zoo_dir)
+    return entry
+
+
+class _temporary_run:
+    """A context manager: the zoo entry materialised in a temporary folder."""
+
+    def __init__(self, entry: dict, cfg: Config, zoo_dir: Path):
+        import tempfile
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="restr-zoo-")
+        self.entry, self.cfg, self.zoo_dir = entry, cfg, zoo_dir
+
+    def __enter__(self) -> Path:
+        return materialize(self.entry, Path(self.tmp.name) / "run", self.cfg, self.zoo_dir)
+
+    def __exit__(self, *exc) -> None:
+        self.tmp.cleanup()
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+# ----------------------------------------------------------------------------------------
+# command line
+
+def format_manifest(models: list[dict[str, Any]]) -> str:
+    rows = [f"{'name':<22}{'cIoU %':>8}{'mIoU %':>8}{'P@0.9 %':>9}{'steps':>7}{'wall':>8}  seed  "
+            f"{'identity':<18}file"]
+    for m in models:
+        met, t = m["metrics"], m["config"]["train"]
+        rows.append(f"{m['name']:<22}{100 * met['cum_iou']:8.2f}{100 * met['mean_iou']:8.2f}"
+                    f"{100 * met['prec@0.9']:9.2f}{t['iterations']:7d}{m['wall_s'] / 60:7.1f}m  {m['seed']:>4}  "
+                    f"{m['identity']}  {m['file']}")
+    total = sum((ZOO_DIR / m["file"]).stat().st_size for m in models if (ZOO_DIR / m["file"]).is_file())
+    rows.append(f"{len(models)} models, {total / 1e6:.1f} MB; metrics: {EVAL_SLICE['max_expressions']} "
+                f"{EVAL_SLICE['split']} expressions spread over the split, fp16 weights, CPU")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m restr zoo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("list", help="print the manifest as a table")
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "list":
+            models = read_manifest()
+            print(format_manifest(models) if models else f"the zoo is empty ({ZOO_DIR / MANIFEST} not found)")
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

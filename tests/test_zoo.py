@@ -1,0 +1,101 @@
+"""The model zoo's machinery (export, identity, checks, materialised runs) on a smoke run,
+and the ViT pretraining command that the tiny recipe can start from."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from restr.checkpoint import load_run, read_run_config
+from restr.config import get_preset
+from restr.zoo import ZooError, add_to_zoo, data_fingerprint, find, identity, materialize, read_manifest
+
+
+@pytest.fixture(scope="module")
+def zoo(smoke_run, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("zoo")
+    add_to_zoo(smoke_run, "smoke-main", "pytest", 1.0, folder)
+    return folder
+
+
+def test_export_writes_weights_log_and_a_manifest_entry(zoo, smoke_run):
+    (entry,) = read_manifest(zoo)
+    assert entry["name"] == "smoke-main" and entry["dtype"] == "float16"
+    assert (zoo / entry["file"]).is_file() and (zoo / entry["metrics_file"]).is_file()
+    for key in ("identity", "data_fingerprint", "config", "seed", "commit", "command", "wall_s", "cpu", "vocab"):
+        assert key in entry, key
+    # fp16 weights evaluate within 0.1 IoU points of the fp32 run's
+    assert abs(entry["metrics"]["cum_iou"] - entry["fp32_metrics"]["cum_iou"]) < 1e-3
+    assert entry["metrics"]["expressions"] == entry["fp32_metrics"]["expressions"] > 0
+
+
+def test_identity_ignores_where_the_data_lives_but_not_what_it_is(smoke_run, tmp_path):
+    cfg = read_run_config(smoke_run)
+    fp = data_fingerprint(cfg)
+    moved = cfg.override({"data.root": "/elsewhere", "data.num_workers": 7, "train.log_every": 3})
+    assert identity(moved, fp) == identity(cfg, fp)
+    assert identity(cfg.override({"train.lr": 0.5}), fp) != identity(cfg, fp)
+    assert identity(cfg, "another-data-set") != identity(cfg, fp)
+
+
+def test_a_matching_request_finds_the_model_and_rebuilds_its_run(zoo, smoke_run, tmp_path):
+    cfg = read_run_config(smoke_run).override({"model.vocab_size": get_preset("smoke").model.vocab_size})
+    entry = find(cfg, zoo)
+    assert entry is not None and entry["name"] == "smoke-main"
+    run = materialize(entry, tmp_path / "run", cfg, zoo)
+    loaded, original = load_run(run), load_run(smoke_run)
+    for (k, a), b in zip(loaded.model.state_dict().items(), original.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=k)  # fp16 rounding only
+    assert loaded.step == cfg.train.iterations
+    assert find(cfg.override({"train.lr": 0.5}), zoo) is None
+
+
+def test_a_corrupt_or_missing_zoo_file_is_named(zoo, smoke_run, tmp_path):
+    broken = tmp_path / "zoo"
+    shutil.copytree(zoo, broken)
+    (entry,) = read_manifest(broken)
+    cfg = read_run_config(smoke_run)
+    data = bytearray((broken / entry["file"]).read_bytes())
+    data[-1] ^= 0xFF
+    (broken / entry["file"]).write_bytes(bytes(data))
+    with pytest.raises(ZooError, match=r"smoke-main.*corrupt or was replaced.*--retrain"):
+        materialize(entry, tmp_path / "run", cfg, broken)
+    (broken / entry["file"]).unlink()
+    with pytest.raises(ZooError, match="is missing"):
+        materialize(entry, tmp_path / "run2", cfg, broken)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def test_pretraining_labels_and_weights(tmp_path):
+    from restr.data.refer import ReferData
+    from restr.data.synth import generate
+    from restr.pretrain import CategoryMaps, PretrainConfig, ensure_pretrained
+
+    generate(tmp_path / "data", seed=6, num_images=60, progress=False)
+    data = ReferData(tmp_path / "data", "synthref", "unc")
+    image_id = next(iter(data.images))
+    maps = CategoryMaps(data, [image_id], (32, 32), augment=False)
+    labels = maps.labels[0]
+    for ann in (a for a in data.anns.values() if a["image_id"] == image_id):
+        inside = labels[data.load_mask(ann["id"]).astype(bool)]
+        # an object's pixels carry its category, except where a later object covers it
+        assert np.mean(inside == maps.classes[ann["category_id"]]) > 0.5
+    assert (labels == 0).any()
+
+    model = get_preset("smoke").model
+    p = PretrainConfig(epochs=1, batch_size=8, val_images=8)
+    path = ensure_pretrained(model, str(tmp_path / "data"), "synthref", "unc", p, tmp_path / "pre")
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["steps"] >= 1 and 0.0 <= info["pixel_accuracy"] <= 1.0
+    assert ensure_pretrained(model, str(tmp_path / "data"), "synthref", "unc", p, tmp_path / "pre") == path  # cached
+    from restr.model import build_model
+
+    vision = build_model(get_preset("smoke", model={"vit_weights": str(path)}).model).vision
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path))
+    assert torch.equal(vision.vit.state_dict()["patch_embed.proj.weight"], saved["patch_embed.proj.weight"])
