@@ -1,4 +1,4 @@
-"""The batch run of the book: ``python -m restr book [--profile smoke|quick|paper] [--data ROOT]``.
+"""The batch run of the book: ``python -m restr book [--profile smoke|quick|full|paper] [--data ROOT]``.
 
 1. generates the embedded data set if it is missing;
 2. executes every notebook in ``notebooks/`` in order with papermill into
@@ -7,10 +7,11 @@
 3. builds the Jupyter Book site from the executed notebooks (the site's own
    execution is off, so it shows exactly what papermill ran).
 
-Profiles: ``smoke`` (minutes; what the notebook tests run), ``quick`` (the default,
-the README's main job: a laptop CPU in under 20 minutes; the variant grids are
-trained briefly), ``full`` (every variant trained as long as the main model: about two
-hours on a 2-core CPU), ``paper`` (paper-scale settings, for a GPU and real data).
+Profiles (:class:`restr.config.BookProfile`, in ``restr.config.BOOK_PROFILES``):
+``smoke`` (minutes; what the notebook tests run), ``quick`` (the default, the README's
+main job: a laptop CPU in under 20 minutes; the variant grids are trained briefly),
+``full`` (every variant trained as long as the main model: about two hours on a 2-core
+CPU), ``paper`` (paper-scale settings, for a GPU and real data).
 """
 from __future__ import annotations
 
@@ -23,82 +24,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from .config import BOOK_PROFILES, BookProfile, Config, get_book_profile, get_preset
 
-# Everything a notebook needs to know about a profile. Notebooks call
-# ``book_profile(profile)`` and read what they need; nothing here is notebook code.
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "preset": "smoke",
-        "data_root": "_build/data/synthref-smoke",
-        "dataset": "synthref",
-        "split_by": "unc",
-        "synth": {"num_images": 40, "seed": 0},
-        "iterations": 30,  # the main run
-        "variant_iterations": 12,  # each run of the variant grids (Tables 3 and 4)
-        "eval_split": "val",
-        "eval_max_expressions": 64,
-        "grid_eval_expressions": 64,
-        "attention_expressions": 32,
-        "bootstrap": 200,
-        "table4_layers": (2, 4),
-    },
-    "quick": {
-        "preset": "tiny",
-        "data_root": "data/synthref",
-        "dataset": "synthref",
-        "split_by": "unc",
-        "synth": {"seed": 0},
-        "iterations": 2400,  # the tiny preset's full length (~8 min)
-        "variant_iterations": 150,  # each variant run: ~30 s; far from converged (the book says so)
-        "eval_split": "val",
-        "eval_max_expressions": None,
-        "grid_eval_expressions": 1000,  # variant grids: 1,000 val expressions spread over the split
-        "attention_expressions": 500,
-        "bootstrap": 1000,
-        "table4_layers": (2, 4, 6),
-    },
-    "full": {  # the quick profile with every variant trained as long as the main run (~2 h on CPU)
-        "preset": "tiny",
-        "data_root": "data/synthref",
-        "dataset": "synthref",
-        "split_by": "unc",
-        "synth": {"seed": 0},
-        "iterations": 2400,
-        "variant_iterations": 2400,
-        "eval_split": "val",
-        "eval_max_expressions": None,
-        "grid_eval_expressions": None,
-        "attention_expressions": 500,
-        "bootstrap": 1000,
-        "table4_layers": (2, 4, 6),
-    },
-    "paper": {
-        "preset": "paper",
-        "data_root": "data/refer",
-        "dataset": "refcocog",
-        "split_by": "google",
-        "synth": None,
-        "iterations": 400_000,
-        "variant_iterations": 400_000,
-        "eval_split": "val",
-        "eval_max_expressions": None,
-        "grid_eval_expressions": None,
-        "attention_expressions": 5000,
-        "bootstrap": 1000,
-        "table4_layers": (2, 4, 6),
-    },
-}
+REPO = Path(__file__).resolve().parent.parent
 
 
 class BookError(RuntimeError):
     """A notebook that failed, or a site that did not build."""
 
 
-def book_profile(name: str) -> dict[str, Any]:
-    if name not in PROFILES:
-        raise ValueError(f"unknown book profile {name!r}; choose one of: {', '.join(PROFILES)}")
-    return dict(PROFILES[name], name=name)
+def book_profile(name: str) -> BookProfile:
+    """The book profile a notebook's ``profile`` parameter names (see :data:`restr.config.BOOK_PROFILES`)."""
+    return get_book_profile(name)
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -109,20 +46,21 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
     return paths
 
 
-def ensure_data(profile: dict[str, Any], data_root: Path) -> Path:
+def ensure_data(profile: BookProfile, data_root: Path) -> Path:
     """Generate the embedded data set at ``data_root`` if it is not there yet."""
-    refs = data_root / profile["dataset"] / f"refs({profile['split_by']}).p"
+    refs = data_root / profile.dataset / f"refs({profile.split_by}).p"
     if refs.exists():
         return data_root
-    if profile["synth"] is None:
+    if profile.synth is None:
         raise BookError(
-            f"no data at {refs}: the {profile['name']} profile needs the real {profile['dataset']} download "
+            f"no data at {refs}: the {profile.name} profile needs the real {profile.dataset} download "
             f"(see the book's page on running with real data), or pass --data"
         )
     from .data.synth import generate
 
     print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
-    generate(str(data_root), **profile["synth"])
+    sizes = {} if profile.synth.num_images is None else {"num_images": profile.synth.num_images}
+    generate(str(data_root), seed=profile.synth.seed, **sizes)
     return data_root
 
 
@@ -201,7 +139,7 @@ def build_site(executed_dir: Path, build_root: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr book", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="quick", choices=list(PROFILES), help="default: quick")
+    parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")
     parser.add_argument("--data", default=None, help="data root (default: the profile's)")
     parser.add_argument("--runs", default="runs", help="where trained runs are cached (default: runs/)")
     parser.add_argument("--build", default="_build", help="build folder (default: _build/)")
@@ -212,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = book_profile(args.profile)
     os.chdir(REPO)
     t0 = time.perf_counter()
-    data_root = Path(args.data or profile["data_root"])
+    data_root = Path(args.data or profile.data_root)
     build = Path(args.build)
     try:
         ensure_data(profile, data_root)
@@ -233,18 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_config(profile: dict[str, Any], data_root: str | Path, iterations: int | None = None, seed: int = 0,
-               **model: Any):
+def run_config(profile: BookProfile, data_root: str | Path, iterations: int | None = None, seed: int = 0,
+               **model: Any) -> Config:
     """The full config of one of the book's training runs: the profile's preset on its data,
-    with ``model`` overrides (e.g. ``fusion="vme"``) and the profile's iteration count."""
-    from .config import get_preset
-
-    its = int(iterations or profile["iterations"])
-    cfg = get_preset(profile["preset"])
+    with ``model`` overrides (e.g. ``fusion="vme"``) and ``iterations`` (default: the
+    profile's main-run length); validation and checkpoints every quarter of the run."""
+    its = int(iterations or profile.iterations)
+    cfg = get_preset(profile.preset)
     overrides: dict[str, Any] = {
         "data.root": str(data_root),
-        "data.dataset": profile["dataset"],
-        "data.split_by": profile["split_by"],
+        "data.dataset": profile.dataset,
+        "data.split_by": profile.split_by,
         "train.iterations": its,
         "train.seed": seed,
         "train.val_every": max(its // 4, 1),
