@@ -124,7 +124,8 @@ class BatchProgress:
                  tty: bool | None = None, interval: float = PLAIN_INTERVAL_S,
                  now: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
         self.total = total
-        self.runs_dir = runs_dir
+        # absolute: papermill runs each notebook in the notebook's folder (a process-wide chdir)
+        self.runs_dir = Path(runs_dir).resolve() if runs_dir is not None else None
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
         self.interval = interval

@@ -111,3 +111,12 @@ def test_one_line_per_notebook_on_a_terminal():
     # a message between notebooks gets a line of its own
     p.message("building the site ...")
     assert out.getvalue().endswith("building the site ...\n")
+
+
+def test_runs_dir_survives_a_change_of_working_folder(tmp_path, monkeypatch):
+    write_run(tmp_path / "runs", "tiny-aaa", [{"step": 5, "loss": 0.5, "images_per_s": 8.0}])
+    monkeypatch.chdir(tmp_path)
+    p = BatchProgress(1, runs_dir="runs", stream=io.StringIO(), tty=False, wall=lambda: 0.0)
+    p.notebook_started("01_intro", code_cells=1)
+    monkeypatch.chdir(tmp_path / "runs")  # as papermill does for each notebook
+    assert "train step 5/100" in p.status_line()
