@@ -9,10 +9,9 @@ shown before and after with what the model itself predicts for the two expressio
 the mask panel must change exactly when the predicted masks differ, and the prediction
 panels must change. Screenshots go to ``<smoke book>/screenshots/``.
 
-The smoke book's model (30 steps) predicts an empty mask for every expression, so in
-CI the patch-level map is what changes. ``RESTR_LAB_PROFILE=quick`` runs the test on
-the quick book's trained main model instead (``python -m restr book`` first), whose
-masks do change.
+The smoke book's model (30 steps) predicts an empty mask for every expression, so
+with it the patch-level map is what changes and the mask panel must stay as it is; a
+model that segments (the quick book's) must change the mask panel.
 """
 from __future__ import annotations
 
@@ -51,27 +50,17 @@ class Book:
     profile: str
     data_root: str
     runs_dir: str
-    folder: Path  # where the notebook is put, so that relative paths resolve
+    folder: Path  # where the notebook is put (relative paths would start there)
     shots: Path
 
 
 @pytest.fixture
-def book(tmp_path, request) -> Book:
-    if os.environ.get("RESTR_LAB_PROFILE", "smoke") == "quick":
-        # the quick book's own strings ("../data/synthref" from notebooks/), through links
-        for name in ("data", "runs"):
-            (tmp_path / name).symlink_to(REPO / name)
-        folder = tmp_path / "notebooks"
-        folder.mkdir()
-        shots = REPO / "_build" / "screenshots"
-        shots.mkdir(parents=True, exist_ok=True)
-        return Book("quick", "../data/synthref", "../runs", folder, shots)
-    smoke = request.getfixturevalue("smoke_book")
+def book(smoke_book, tmp_path) -> Book:
     folder = tmp_path / "lab"
     folder.mkdir()
     # the strings the batch run gave (absolute: the smoke book lies outside the repository)
-    return Book("smoke", str((smoke / "data").resolve()), str((smoke / "runs").resolve()), folder,
-                smoke / "screenshots")
+    return Book("smoke", str((smoke_book / "data").resolve()), str((smoke_book / "runs").resolve()), folder,
+                smoke_book / "screenshots")
 
 
 def wait_for_server(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
