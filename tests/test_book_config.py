@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,24 @@ def test_ensure_data_generates_once_and_refuses_real_data(tmp_path):
     assert refs.stat().st_mtime_ns == stamp  # there already: not written again
     with pytest.raises(book.BookError, match="needs the real refcocog download"):
         book.ensure_data(BOOK_PROFILES["paper"], tmp_path / "nothing")
+
+
+def test_notebook_paths_are_relative_inside_the_book(tmp_path):
+    nb_dir = book.REPO / "notebooks"
+    assert book.notebook_path_param(book.REPO / "data" / "synthref", nb_dir) == "../data/synthref"
+    assert book.notebook_path_param(book.REPO / "runs", nb_dir) == "../runs"
+    assert book.notebook_path_param(tmp_path / "data", nb_dir) == str((tmp_path / "data").resolve())
+
+
+def test_summary_names_every_notebook_and_the_site(tmp_path):
+    records = [{"notebook": "01_a.ipynb", "seconds": 75.0}, {"notebook": "02_b.ipynb", "seconds": 3725.0}]
+    html = tmp_path / "out" / "html"
+    text = book.summary(records, {"site": 20.0, "total": 3820.0}, html, tmp_path / "out")
+    lines = text.splitlines()
+    assert lines[1].split() == ["01_a.ipynb", "1:15"] and lines[2].split() == ["02_b.ipynb", "1:02:05"]
+    assert lines[3].split() == ["site", "0:20"]
+    index = (html / "index.html").resolve()
+    assert f"site: {index}" in text and f"open: {index.as_uri()}" in text
+    assert f"python -m restr book --serve --build {tmp_path / 'out'}" in text
+    assert "--build" not in book.summary(records, {}, Path("_build/html"), Path("_build"))
+    assert "site:" not in book.summary(records, {}, None, Path("_build"))
