@@ -52,15 +52,15 @@ class TrainingStatus:
             return None
         return (self.iterations - self.step) * self.batch_size / self.images_per_s
 
-    def describe(self) -> str:
-        parts = [f"train step {self.step}/{self.iterations}"]
-        if self.loss is not None:
-            parts.append(f"loss {self.loss:.3f}")
-        if self.images_per_s is not None:
-            parts.append(f"{self.images_per_s:.0f} img/s")
-        if self.eta_s is not None:
-            parts.append(f"ETA {clock(self.eta_s)}")
-        return ", ".join(parts)
+    def describe(self, compact: bool = False) -> str:
+        """``train step 40/100, loss 0.700, 64 img/s, ETA 0:15``; compact (for a terminal
+        line, most important first): ``step 40/100 loss 0.700 ETA 0:15 64 img/s``."""
+        loss = f"loss {self.loss:.3f}" if self.loss is not None else None
+        speed = f"{self.images_per_s:.0f} img/s" if self.images_per_s is not None else None
+        eta = f"ETA {clock(self.eta_s)}" if self.eta_s is not None else None
+        if compact:
+            return " ".join(p for p in (f"step {self.step}/{self.iterations}", loss, eta, speed) if p)
+        return ", ".join(p for p in (f"train step {self.step}/{self.iterations}", loss, speed, eta) if p)
 
 
 def _last_rows(path: Path) -> list[dict]:
@@ -188,18 +188,19 @@ class BatchProgress:
     def _prefix(self) -> str:
         return f"[{self.index}/{self.total}] {self.name}"
 
-    def status_line(self) -> str:
-        """What is happening now, as one line."""
+    def status_line(self, compact: bool = False) -> str:
+        """What is happening now, as one line (``compact``: short enough for a terminal)."""
         t = self.now()
+        training = training_status(self.runs_dir, self._wall_t0) if self.runs_dir is not None else None
+        if compact:
+            line = f"{self._prefix()} cell {self.cell}/{self.cells} {clock(t - self._cell_t0)}"
+            return line + (f" | {training.describe(compact=True)}" if training is not None else "")
         line = f"{self._prefix()}: cell {self.cell}/{self.cells}, {clock(t - self._cell_t0)} in this cell, " \
                f"{clock(t - self._nb_t0)} in the notebook"
-        training = training_status(self.runs_dir, self._wall_t0) if self.runs_dir is not None else None
-        if training is not None:
-            line += f"; {training.describe()}"
-        return line
+        return line + (f"; {training.describe()}" if training is not None else "")
 
     def _draw(self, text: str | None = None) -> None:
-        text = text if text is not None else self.status_line()
+        text = text if text is not None else self.status_line(compact=True)
         columns = shutil.get_terminal_size((100, 24)).columns
         if len(text) > columns - 1:
             text = text[: columns - 4] + "..."

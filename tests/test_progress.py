@@ -41,6 +41,7 @@ def test_training_status_reads_the_newest_unfinished_run(tmp_path):
                                     batch_size=16)
     assert status.eta_s == pytest.approx(15.0)
     assert status.describe() == "train step 40/100, loss 0.700, 64 img/s, ETA 0:15"
+    assert status.describe(compact=True) == "step 40/100 loss 0.700 ETA 0:15 64 img/s"
     # a run that changed before the notebook started is not this notebook's
     mtime = (tmp_path / "tiny-aaa" / "metrics.jsonl").stat().st_mtime
     assert training_status(tmp_path, since=mtime + 1) is None
@@ -90,14 +91,16 @@ def test_plain_lines_when_not_a_terminal(tmp_path):
     ]
 
 
-def test_one_line_per_notebook_on_a_terminal():
+def test_one_line_per_notebook_on_a_terminal(tmp_path):
     now, out = FakeClock(), io.StringIO()
-    p = BatchProgress(2, stream=out, tty=True, now=now)
+    p = BatchProgress(2, runs_dir=tmp_path, stream=out, tty=True, now=now, wall=lambda: 0.0)
     p.notebook_started("01_intro", code_cells=2)  # an estimate; the engine knows better
     for cell in (1, 2, 3):
         now.t += 2
         p.cell_started(cell, 3)
         p.refresh()
+    write_run(tmp_path, "tiny-aaa", [{"step": 50, "loss": 0.25, "images_per_s": 100.0}])
+    p.refresh()
     now.t += 1
     p.notebook_done()
     p.notebook_started("02_next", code_cells=1)
@@ -106,7 +109,8 @@ def test_one_line_per_notebook_on_a_terminal():
     lines = text.split("\n")
     assert len(lines) == 3 and lines[2] == ""  # one finished line per notebook
     assert lines[0].split("\r")[-1].rstrip() == "[1/2] 01_intro: done in 0:07"
-    assert "[1/2] 01_intro: cell 3/3, 0:00 in this cell, 0:06 in the notebook" in lines[0]
+    assert "[1/2] 01_intro cell 3/3 0:00\r" in lines[0]
+    assert "[1/2] 01_intro cell 3/3 0:00 | step 50/100 loss 0.250 ETA 0:08 100 img/s\r" in lines[0]
     assert lines[1].split("\r")[-1].rstrip() == "[2/2] 02_next: done in 0:00"
     # a message between notebooks gets a line of its own
     p.message("building the site ...")
