@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig, get_preset
+from .config import get_preset
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -1,104 +1,44 @@
-"""The batch run of the book: ``python -m restr book [--profile smoke|quick|paper] [--data ROOT]``.
+"""The batch run of the book: ``python -m restr book [--profile smoke|quick|full|paper] [--data ROOT]``.
 
 1. generates the embedded data set if it is missing;
 2. executes every notebook in ``notebooks/`` in order with papermill into
    ``_build/executed/<profile>/``, injecting the profile's parameters, and stops with
-   the failing notebook's name and cell on error;
-3. builds the Jupyter Book site from the executed notebooks (the site's own
-   execution is off, so it shows exactly what papermill ran).
+   the failing notebook's name and cell on error; meanwhile it shows each notebook's
+   cell and, while a model trains, its step, loss, speed and ETA (:mod:`restr.progress`);
+3. builds the site from the executed notebooks into ``_build/html/`` (:mod:`restr.site`;
+   the site's own execution is off, so it shows exactly what papermill ran), and ends
+   with the time per notebook and the site's address. ``--serve`` serves that site.
 
-Profiles: ``smoke`` (minutes; what the notebook tests run), ``quick`` (the default,
-the README's main job: a laptop CPU in under 20 minutes; the variant grids are
-trained briefly), ``full`` (every variant trained as long as the main model: about two
-hours on a 2-core CPU), ``paper`` (paper-scale settings, for a GPU and real data).
+Profiles (:class:`restr.config.BookProfile`, in ``restr.config.BOOK_PROFILES``):
+``smoke`` (minutes; what the notebook tests run), ``quick`` (the default, the README's
+main job: a laptop CPU in under 20 minutes; the variant grids are trained briefly),
+``full`` (every variant trained as long as the main model: about two hours on a 2-core
+CPU), ``paper`` (paper-scale settings, for a GPU and real data).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from . import site
+from .config import BOOK_PROFILES, BookProfile, Config, get_book_profile, get_preset
+from .progress import PLAIN_INTERVAL_S, BatchProgress, clock
 
-# Everything a notebook needs to know about a profile. Notebooks call
-# ``book_profile(profile)`` and read what they need; nothing here is notebook code.
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "preset": "smoke",
-        "data_root": "_build/data/synthref-smoke",
-        "dataset": "synthref",
-        "split_by": "unc",
-        "synth": {"num_images": 40, "seed": 0},
-        "iterations": 30,  # the main run
-        "variant_iterations": 12,  # each run of the variant grids (Tables 3 and 4)
-        "eval_split": "val",
-        "eval_max_expressions": 64,
-        "grid_eval_expressions": 64,
-        "attention_expressions": 32,
-        "bootstrap": 200,
-        "table4_layers": (2, 4),
-    },
-    "quick": {
-        "preset": "tiny",
-        "data_root": "data/synthref",
-        "dataset": "synthref",
-        "split_by": "unc",
-        "synth": {"seed": 0},
-        "iterations": 2400,  # the tiny preset's full length (~8 min)
-        "variant_iterations": 150,  # each variant run: ~30 s; far from converged (the book says so)
-        "eval_split": "val",
-        "eval_max_expressions": None,
-        "grid_eval_expressions": 1000,  # variant grids: 1,000 val expressions spread over the split
-        "attention_expressions": 500,
-        "bootstrap": 1000,
-        "table4_layers": (2, 4, 6),
-    },
-    "full": {  # the quick profile with every variant trained as long as the main run (~2 h on CPU)
-        "preset": "tiny",
-        "data_root": "data/synthref",
-        "dataset": "synthref",
-        "split_by": "unc",
-        "synth": {"seed": 0},
-        "iterations": 2400,
-        "variant_iterations": 2400,
-        "eval_split": "val",
-        "eval_max_expressions": None,
-        "grid_eval_expressions": None,
-        "attention_expressions": 500,
-        "bootstrap": 1000,
-        "table4_layers": (2, 4, 6),
-    },
-    "paper": {
-        "preset": "paper",
-        "data_root": "data/refer",
-        "dataset": "refcocog",
-        "split_by": "google",
-        "synth": None,
-        "iterations": 400_000,
-        "variant_iterations": 400_000,
-        "eval_split": "val",
-        "eval_max_expressions": None,
-        "grid_eval_expressions": None,
-        "attention_expressions": 5000,
-        "bootstrap": 1000,
-        "table4_layers": (2, 4, 6),
-    },
-}
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BUILD = "_build"
 
 
 class BookError(RuntimeError):
     """A notebook that failed, or a site that did not build."""
 
 
-def book_profile(name: str) -> dict[str, Any]:
-    if name not in PROFILES:
-        raise ValueError(f"unknown book profile {name!r}; choose one of: {', '.join(PROFILES)}")
-    return dict(PROFILES[name], name=name)
+def book_profile(name: str) -> BookProfile:
+    """The book profile a notebook's ``profile`` parameter names (see :data:`restr.config.BOOK_PROFILES`)."""
+    return get_book_profile(name)
 
 
 def notebook_paths(folder: Path | None = None) -> list[Path]:
@@ -109,21 +49,72 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
     return paths
 
 
-def ensure_data(profile: dict[str, Any], data_root: Path) -> Path:
+def ensure_data(profile: BookProfile, data_root: Path) -> Path:
     """Generate the embedded data set at ``data_root`` if it is not there yet."""
-    refs = data_root / profile["dataset"] / f"refs({profile['split_by']}).p"
+    refs = data_root / profile.dataset / f"refs({profile.split_by}).p"
     if refs.exists():
         return data_root
-    if profile["synth"] is None:
+    if profile.synth is None:
         raise BookError(
-            f"no data at {refs}: the {profile['name']} profile needs the real {profile['dataset']} download "
+            f"no data at {refs}: the {profile.name} profile needs the real {profile.dataset} download "
             f"(see the book's page on running with real data), or pass --data"
         )
     from .data.synth import generate
 
     print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
-    generate(str(data_root), **profile["synth"])
+    sizes = {} if profile.synth.num_images is None else {"num_images": profile.synth.num_images}
+    generate(str(data_root), seed=profile.synth.seed, **sizes)
     return data_root
+
+
+ENGINE = "restr-progress"  # papermill engine name of :class:`_ProgressEngine`
+
+
+def _register_engine() -> None:
+    """A papermill engine that reports each code cell as it starts: ``on_cell(n, N)``."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class _ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
+            if on_cell is not None:
+                code = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"]
+                number = {index: n for n, index in enumerate(code, 1)}
+                start = nb_man.cell_start
+
+                def cell_start(cell, cell_index=None, **kw):
+                    if cell_index in number:
+                        on_cell(number[cell_index], len(code))
+                    return start(cell, cell_index, **kw)
+
+                nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(ENGINE, _ProgressEngine)
+
+
+def kernel_config():
+    """Kernels talk to papermill over Unix sockets in the user's runtime folder instead of
+    unencrypted loopback TCP (which ipykernel warns about at every start); POSIX only."""
+    from traitlets.config import Config as KernelConfig
+
+    c = KernelConfig()
+    if os.name == "posix":
+        c.KernelManager.transport = "ipc"
+    return c
+
+
+def notebook_path_param(path: Path, nb_dir: Path) -> str:
+    """A path as a notebook's kernel (whose working folder is the notebook's) should get
+    it: relative when it lies inside the repository, as the notebooks' own defaults are
+    (``../data/synthref``), so a run the batch trains is the run JupyterLab asks for and
+    no machine path reaches the site; absolute otherwise."""
+    p = path.resolve()
+    try:
+        p.relative_to(REPO)
+    except ValueError:
+        return str(p)
+    return os.path.relpath(p, nb_dir.resolve())
 
 
 def execute_notebooks(
@@ -132,119 +123,134 @@ def execute_notebooks(
     out_dir: Path,
     runs_dir: Path,
     notebooks: list[Path] | None = None,
-    progress: bool = True,
+    progress: BatchProgress | None = None,
 ) -> list[dict[str, Any]]:
-    """Run each notebook with papermill; return one record per notebook (path, seconds)."""
+    """Run each notebook with papermill; return one record per notebook (notebook, seconds, output)."""
+    import nbformat
     import papermill as pm
-    from tqdm.auto import tqdm
 
+    _register_engine()
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
-    paths = notebooks or notebook_paths()
-    bar = tqdm(paths, desc=f"notebooks ({profile_name})", unit="nb", disable=not progress, file=sys.stderr)
-    for nb in bar:
-        bar.set_postfix_str(nb.stem)
+    for nb in notebooks or notebook_paths():
         target = out_dir / nb.name
         params = {
             "profile": profile_name,
-            "data_root": str(data_root.resolve()),
-            "runs_dir": str(runs_dir.resolve()),
+            "data_root": notebook_path_param(data_root, nb.parent),
+            "runs_dir": notebook_path_param(runs_dir, nb.parent),
             "interactive": False,
         }
         declared = pm.inspect_notebook(str(nb))
         params = {k: v for k, v in params.items() if k in declared}
+        if progress is not None:  # the code cells, and the one papermill injects
+            progress.notebook_started(nb.stem, sum(c.cell_type == "code" for c in nbformat.read(nb, 4).cells) + 1)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
                 str(nb), str(target), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                progress_bar=False, log_output=False,
+                engine_name=ENGINE, on_cell=progress.cell_started if progress is not None else None,
+                config=kernel_config(), progress_bar=False, log_output=False,
             )
         except pm.PapermillExecutionError as exc:
+            if progress is not None:
+                progress.notebook_done(ok=False)
             raise BookError(
                 f"notebook {nb.name} failed in cell {exc.exec_count} with {exc.ename}: {exc.evalue}\n"
                 f"(the executed copy with the error is {target})"
             ) from None
-        records.append({"notebook": nb.name, "seconds": time.perf_counter() - t0, "output": str(target)})
-        print(f"  {nb.name}: {records[-1]['seconds']:.1f} s", file=sys.stderr)
+        seconds = time.perf_counter() - t0
+        if progress is not None:
+            progress.notebook_done()
+        records.append({"notebook": nb.name, "seconds": seconds, "output": str(target)})
     return records
 
 
-def stage_site(executed_dir: Path, stage: Path) -> Path:
-    """Lay out a copy of the book's sources with the executed notebooks in place."""
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(REPO / name, stage / name)
-    shutil.copytree(REPO / "book", stage / "book")
-    (stage / "notebooks").mkdir()
-    for nb in sorted(executed_dir.glob("*.ipynb")):
-        shutil.copy2(nb, stage / "notebooks" / nb.name)
-    return stage
-
-
 def build_site(executed_dir: Path, build_root: Path) -> Path:
-    """``jupyter-book build`` over the executed notebooks; returns the HTML folder."""
-    stage = stage_site(executed_dir, build_root / "site-src")
-    exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(stage), "--path-output", str(build_root / "site")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    log = build_root / "site-build.log"
-    log.write_text(proc.stdout + "\n" + proc.stderr)
-    if proc.returncode != 0:
-        raise BookError(f"jupyter-book build failed (exit {proc.returncode}); see {log}\n{proc.stderr[-2000:]}")
-    html = build_root / "site" / "_build" / "html"
-    if not (html / "index.html").exists():
-        raise BookError(f"jupyter-book build produced no index.html under {html}; see {log}")
-    return html
+    """The site from the executed notebooks, in ``<build_root>/html``; returns that folder."""
+    try:
+        return site.build(executed_dir, build_root)
+    except site.SiteError as exc:
+        raise BookError(str(exc)) from None
+
+
+def summary(records: list[dict[str, Any]], timings: dict[str, float], html: Path | None, build: Path) -> str:
+    """The closing report: time per notebook and step, where the site is and how to open it."""
+    lines = [f"{'notebook':<32} {'time':>8}"]
+    lines += [f"{r['notebook']:<32} {clock(r['seconds']):>8}" for r in records]
+    lines += [f"{name:<32} {clock(seconds):>8}" for name, seconds in timings.items()]
+    if html is not None:
+        index = html.resolve() / "index.html"
+        serve = "python -m restr book --serve" + ("" if build == Path(DEFAULT_BUILD) else f" --build {build}")
+        lines += ["", f"site: {os.path.relpath(index, REPO) if index.is_relative_to(REPO) else index}",
+                  f"open: {index.as_uri()}",
+                  f"or serve it: {serve}  (then http://127.0.0.1:8000/)"]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr book", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="quick", choices=list(PROFILES), help="default: quick")
+    parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")
     parser.add_argument("--data", default=None, help="data root (default: the profile's)")
     parser.add_argument("--runs", default="runs", help="where trained runs are cached (default: runs/)")
-    parser.add_argument("--build", default="_build", help="build folder (default: _build/)")
+    parser.add_argument("--build", default=DEFAULT_BUILD, help=f"build folder (default: {DEFAULT_BUILD}/; "
+                        "the site goes to its html/ folder)")
     parser.add_argument("--only", nargs="*", help="run only these notebooks (e.g. 01 03)")
     parser.add_argument("--no-site", action="store_true", help="execute the notebooks but do not build the site")
+    parser.add_argument("--serve", action="store_true", help="serve the built site on 127.0.0.1 (builds nothing)")
+    parser.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000)")
+    parser.add_argument("--progress-every", type=float, default=PLAIN_INTERVAL_S, metavar="SECONDS",
+                        help="when the output is not a terminal, a progress line this often "
+                        f"(default: {PLAIN_INTERVAL_S:.0f})")
     args = parser.parse_args(argv)
 
-    profile = book_profile(args.profile)
     os.chdir(REPO)
-    t0 = time.perf_counter()
-    data_root = Path(args.data or profile["data_root"])
     build = Path(args.build)
+    if args.serve:
+        try:
+            site.serve(build / "html", args.port)
+        except (site.SiteError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    profile = book_profile(args.profile)
+    data_root = Path(args.data or profile.data_root)
+    paths = notebook_paths()
+    if args.only:
+        paths = [p for p in paths if any(p.name.startswith(o) for o in args.only)]
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    html = None
+    progress = BatchProgress(len(paths), runs_dir=args.runs, interval=args.progress_every)
     try:
-        ensure_data(profile, data_root)
-        paths = notebook_paths()
-        if args.only:
-            paths = [p for p in paths if any(p.name.startswith(o) for o in args.only)]
-        records = execute_notebooks(args.profile, data_root, build / "executed" / args.profile, Path(args.runs), paths)
-        html = None if args.no_site else build_site(build / "executed" / args.profile, build / args.profile)
+        with progress:
+            progress.message(f"book ({args.profile} profile): {len(paths)} notebook{'s' if len(paths) != 1 else ''}")
+            ensure_data(profile, data_root)
+            records = execute_notebooks(args.profile, data_root, build / "executed" / args.profile,
+                                        Path(args.runs), paths, progress=progress)
+            if not args.no_site:
+                progress.message("building the site ...")
+                t = time.perf_counter()
+                html = build_site(build / "executed" / args.profile, build)
+                timings["site"] = time.perf_counter() - t
     except BookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    total = time.perf_counter() - t0
-    for r in records:
-        print(f"{r['notebook']:<32} {r['seconds']:8.1f} s")
-    print(f"{'total (data, notebooks, site)':<32} {total:8.1f} s")
-    if html is not None:
-        print(f"site: {html / 'index.html'}")
+    timings["total (data, notebooks, site)"] = time.perf_counter() - t0
+    print(summary(records, timings, html, build))
     return 0
 
 
-def run_config(profile: dict[str, Any], data_root: str | Path, iterations: int | None = None, seed: int = 0,
-               **model: Any):
+def run_config(profile: BookProfile, data_root: str | Path, iterations: int | None = None, seed: int = 0,
+               **model: Any) -> Config:
     """The full config of one of the book's training runs: the profile's preset on its data,
-    with ``model`` overrides (e.g. ``fusion="vme"``) and the profile's iteration count."""
-    from .config import get_preset
-
-    its = int(iterations or profile["iterations"])
-    cfg = get_preset(profile["preset"])
+    with ``model`` overrides (e.g. ``fusion="vme"``) and ``iterations`` (default: the
+    profile's main-run length); validation and checkpoints every quarter of the run."""
+    its = int(iterations or profile.iterations)
+    cfg = get_preset(profile.preset)
     overrides: dict[str, Any] = {
         "data.root": str(data_root),
-        "data.dataset": profile["dataset"],
-        "data.split_by": profile["split_by"],
+        "data.dataset": profile.dataset,
+        "data.split_by": profile.split_by,
         "train.iterations": its,
         "train.seed": seed,
         "train.val_every": max(its // 4, 1),

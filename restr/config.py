@@ -435,3 +435,86 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
     if isinstance(current, int) and not isinstance(current, bool) and isinstance(value, list):
         return tuple(value)  # image_size given as [h, w]
     return value
+
+
+# ----------------------------------------------------------------------------------------
+# The book's profiles: what ``python -m restr book`` and the notebooks run at each scale.
+# Each notebook's ``parameters`` cell names a profile; ``get_book_profile(name)`` gives it,
+# and the notebook reads what it needs by attribute (``prof.dataset``).
+
+
+@dataclass(frozen=True)
+class SynthData:
+    """Arguments of :func:`restr.data.synth.generate` for a profile's embedded data set."""
+
+    seed: int = 0
+    num_images: int | None = None  # None: the generator's default
+
+
+@dataclass(frozen=True)
+class BookProfile:
+    name: str
+    preset: str  # the Config preset every training run of the book starts from
+    data_root: str  # default data root, relative to the repository
+    dataset: str  # refer data set name (synthref, refcocog, ...)
+    split_by: str  # refer split convention (unc, google, ...)
+    synth: SynthData | None  # how to generate the data if it is missing; None: real data only
+    iterations: int  # the main run
+    variant_iterations: int  # each run of the variant grids (Tables 3 and 4)
+    eval_split: str  # the split every evaluation uses
+    eval_max_expressions: int | None  # the main run's evaluation; None: every expression
+    grid_eval_expressions: int | None  # each variant run's evaluation, spread over the split
+    attention_expressions: int  # Table 3(a): training expressions averaged over
+    bootstrap: int  # resamples per bootstrap interval
+    table4_layers: tuple[int, ...]  # fusion depths of the Table 4 grid
+
+
+# quick: the default, the README's main job (a laptop CPU in about 20 minutes): the
+# tiny preset's full length for the main model, 150-step variant runs (~30 s each, far
+# from converged; the book says so), variant grids scored on 1,000 val expressions.
+_QUICK = BookProfile(
+    name="quick",
+    preset="tiny",
+    data_root="data/synthref",
+    dataset="synthref",
+    split_by="unc",
+    synth=SynthData(seed=0),
+    iterations=2400,
+    variant_iterations=150,
+    eval_split="val",
+    eval_max_expressions=None,
+    grid_eval_expressions=1000,
+    attention_expressions=500,
+    bootstrap=1000,
+    table4_layers=(2, 4, 6),
+)
+
+BOOK_PROFILES: dict[str, BookProfile] = {
+    p.name: p
+    for p in (
+        # smoke: minutes, what the notebook tests run
+        dataclasses.replace(
+            _QUICK, name="smoke", preset="smoke", data_root="_build/data/synthref-smoke",
+            synth=SynthData(seed=0, num_images=40), iterations=30, variant_iterations=12,
+            eval_max_expressions=64, grid_eval_expressions=64, attention_expressions=32, bootstrap=200,
+            table4_layers=(2, 4),
+        ),
+        _QUICK,
+        # full: quick with every variant trained as long as the main run and scored on the
+        # whole split (about two hours on a 2-core CPU)
+        dataclasses.replace(_QUICK, name="full", variant_iterations=_QUICK.iterations, grid_eval_expressions=None),
+        # paper: paper-scale settings on real RefCOCOg (a GPU job)
+        dataclasses.replace(
+            _QUICK, name="paper", preset="paper", data_root="data/refer", dataset="refcocog", split_by="google",
+            synth=None, iterations=400_000, variant_iterations=400_000, grid_eval_expressions=None,
+            attention_expressions=5000,
+        ),
+    )
+}
+
+
+def get_book_profile(name: str) -> BookProfile:
+    """The book profile called ``name`` (smoke, quick, full or paper)."""
+    if name not in BOOK_PROFILES:
+        raise ConfigError(f"unknown book profile {name!r}; choose one of: {', '.join(BOOK_PROFILES)}")
+    return BOOK_PROFILES[name]

@@ -7,17 +7,29 @@ from typing import Any
 import numpy as np
 
 
-def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: list[str] | None = None):
-    """One figure: the mask over the image, the patch map, the seed's attention on words."""
+def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: list[str] | None = None,
+                    patch_size: int | None = None):
+    """One figure: the mask over the image, the patch map, the seed's attention on words.
+
+    The layout is fixed (no ``tight_layout``) and the expression is written above the
+    panels from the left, so the panels stay where they are when another expression
+    (longer, other words) is typed. With ``patch_size``, the patch map is drawn over the
+    letterboxed input as the model saw it (``result["letterbox"]``).
+    """
     import matplotlib.pyplot as plt
 
     from . import viz
 
     attn = result.get("seed_attention")
     ncols = 3 if attn else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 4))
-    viz.overlay(axes[0], rgb, result["mask"], title=f'"{text}"')
-    viz.map_over_image(axes[1], rgb, result["patch_map"], title="patch-level map", vmin=0, vmax=1)
+    fig = plt.figure(figsize=(4.2 * ncols, 4.4))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.12, top=0.84, wspace=0.45 if attn else 0.1)
+    axes = fig.subplots(1, ncols)
+    fig.text(0.01, 0.98, f'"{text}"', ha="left", va="top", fontsize=11)
+    viz.overlay(axes[0], rgb, result["mask"], title="mask")
+    meta = result.get("letterbox")
+    extent = viz.letterbox_extent(meta, patch_size) if meta is not None and patch_size else None
+    viz.map_over_image(axes[1], rgb, result["patch_map"], title="patch-level map", vmin=0, vmax=1, extent=extent)
     if attn:
         last = attn[-1]
         n = len(words) if words else last.num_words
@@ -31,7 +43,6 @@ def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: l
         visual = float(last.visual[0].sum())
         axes[2].set_title(f"seed attention, layer f_{last.layer} (visual: {100 * visual:.0f}%)", fontsize=9)
         axes[2].set_xlabel("attention weight")
-    fig.tight_layout()
     return fig
 
 
@@ -55,7 +66,7 @@ class Explorer:
         rgb = self.dataset.load_image(image_id)
         result = self.predictor.predict(rgb, text, return_attention=True)
         words = tokenize(text)[: self.predictor.cfg.model.max_words]
-        return show_prediction(rgb, text, result, words)
+        return show_prediction(rgb, text, result, words, patch_size=self.predictor.cfg.model.patch_size)
 
     def widget(self):
         import ipywidgets as w

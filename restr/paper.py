@@ -39,7 +39,8 @@ TABLE3B = {
 }
 
 # Table 4 (G-Ref val), rows as reconstructed in FIDELITY.md. P@0.6 of the second row is
-# printed as 36.61, which cannot be below its P@0.7; 46.61 is the likely value.
+# printed as 36.61, which cannot be below its P@0.7; 46.61 is the likely value (kept
+# here as printed).
 TABLE4 = [
     {"layers": 2, "shared": False, "decoder": False, "prec@0.5": 52.60, "prec@0.6": 45.59, "prec@0.7": 36.59,
      "prec@0.8": 23.54, "prec@0.9": 5.23, "IoU": 48.12},

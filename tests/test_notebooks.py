@@ -1,20 +1,26 @@
 """The book end to end, in the smoke profile: papermill batch run, nbval, the site.
 
-One session-scoped run of ``python -m restr book --profile smoke`` (embedded data
-generated, every notebook executed with papermill, the site built) feeds the tests:
+One session-scoped run of ``python -m restr book --profile smoke`` (the ``smoke_book``
+fixture of conftest.py: embedded data generated, every notebook executed with
+papermill, the site built) feeds the tests:
 
+* the run reported its progress and closed with the time per notebook and the site;
 * every notebook ran without an error output and drew its figures;
 * ``pytest --nbval-lax`` re-executes the executed copies (whose marked cells now hold
   reference outputs) and compares the cells marked ``# NBVAL_CHECK_OUTPUT``: those
   outputs must be deterministic; all other cells must merely run;
-* the site has one page per notebook with its figures embedded and no error output.
+* the site has one page per notebook with its figures embedded and no error output,
+  hides the injected-parameters cell and names no path of the machine that built it.
+  (tests/test_site_browser.py opens every page in Chromium.)
 
 The committed notebooks carry no outputs, which is why nbval runs on the executed
 copies rather than on ``notebooks/`` directly.
 """
 from __future__ import annotations
 
+import html as html_lib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,15 +33,6 @@ from restr import book
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = [p.name for p in book.notebook_paths()]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def smoke_book(tmp_path_factory):
-    root = tmp_path_factory.mktemp("book")
-    code = book.main(["--profile", "smoke", "--build", str(root / "build"), "--runs", str(root / "runs"),
-                      "--data", str(root / "data")])
-    assert code == 0, "python -m restr book --profile smoke failed"
-    return root
 
 
 def test_committed_notebooks_have_parameters_and_no_outputs():
@@ -74,8 +71,23 @@ def test_marked_cells_are_deterministic_under_nbval(smoke_book):
     assert re.search(r"\d+ passed", proc.stdout)
 
 
+def test_batch_run_reports_progress_and_where_the_site_is(smoke_book):
+    err = (smoke_book / "book.stderr").read_text()
+    out = (smoke_book / "book.stdout").read_text()
+    assert "without encryption" not in err  # kernels on Unix sockets: no transport warning
+    n = len(NOTEBOOKS)
+    for k, name in enumerate(NOTEBOOKS, 1):
+        stem = name.removesuffix(".ipynb")
+        assert re.search(rf"^\[{k}/{n}\] {stem}: started \(\d+ code cells\)$", err, re.M), err[-3000:]
+        assert re.search(rf"^\[{k}/{n}\] {stem}: done in \d+:\d\d$", err, re.M), err[-3000:]
+        assert re.search(rf"^{re.escape(name)} +\d+:\d\d$", out, re.M), out
+    index = (smoke_book / "build" / "html" / "index.html").resolve()
+    assert f"site: {index}" in out and f"open: {index.as_uri()}" in out
+    assert "python -m restr book --serve --build" in out
+
+
 def test_site_has_a_page_per_notebook_with_figures(smoke_book):
-    html = smoke_book / "build" / "smoke" / "site" / "_build" / "html"
+    html = smoke_book / "build" / "html"
     assert (html / "index.html").exists()
     for name in NOTEBOOKS:
         page = html / "notebooks" / name.replace(".ipynb", ".html")
@@ -88,3 +100,24 @@ def test_site_has_a_page_per_notebook_with_figures(smoke_book):
         assert "Traceback" not in text and 'class="output traceback' not in text
     for page in ("book/status.html", "book/real_data.html", "book/cost.html", "book/references.html"):
         assert (html / page).exists(), page
+
+
+def test_site_hides_the_injected_parameters_and_names_no_machine_path(smoke_book):
+    html = smoke_book / "build" / "html"
+    executed = smoke_book / "build" / "executed" / "smoke"
+    # the executed notebooks keep papermill's cell (nbval and the reader of _build/ see it) ...
+    nb = json.loads((executed / NOTEBOOKS[0]).read_text())
+    injected = [c for c in nb["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert injected and str(smoke_book / "data") in "".join(injected[0]["source"])
+    # ... the site does not: no page holds a path of this machine
+    machine = {str(smoke_book), str(smoke_book.resolve()), str(REPO), sys.prefix, os.path.expanduser("~")}
+    machine = {m for m in machine if len(m) > 1}
+    pages = [p for p in html.rglob("*") if p.suffix in (".html", ".js", ".txt") and "_static" not in p.parts]
+    assert len(pages) > 10
+    for page in pages:
+        text = page.read_text(errors="replace")
+        found = [m for m in machine if m in text]
+        assert not found, f"{page.relative_to(html)} names {found}"
+    # the notebooks' own parameters cell is still there
+    page = (html / "notebooks" / NOTEBOOKS[0].replace(".ipynb", ".html")).read_text()
+    assert 'profile = "quick"' in html_lib.unescape(re.sub(r"<[^>]+>", "", page))
