@@ -7,16 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from restr.checkpoint import RunError
-from restr.config import get_preset
 from restr.data.refer import ReferDataset
 from restr.data.transforms import compute_meta
 from restr.evaluate import SwapDataset, evaluate_run, score_batch, spread_indices
-from restr.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

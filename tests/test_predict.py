@@ -12,10 +12,8 @@ import pytest
 from PIL import Image
 
 from restr.checkpoint import RunError
-from restr.config import get_preset
 from restr.data.errors import DataError, EmptyExpressionError
 from restr.predict import Predictor, UnknownWordsWarning
-from restr.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -132,8 +132,9 @@ def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
     assert load_checkpoint(killed / "checkpoints" / "last.pt")["epoch"] >= 1
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s", "val_seconds")}
-                          for r in rows]
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s", "val_seconds")} for r in rows]
+
     assert strip(read_metrics(ref)) == strip(read_metrics(killed))  # rows after step 16 were redone, not doubled
 
 
@@ -149,7 +150,9 @@ def test_ddp_two_gloo_processes_match_one_process(data_root, tmp_path):
     assert a[next(iter(a))].dtype == torch.float64
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-11, msg=k)
-    val = lambda run: [r["cum_iou"] for r in read_metrics(run) if r.get("split") == "val"]
+    def val(run):
+        return [r["cum_iou"] for r in read_metrics(run) if r.get("split") == "val"]
+
     assert val(one) == pytest.approx(val(two), abs=1e-6)  # validation reduced over both ranks
     assert not (two / "checkpoints" / "last.pt.tmp").exists()
 
@@ -214,7 +217,8 @@ def test_bf16_autocast_trains_with_fp32_weights(data_root, tmp_path, eager_fp32_
     # bf16 keeps 8 bits of mantissa: the losses agree to ~1 %, not to the last digit
     assert got == pytest.approx(ref, rel=0.02)
     assert got != ref
-    assert load_run(run).model(torch.zeros(1, 3, 32, 32), torch.ones(1, 20, dtype=torch.long)).mask_logits.isfinite().all()
+    out = load_run(run).model(torch.zeros(1, 3, 32, 32), torch.ones(1, 20, dtype=torch.long))
+    assert out.mask_logits.isfinite().all()
 
 
 def test_compiled_training_matches_eager(data_root, tmp_path, eager_fp32_run):

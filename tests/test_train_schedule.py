@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from restr.config import get_preset
 from restr.model import build_model
