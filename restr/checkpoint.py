@@ -200,6 +200,7 @@ class LoopState:
     epoch: int = 0
     step_in_epoch: int = 0
     best_val: float = -math.inf
+    train_s: float = 0.0  # seconds of training so far, validation left out
 
     def advance(self) -> None:
         self.step += 1
@@ -298,7 +299,7 @@ class Checkpointer:
         step.scheduler.load_state_dict(state["scheduler"])
         step.scaler.load_state_dict(state["scaler"])
         loop = LoopState(int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"]),
-                         float(state.get("best_val", -math.inf)))
+                         float(state.get("best_val", -math.inf)), float(state.get("train_s", 0.0)))
         step.set_step(loop.step)
         if "log_window" in state:
             step.load_window(state["log_window"])
@@ -315,7 +316,7 @@ class Checkpointer:
             return path
         save_checkpoint(path, {
             "format": CHECKPOINT_FORMAT, "step": loop.step, "epoch": loop.epoch, "step_in_epoch": loop.step_in_epoch,
-            "finished": finished, "best_val": loop.best_val,
+            "finished": finished, "best_val": loop.best_val, "train_s": loop.train_s,
             "model": step.core.state_dict(), "optimizer": step.optimizer.state_dict(),
             "scheduler": step.scheduler.state_dict(), "scaler": step.scaler.state_dict(), "rng": rngs,
             "log_window": step.window_state(),  # partial sums of the next log row: the same after a resume

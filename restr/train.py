@@ -134,10 +134,12 @@ def log_row(loop, step: TrainStep, images: int, seconds: float) -> dict:
     return row
 
 
-def val_row(loop, split: str, result: dict) -> dict:
+def val_row(loop, split: str, result: dict, batch_size: int) -> dict:
+    """The metrics row of a validation, with the training done so far: expressions seen
+    and seconds of training (validation time left out), for learning curves."""
     row = {"step": loop.step, "epoch": loop.epoch, "split": split,
            **{k: v for k, v in result.items() if k not in ("buckets", "seconds", "expressions_per_s")}}
-    row["val_seconds"] = result["seconds"]
+    row.update(val_seconds=result["seconds"], expressions_seen=loop.step * batch_size, elapsed_s=loop.train_s)
     return row
 
 
@@ -212,7 +214,7 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool = False, device: str
 
     def validate_and_save_best() -> None:  # every rank validates its share; rank 0 writes
         result = validate(step.core, val_set, val_indices, t, d, micro)
-        ckpt.metrics.write(val_row(loop, cfg.data.val_split, result))
+        ckpt.metrics.write(val_row(loop, cfg.data.val_split, result, t.batch_size))
         if not bar.disable:
             bar.write(f"step {loop.step}: val cIoU {result['cum_iou']:.4f} mIoU {result['mean_iou']:.4f} "
                       f"({result['n']} expressions)", file=sys.stderr)
@@ -235,8 +237,11 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool = False, device: str
                 log_now, val_now, ckpt_now = events_after(loop.step, t, val_set is not None)
                 if log_now or val_now or ckpt_now:
                     step.check()  # the host waits for the device: is the loss still finite?
+                if log_now or val_now:
+                    seconds = time.perf_counter() - t0
+                    loop.train_s += seconds
                 if log_now:
-                    row = log_row(loop, step, images, time.perf_counter() - t0)
+                    row = log_row(loop, step, images, seconds)
                     ckpt.metrics.write(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
                                     img_s=f"{row['images_per_s']:.0f}")
