@@ -70,29 +70,12 @@ class Predictor:
     # -- input -----------------------------------------------------------------------------
     @staticmethod
     def load_image(image: Any) -> np.ndarray:
-        """A path, a PIL image, or an H x W x 3 (or H x W) uint8 array -> H x W x 3 uint8 RGB."""
-        from .data.errors import DataError
-        from .data.refer import read_image
+        """A path, a PIL image or a NumPy array -> H x W x 3 uint8 RGB, upright (EXIF
+        orientation applied). The accepted forms and how each is read are listed in
+        :mod:`restr.data.images`; anything else raises a :class:`DataError` saying what was given."""
+        from .data.images import load_rgb
 
-        if isinstance(image, (str, os.PathLike)):
-            return read_image(image)  # DataError names a missing or unreadable file
-        try:
-            from PIL import Image
-
-            if isinstance(image, Image.Image):
-                return np.asarray(image.convert("RGB"))
-        except ImportError:  # pragma: no cover
-            pass
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise DataError(f"expected an H x W x 3 image, got an array of shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-                arr = arr * 255.0
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(arr[..., :3])
+        return load_rgb(image)
 
     def encode(self, text: str, strict: bool = False) -> tuple[torch.Tensor, list[str]]:
         """(ids (1, max_words), unknown words). Warns when every word is unknown."""
