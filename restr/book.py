@@ -210,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     profile = book_profile(args.profile)
+    if args.only:  # checked first: a selection that matches nothing must not run everything
+        names = [p.name for p in notebook_paths()]
+        unmatched = [o for o in args.only if not any(n.startswith(o) for n in names)]
+        if unmatched:
+            print(f"error: --only {' '.join(unmatched)} matches no notebook; the notebooks are: {', '.join(names)}",
+                  file=sys.stderr)
+            return 2
     os.chdir(REPO)
     t0 = time.perf_counter()
     data_root = Path(args.data or profile["data_root"])
