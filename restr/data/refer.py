@@ -46,6 +46,7 @@ __all__ = [
     "default_image_root",
     "image_file_of_ref",
     "read_image",
+    "load_refs",
     "decode_segmentation",
     "mask_form",
     "ReferData",
@@ -283,6 +284,22 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "segment
 # ----------------------------------------------------------------------------------------
 # the files of one dataset/split_by
 
+def load_refs(path: str | os.PathLike) -> list[dict]:
+    """The list of ref dicts pickled in a ``refs(<split_by>).p`` file (Python 2 pickles too)."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                refs = pickle.load(fh)
+            except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+                fh.seek(0)
+                refs = pickle.load(fh, encoding="latin1")
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise DataError(f"{path}: expected a pickled list of ref dicts")
+    return refs
+
+
 _REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
 
@@ -319,18 +336,7 @@ class ReferData:
             raise DataError("\n".join(errors))
 
     def _load_refs(self) -> list[dict]:
-        try:
-            with open(self.refs_path, "rb") as fh:
-                try:
-                    refs = pickle.load(fh)
-                except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
-                    fh.seek(0)
-                    refs = pickle.load(fh, encoding="latin1")
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise DataError(f"cannot read {self.refs_path}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
-            raise DataError(f"{self.refs_path}: expected a pickled list of ref dicts")
-        return refs
+        return load_refs(self.refs_path)
 
     def _load_instances(self) -> tuple[dict[int, dict], dict[int, dict], dict[int, dict]]:
         try:
