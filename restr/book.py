@@ -120,9 +120,12 @@ def ensure_data(profile: dict[str, Any], data_root: Path) -> Path:
             f"(see the book's page on running with real data), or pass --data"
         )
     from .data.synth import generate
+    from .runlock import RunLock
 
-    print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
-    generate(str(data_root), **profile["synth"])
+    with RunLock(data_root, what="data folder", wait=True):  # one process generates; the others wait for it
+        if not refs.exists():
+            print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
+            generate(str(data_root), **profile["synth"])
     return data_root
 
 
