@@ -2,13 +2,26 @@
 mask, the patch-level map and the seed's attention over the words."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 
+def truncation_note(result: dict[str, Any], words: list[str] | None) -> str:
+    """"24 words: the model reads the first 20 (ignored: ...)" for a cut expression, else ""."""
+    dropped = result.get("truncated_words") or []
+    if not dropped:
+        return ""
+    kept = len(words) if words else None
+    total = (kept or 0) + len(dropped)
+    head = f"{total} words: the model reads the first {kept}" if kept else "the expression was cut"
+    return f"{head} (ignored: {' '.join(dropped)})"
+
+
 def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: list[str] | None = None):
-    """One figure: the mask over the image, the patch map, the seed's attention on words."""
+    """One figure: the mask over the image, the patch map, the seed's attention on words
+    (``words``: the words the model read); a cut expression is said so under the figure."""
     import matplotlib.pyplot as plt
 
     from . import viz
@@ -17,6 +30,9 @@ def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: l
     ncols = 3 if attn else 2
     fig, axes = plt.subplots(1, ncols, figsize=(4.2 * ncols, 4))
     viz.overlay(axes[0], rgb, result["mask"], title=f'"{text}"')
+    note = truncation_note(result, words)
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=9, color="tab:red", wrap=True)
     viz.map_over_image(axes[1], rgb, result["patch_map"], title="patch-level map", vmin=0, vmax=1)
     if attn:
         last = attn[-1]
@@ -31,7 +47,7 @@ def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: l
         visual = float(last.visual[0].sum())
         axes[2].set_title(f"seed attention, layer f_{last.layer} (visual: {100 * visual:.0f}%)", fontsize=9)
         axes[2].set_xlabel("attention weight")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 if note else 0, 1, 1))
     return fig
 
 
@@ -53,7 +69,7 @@ class Explorer:
         from .data.vocab import tokenize
 
         rgb = self.dataset.load_image(image_id)
-        result = self.predictor.predict(rgb, text, return_attention=True)
+        result = self.predictor.predict(rgb, text, return_attention=True)  # warns if the expression is cut
         words = tokenize(text)[: self.predictor.cfg.model.max_words]
         return show_prediction(rgb, text, result, words)
 
@@ -75,7 +91,12 @@ class Explorer:
             out.clear_output(wait=True)
             with out:
                 try:
-                    fig = self.run(pick.value, text.value)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        fig = self.run(pick.value, text.value)
+                    for w in caught:  # every word unknown; words past max_words
+                        if issubclass(w.category, UserWarning):
+                            print(f"note: {w.message}")
                     display(fig)
                     plt.close(fig)
                 except ValueError as exc:  # empty or unknown-only expression, bad image
