@@ -60,10 +60,13 @@ def ensure_data(profile: BookProfile, data_root: Path) -> Path:
             f"(see the book's page on running with real data), or pass --data"
         )
     from .data.synth import generate
+    from .runlock import RunLock
 
-    print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
-    sizes = {} if profile.synth.num_images is None else {"num_images": profile.synth.num_images}
-    generate(str(data_root), seed=profile.synth.seed, **sizes)
+    with RunLock(data_root, what="data folder", wait=True):  # one process generates; the others wait for it
+        if not refs.exists():
+            print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
+            sizes = {} if profile.synth.num_images is None else {"num_images": profile.synth.num_images}
+            generate(str(data_root), seed=profile.synth.seed, **sizes)
     return data_root
 
 
@@ -203,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default: {PLAIN_INTERVAL_S:.0f})")
     args = parser.parse_args(argv)
 
+    if args.only:  # checked first: a selection that matches nothing must not run everything
+        names = [p.name for p in notebook_paths()]
+        unmatched = [o for o in args.only if not any(n.startswith(o) for n in names)]
+        if unmatched:
+            print(f"error: --only {' '.join(unmatched)} matches no notebook; the notebooks are: {', '.join(names)}",
+                  file=sys.stderr)
+            return 2
     os.chdir(REPO)
     build = Path(args.build)
     if args.serve:

@@ -9,8 +9,11 @@ A run directory (written by ``python -m restr train``, rank 0 only) holds::
     checkpoints/last.pt  the latest checkpoint, checkpoints/last.json its summary
     checkpoints/best.pt  the best validation's checkpoint (and best.json)
 
+    .lock                while a process trains the run: its pid (restr.runlock)
+
 Every file is written atomically (:func:`restr.utils.atomic_write_bytes`), so a killed
-process never leaves a half-written checkpoint behind. A checkpoint is a plain dict
+process never leaves a half-written checkpoint behind; the temporary files of writes that
+a kill interrupted are removed when the run next starts. A checkpoint is a plain dict
 (``torch.save``)::
 
     {"format": 1, "step", "epoch", "step_in_epoch", "finished", "best_val",
@@ -26,6 +29,11 @@ writes one, :meth:`~Checkpointer.load_best` reloads the best weights.
 
 Everything that reads a run reports a missing folder, a missing checkpoint or a
 corrupt/truncated file as a :class:`RunError` naming the file.
+
+Resuming (:meth:`Checkpointer.open`) starts from ``last.pt``, or from ``best.pt`` when
+asked (``resume="best"``); when ``last.pt`` is missing or corrupt and ``best.pt`` is
+intact, the error offers it. A finished run resumes to nothing at all. A run is trained
+longer only when asked (``extend``): the lr schedule is then that of the new length.
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ import json
 import math
 import os
 import random
-import zipfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +51,10 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError
-from .optim import load_optimizer_state
-from .utils import append_jsonl, atomic_write_bytes, atomic_write_text, read_jsonl, write_jsonl
+from .optim import load_optimizer_state, lr_at, warmup_steps
+from .runlock import RunLock
+from .utils import (DiskFullError, append_jsonl, atomic_write_bytes, atomic_write_text, human_size, read_jsonl,
+                    write_jsonl)
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -72,13 +82,18 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`; clear errors for bad files."""
     path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise RunError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError,
-            ImportError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises anything its unpickler meets
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with open(path, "rb") as fh:
+            zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format: a zip archive
+        if not zipped:
+            raise RunError(f"{path} is not a restr checkpoint (torch.load cannot read it: {first})") from None
         raise RunError(
             f"checkpoint {path} is corrupt or truncated ({path.stat().st_size} bytes) and cannot be loaded: "
             f"{first}. Delete it, or resume from another checkpoint."
@@ -98,11 +113,23 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
     return Path(which)
 
 
-def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: str | None = None) -> None:
+def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: str | None = None,
+                     fingerprint: dict | None = None) -> None:
     d = cfg.to_dict()
     d["vocab_file"] = VOCAB_FILE
     d["config_hash"] = requested_hash or cfg.hash()
+    if fingerprint is not None:
+        d["data_fingerprint"] = fingerprint  # restr.data.fingerprint: what the run was trained on
     atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(d, indent=2) + "\n")
+
+
+def read_run_fingerprint(run_dir: str | os.PathLike) -> dict | None:
+    """The data fingerprint recorded in a run's config.json (None for runs from before)."""
+    try:
+        fp = json.loads((Path(run_dir) / CONFIG_FILE).read_text()).get("data_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return fp if isinstance(fp, dict) else None
 
 
 def read_run_config(run_dir: str | os.PathLike) -> Config:
@@ -144,6 +171,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "last", device: str | torc
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     ckpt = checkpoint_path(run_dir, which)
+    if ckpt.is_dir():
+        raise RunError(f"{ckpt} is a folder, not a checkpoint file")
     if not ckpt.is_file():
         others = sorted(p.name for p in (run_dir / CKPT_DIR).glob("*.pt")) if (run_dir / CKPT_DIR).is_dir() else []
         hint = f" (found: {', '.join(others)})" if others else " (the run has not saved a checkpoint yet)"
@@ -186,9 +215,11 @@ class MetricsLog:
             append_jsonl(self.path, row)
 
     def truncate_after(self, step: int) -> None:
-        """Drop rows logged after ``step`` (work that a resumed run redoes)."""
+        """Drop rows logged after ``step`` (work that a resumed run redoes) and "finished"
+        events (a resumed run is not finished until it says so again)."""
         if self.enabled and self.path.is_file():
-            write_jsonl(self.path, [r for r in read_jsonl(self.path) if int(r.get("step", 0)) <= step])
+            write_jsonl(self.path, [r for r in read_jsonl(self.path)
+                                    if int(r.get("step", 0)) <= step and r.get("event") != "finished"])
 
 
 @dataclass
@@ -240,54 +271,177 @@ def config_mismatch(stored: Config, requested: Config) -> list[str]:
     return [line for line in stored.diff(requested) if line.split(":", 1)[0] not in RESUME_MUTABLE]
 
 
+def note(message: str) -> None:
+    """A one-line notice on stderr (what a run does that the user did not spell out)."""
+    print(f"notice: {message}", file=sys.stderr, flush=True)
+
+
 class Checkpointer:
     """The run directory of one training run, as the trainer sees it.
 
-    Only the main process (``main=True``) writes; every process reads. The training
-    objects (model, optimiser, schedule, scaler, log window) are those of a
-    :class:`restr.step.TrainStep`.
+    Only the main process (``main=True``) writes (and holds the folder's lock); every
+    process reads. The training objects (model, optimiser, schedule, scaler, log window)
+    are those of a :class:`restr.step.TrainStep`.
     """
 
     def __init__(self, run_dir: str | os.PathLike, main: bool = True):
         self.run_dir, self.main = Path(run_dir), main
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE, enabled=main)
+        self.lock = RunLock(self.run_dir)
+        self.existed = self.run_dir.exists()  # before the lock file (which creates the folder)
+        self.fingerprint: dict | None = None  # of the data this command trains on
+        self.source: Path | None = None  # the checkpoint a resume starts from
+        self.extended_from: int | None = None  # the run's length before --extend
+        self.kept: tuple[Path, int] | None = None  # the last good checkpoint on disk and its step
 
     def path(self, which: str) -> Path:
         return checkpoint_path(self.run_dir, which)
 
-    def open(self, cfg: Config, resume: bool) -> tuple[Any, dict | None]:
-        """Check the run directory against the command: ``(vocabulary, last checkpoint)``
-        of the run being resumed, or ``(None, None)`` for a new run."""
+    # -- the folder: lock and leftovers -------------------------------------------------
+    def clean_temporaries(self) -> None:
+        """Remove the temporary files of writes that a kill interrupted (call with the lock held)."""
+        folders = [f for f in (self.run_dir, self.run_dir / CKPT_DIR) if f.is_dir()]
+        found = [p for f in folders for p in f.iterdir() if p.name.endswith(".tmp") and p.is_file()]
+        if not found:
+            return
+        size = sum(p.stat().st_size for p in found)
+        for p in found:
+            p.unlink(missing_ok=True)
+        note(f"{self.run_dir}: removed {len(found)} temporary files ({human_size(size)}) left by killed writes")
+
+    # -- a run's checkpoints ------------------------------------------------------------
+    def open(self, cfg: Config, resume: bool | str = False, extend: bool = False,
+             fingerprint: dict | None = None) -> tuple[Any, dict | None]:
+        """Check the run directory against the command: ``(vocabulary, checkpoint)`` of the
+        run being resumed (``resume``: True or "last", or "best"), or ``(None, None)`` for a
+        new run. ``extend``: the command may ask for more iterations than the run had.
+        ``fingerprint``: the data's (:mod:`restr.data.fingerprint`), checked against the run's."""
         from .data.vocab import Vocabulary
 
         out = self.run_dir
+        self.fingerprint = fingerprint
         if not (out / CONFIG_FILE).is_file():
             if resume:
-                why = f"has no {CONFIG_FILE}" if out.exists() else "does not exist"
+                why = f"has no {CONFIG_FILE}" if self.existed else "does not exist"
                 raise TrainingError(f"nothing to resume: {out} {why}")
             return None, None
         if not resume:
-            raise TrainingError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+            if any(self.path(w).is_file() for w in ("last", "best")):
+                raise TrainingError(f"{out} already holds a run; pass --resume to continue it, or choose another "
+                                    f"--out")
+            note(f"{out} holds a run that never saved a checkpoint: starting it afresh")
+            return None, None
         vocab = Vocabulary.load(out / VOCAB_FILE)
-        diff = config_mismatch(read_run_config(out), cfg.override({"model.vocab_size": len(vocab)}))
+        requested = cfg.override({"model.vocab_size": len(vocab)})
+        self._check_same(read_run_config(out), requested, f"the run's {out / CONFIG_FILE}", extend)
+        self._check_data(cfg)
+        state = self._resume_state("best" if resume == "best" else "last")
+        if state is not None and isinstance(state.get("config"), dict):
+            self._check_same(Config.from_dict(state["config"]), requested, f"its checkpoint {self.source}", extend)
+            old = int(state["config"]["train"]["iterations"])
+            if old != cfg.train.iterations:
+                if cfg.train.iterations <= max(old, int(state["step"])):
+                    raise TrainingError(f"--extend lengthens a run: {out} was planned for {old} iterations and is "
+                                        f"at step {state['step']}; ask for more than that")
+                self.extended_from = old
+        return vocab, state
+
+    def _check_same(self, stored: Config, requested: Config, where: str, extend: bool) -> None:
+        diff = config_mismatch(stored, requested)
+        longer = [line for line in diff if line.startswith("train.iterations:")]
+        if extend:
+            diff = [line for line in diff if line not in longer]
         if diff:
-            raise ConfigError(f"cannot resume {out}: the config differs from the run's {out / CONFIG_FILE} in "
-                           f"{len(diff)} field(s) (run's value != this command's):\n  " + "\n  ".join(diff))
-        last = self.path("last")
-        return vocab, (load_checkpoint(last) if last.is_file() else None)
+            hint = ("\n(train.iterations differs: to train the run for longer, pass --extend; the lr schedule then "
+                    "becomes that of the new length)") if longer and not extend else ""
+            raise ConfigError(f"cannot resume {self.run_dir}: the config differs from {where} in {len(diff)} "
+                              f"field(s) (run's value != this command's):\n  " + "\n  ".join(diff) + hint)
+
+    def _check_data(self, cfg: Config) -> None:
+        from .data.fingerprint import changes
+
+        stored = read_run_fingerprint(self.run_dir)
+        if self.fingerprint is None or stored is None:  # runs from before fingerprints: nothing to compare
+            return
+        changed = changes(stored, self.fingerprint, cfg.data)
+        if changed:
+            raise TrainingError(f"cannot resume {self.run_dir}: its data changed since the run started "
+                                f"({cfg.data.root}: {', '.join(changed)}); train a new run on the new data "
+                                f"(another --out)")
+
+    def _offer_best(self) -> str:
+        """A sentence offering best.pt, if it is there and loads ("" otherwise)."""
+        best = self.path("best")
+        if not best.is_file():
+            return ""
+        try:
+            step = int(load_checkpoint(best)["step"])
+        except RunError:
+            return ""
+        return (f" {best} (step {step}) is intact: pass --resume-from best to resume from it (the steps after "
+                f"{step} are redone)")
+
+    def _resume_state(self, which: str) -> dict | None:
+        last, best = self.path("last"), self.path("best")
+        if which == "best":
+            if not best.is_file():
+                raise TrainingError(f"cannot resume {self.run_dir} from its best checkpoint: {best} does not exist")
+            self.source = best
+            return load_checkpoint(best)
+        if last.is_file():
+            try:
+                state = load_checkpoint(last)
+            except RunError as exc:
+                raise RunError(f"{exc}{self._offer_best()}") from None
+            self.source = last
+            return state
+        offer = self._offer_best()
+        if offer:
+            raise TrainingError(f"{self.run_dir} has no {CKPT_DIR}/last.pt;{offer}; or train into another --out to "
+                                f"start over")
+        return None  # no checkpoint at all: the run starts from step 0
+
+    def extension_note(self, cfg: Config, state: dict) -> str:
+        """What ``--extend`` does to the schedule, in numbers."""
+        old_t = Config.from_dict(state["config"]).train
+        new_t, step = cfg.train, int(state["step"])
+        return (f"extending {self.run_dir} from {self.extended_from} to {new_t.iterations} iterations: the lr schedule "
+                f"becomes that of a {new_t.iterations}-iteration run (warm-up {warmup_steps(new_t)} steps, "
+                f"polynomial decay to end_lr {new_t.end_lr:g} at step {new_t.iterations - 1}); step {step - 1} ran at "
+                f"lr {lr_at(step - 1, old_t):.3g}, step {step} runs at {lr_at(step, new_t):.3g}")
 
     def start(self, cfg: Config, vocab, config_hash: str, state: dict | None) -> None:
-        """A run with no checkpoint yet gets its files (config, vocabulary, an empty
-        metrics log); a resumed one loses the log rows after its checkpoint."""
+        """A run with no checkpoint yet gets its files (vocabulary, an empty metrics log,
+        then config.json, which marks a run); a resumed one loses the log rows after its
+        checkpoint; an extended one gets its new length in config.json and an event row."""
         if not self.main:
             return
         if state is None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             vocab.save(self.run_dir / VOCAB_FILE)
-            write_run_config(self.run_dir, cfg, config_hash)
-            self.metrics.path.write_text("")
+            write_jsonl(self.metrics.path, [])
+            write_run_config(self.run_dir, cfg, config_hash, self.fingerprint)
+            return
+        step = int(state["step"])
+        self.metrics.truncate_after(step)
+        if self.extended_from is not None:
+            write_run_config(self.run_dir, cfg, config_hash, read_run_fingerprint(self.run_dir) or self.fingerprint)
+            row = {"step": step, "event": "extended", "from": self.extended_from, "to": cfg.train.iterations}
+            if row not in read_metrics(self.run_dir):
+                self.metrics.write(row)
+
+    def disk_full_error(self, exc: DiskFullError, step: int | None) -> TrainingError:
+        """The message of a write that found the disk full: the run, the step, what is kept, the space."""
+        at = f" at step {step}" if step is not None else " while starting"
+        if self.kept is not None:
+            kept = f"the last good checkpoint {self.kept[0]} (step {self.kept[1]}) is kept"
         else:
-            self.metrics.truncate_after(int(state["step"]))
+            kept = "no checkpoint had been saved yet"
+        what = "the checkpoint" if exc.path.suffix == ".pt" else exc.path.name
+        free = f", {human_size(exc.free)} free on {exc.path.parent}" if exc.free is not None else ""
+        then = "resume with --resume" if (self.run_dir / CONFIG_FILE).is_file() else "run the same command again"
+        return TrainingError(f"disk full: run {self.run_dir} could not write {exc.path.name}{at}; {kept}: {what} "
+                             f"needs {human_size(exc.needed)}{free}. Free some space, then {then}.")
 
     def restore(self, state: dict | None, step, rank: int = 0) -> LoopState:
         """Load ``state`` (a checkpoint, or None for a new run) into the TrainStep ``step``
@@ -301,6 +455,7 @@ class Checkpointer:
         loop = LoopState(int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"]),
                          float(state.get("best_val", -math.inf)), float(state.get("train_s", 0.0)))
         step.set_step(loop.step)
+        self.kept = (self.source or self.path("last"), loop.step)
         if "log_window" in state:
             step.load_window(state["log_window"])
         rngs = state["rng"]
@@ -323,6 +478,8 @@ class Checkpointer:
             "world_size": len(rngs), "config": cfg.to_dict(),
         })
         atomic_write_text(path.with_suffix(".json"), json.dumps(loop.summary(cfg.train.iterations, finished)) + "\n")
+        if which == "last":
+            self.kept = (path, loop.step)
         return path
 
     def load_best(self, model: torch.nn.Module) -> int:

@@ -46,6 +46,11 @@ def add_model_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    return get_preset(args.preset).override(overrides_from_args(args))
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The model options and ``--set`` items of ``args`` as ``{"section.field": value}``."""
     overrides: dict[str, Any] = {}
     if args.fusion is not None:
         overrides["model.fusion"] = args.fusion
@@ -68,7 +73,7 @@ def config_from_args(args: argparse.Namespace):
             raise ConfigError(f"--set {item!r}: write it as section.field=value")
         key, value = item.split("=", 1)
         overrides[key.strip()] = value
-    return get_preset(args.preset).override(overrides)
+    return overrides
 
 
 # ----------------------------------------------------------------------------------------

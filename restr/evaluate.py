@@ -362,6 +362,14 @@ class EvalOptions:
     max_expressions: int | None = None  # None: every expression of the split
     data_root: str | None = None  # None: the run's data.root
 
+    def __post_init__(self) -> None:
+        from .config import ConfigError
+
+        for name, low in (("batch_size", 1), ("max_expressions", 1), ("num_workers", 0)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < low):
+                raise ConfigError(f"{name} = {value!r}: must be a whole number >= {low}")
+
 
 def split_dataset(run, split: str, data_root: str | None = None):
     """The ReferDataset of ``split`` for a loaded run, with the run's vocabulary and size."""
@@ -454,18 +462,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from .checkpoint import RunError
+    from .config import ConfigError
     from .data.errors import DataError
+    from .utils import device_from_arg, finite_json
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    for option, value, low in (("--batch-size", args.batch_size, 1), ("--max-expressions", args.max_expressions, 1),
+                               ("--workers", args.workers, 0)):
+        if value is not None and value < low:
+            print(f"error: {option} {value}: must be >= {low}", file=sys.stderr)
+            return 2
     try:
+        device = str(device_from_arg(args.device))
         result = evaluate_run(args.run, args.split, swap_control=args.swap_control, csv_path=args.csv,
                               save_images=args.save_images, progress=not args.no_progress and not args.json,
                               checkpoint=args.checkpoint, device=device, batch_size=args.batch_size,
                               num_workers=args.workers, max_expressions=args.max_expressions, data_root=args.data)
-    except (RunError, DataError) as exc:
+    except (RunError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=2)
+    text = json.dumps(finite_json(result), indent=2, allow_nan=False)  # standard JSON: no NaN
     if args.output:
         atomic_write_text(args.output, text + "\n")
     print(text if args.json else format_result(result))

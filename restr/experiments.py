@@ -1,9 +1,14 @@
 """A cache of trained runs for the notebooks: ``get_run(cfg)`` trains once, then reuses.
 
-Runs live in ``<runs_dir>/<preset>-<cfg.hash()>``; the hash covers the whole config
-(model, data, train) as the caller gave it. A run counts as finished when its
-``checkpoints/last.json`` says so (step == train.iterations); an unfinished one (a
-notebook interrupted mid-training) is resumed; a missing one is trained.
+Runs live in ``<runs_dir>/<preset>-<cfg.hash()>-<data fingerprint>``: the hash covers the
+whole config (model, data, train) as the caller gave it, and the fingerprint the data's
+contents (:mod:`restr.data.fingerprint`: the refs and instances files, the vocabulary),
+since the config names the data only by its path. Data regenerated in place thus gets
+runs of its own; a run of the same config on other data is reported stale (and kept).
+A run counts as finished when its ``checkpoints/last.json`` says so (step ==
+train.iterations); an unfinished one (a notebook interrupted mid-training) is resumed; a
+missing one is trained. One process at a time trains a run: another one that needs it
+waits for it (:mod:`restr.runlock`), then uses it.
 
     from restr.config import get_preset
     from restr.experiments import get_run, load_predictor
@@ -13,18 +18,36 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, checkpoint_path
+from .checkpoint import CONFIG_FILE, checkpoint_path, read_run_fingerprint
 from .config import Config
+from .data.fingerprint import changes, data_fingerprint, short
 
 
 class RunMissing(FileNotFoundError):
     """The run is not in the cache and ``train_if_missing`` is False."""
 
 
-def run_dir_for(cfg: Config, runs_dir: str | os.PathLike = "runs") -> Path:
-    return Path(runs_dir) / f"{cfg.preset}-{cfg.hash()}"
+def run_dir_for(cfg: Config, runs_dir: str | os.PathLike = "runs", fingerprint: dict | None = None) -> Path:
+    """``<runs_dir>/<preset>-<config hash>-<data fingerprint>`` (the data is read if no
+    ``fingerprint`` is given)."""
+    fp = fingerprint if fingerprint is not None else data_fingerprint(cfg.data)
+    return Path(runs_dir) / f"{cfg.preset}-{cfg.hash()}-{short(fp)}"
+
+
+def stale_runs(cfg: Config, runs_dir: str | os.PathLike = "runs", fingerprint: dict | None = None) -> list[str]:
+    """Runs of this config trained on other data than ``cfg.data`` holds now, each as
+    ``"<run dir> is stale: ..."`` naming what changed."""
+    fp = fingerprint if fingerprint is not None else data_fingerprint(cfg.data)
+    current = run_dir_for(cfg, runs_dir, fp)
+    out = []
+    for other in sorted(Path(runs_dir).glob(f"{cfg.preset}-{cfg.hash()}*")):
+        if other != current and (other / CONFIG_FILE).is_file():
+            what = changes(read_run_fingerprint(other), fp, cfg.data)
+            out.append(f"{other} is stale: it was trained on other data at {cfg.data.root} ({'; '.join(what)})")
+    return out
 
 
 def run_status(run_dir: str | os.PathLike) -> dict:
@@ -45,17 +68,25 @@ def run_status(run_dir: str | os.PathLike) -> dict:
 def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing: bool = True,
             progress: bool = True, device: str = "auto") -> Path:
     """The directory of a finished run of ``cfg``: cached, resumed, or trained now."""
+    from .runlock import RunLock
     from .train import train
 
-    run_dir = run_dir_for(cfg, runs_dir)
-    status = run_status(run_dir)
-    if status["finished"]:
+    fp = data_fingerprint(cfg.data)
+    run_dir = run_dir_for(cfg, runs_dir, fp)
+    if run_status(run_dir)["finished"]:
         return run_dir
+    stale = stale_runs(cfg, runs_dir, fp)
     if not train_if_missing:
+        status = run_status(run_dir)
         what = f"unfinished (step {status['step']})" if status["exists"] else "missing"
         raise RunMissing(f"run {run_dir} for this config is {what}; call get_run(..., train_if_missing=True) "
-                         f"or `python -m restr train ... --out {run_dir}`")
-    train(cfg, run_dir, resume=status["exists"], device=device, progress=progress, requested_hash=cfg.hash())
+                         f"or `python -m restr train ... --out {run_dir}`" + "".join(f"\n{s}" for s in stale))
+    for line in stale:
+        print(f"notice: {line}; training {run_dir} for the current data", file=sys.stderr)
+    with RunLock(run_dir, wait=True):  # another process training it: wait, then use its run
+        status = run_status(run_dir)
+        if not status["finished"]:
+            train(cfg, run_dir, resume=status["exists"], device=device, progress=progress, requested_hash=cfg.hash())
     return run_dir
 
 

@@ -2,9 +2,21 @@
 mask, the patch-level map and the seed's attention over the words."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+
+
+def truncation_note(result: dict[str, Any], words: list[str] | None) -> str:
+    """"24 words: the model reads the first 20 (ignored: ...)" for a cut expression, else ""."""
+    dropped = result.get("truncated_words") or []
+    if not dropped:
+        return ""
+    kept = len(words) if words else None
+    total = (kept or 0) + len(dropped)
+    head = f"{total} words: the model reads the first {kept}" if kept else "the expression was cut"
+    return f"{head} (ignored: {' '.join(dropped)})"
 
 
 def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: list[str] | None = None,
@@ -30,6 +42,9 @@ def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: l
     meta = result.get("letterbox")
     extent = viz.letterbox_extent(meta, patch_size) if meta is not None and patch_size else None
     viz.map_over_image(axes[1], rgb, result["patch_map"], title="patch-level map", vmin=0, vmax=1, extent=extent)
+    note = truncation_note(result, words)
+    if note:
+        fig.text(0.01, 0.01, note, ha="left", va="bottom", fontsize=9, color="tab:red")
     if attn:
         last = attn[-1]
         n = len(words) if words else last.num_words
@@ -64,7 +79,7 @@ class Explorer:
         from .data.vocab import tokenize
 
         rgb = self.dataset.load_image(image_id)
-        result = self.predictor.predict(rgb, text, return_attention=True)
+        result = self.predictor.predict(rgb, text, return_attention=True)  # warns if the expression is cut
         words = tokenize(text)[: self.predictor.cfg.model.max_words]
         return show_prediction(rgb, text, result, words, patch_size=self.predictor.cfg.model.patch_size)
 
@@ -86,7 +101,12 @@ class Explorer:
             out.clear_output(wait=True)
             with out:
                 try:
-                    fig = self.run(pick.value, text.value)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        fig = self.run(pick.value, text.value)
+                    for w in caught:  # every word unknown; words past max_words
+                        if issubclass(w.category, UserWarning):
+                            print(f"note: {w.message}")
                     display(fig)
                     plt.close(fig)
                 except ValueError as exc:  # empty or unknown-only expression, bad image

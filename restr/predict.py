@@ -23,7 +23,10 @@ Expressions: an empty one (no words after tokenisation) is an error
 ``<unk>``; if EVERY word is unknown the model sees nothing but ``<unk>`` and its
 prediction does not depend on the text, so a :class:`UnknownWordsWarning` names the
 words (the prediction is still returned, with ``unknown_words`` listing them;
-``strict=True`` turns this into an error).
+``strict=True`` turns this into an error). The model reads at most ``model.max_words``
+words (20, as in the paper); a longer expression is cut, and a
+:class:`TruncatedExpressionWarning` says so and names the words left out (also returned
+as ``truncated_words``, empty when nothing was cut).
 """
 from __future__ import annotations
 
@@ -43,6 +46,18 @@ from .utils import overlay_mask
 
 class UnknownWordsWarning(UserWarning):
     """Every word of the expression is outside the run's vocabulary."""
+
+
+class TruncatedExpressionWarning(UserWarning):
+    """The expression has more words than the model reads (``model.max_words``)."""
+
+
+def truncation_message(words: list[str], max_words: int) -> str:
+    """What a cut expression loses, in one sentence ("" when it is not cut)."""
+    if len(words) <= max_words:
+        return ""
+    return (f"the expression has {len(words)} words; the model reads only the first {max_words}: "
+            f"{' '.join(words[max_words:])!r} is ignored")
 
 
 class Predictor:
@@ -70,36 +85,23 @@ class Predictor:
     # -- input -----------------------------------------------------------------------------
     @staticmethod
     def load_image(image: Any) -> np.ndarray:
-        """A path, a PIL image, or an H x W x 3 (or H x W) uint8 array -> H x W x 3 uint8 RGB."""
-        from .data.errors import DataError
-        from .data.refer import read_image
+        """A path, a PIL image or a NumPy array -> H x W x 3 uint8 RGB, upright (EXIF
+        orientation applied). The accepted forms and how each is read are listed in
+        :mod:`restr.data.images`; anything else raises a :class:`DataError` saying what was given."""
+        from .data.images import load_rgb
 
-        if isinstance(image, (str, os.PathLike)):
-            return read_image(image)  # DataError names a missing or unreadable file
-        try:
-            from PIL import Image
+        return load_rgb(image)
 
-            if isinstance(image, Image.Image):
-                return np.asarray(image.convert("RGB"))
-        except ImportError:  # pragma: no cover
-            pass
-        arr = np.asarray(image)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise DataError(f"expected an H x W x 3 image, got an array of shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-                arr = arr * 255.0
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(arr[..., :3])
-
-    def encode(self, text: str, strict: bool = False) -> tuple[torch.Tensor, list[str]]:
-        """(ids (1, max_words), unknown words). Warns when every word is unknown."""
+    def encode(self, text: str, strict: bool = False) -> tuple[torch.Tensor, list[str], list[str]]:
+        """(ids (1, max_words), unknown words, words cut off). Warns when every word is
+        unknown, and when the expression is longer than ``model.max_words``."""
         from .data.vocab import tokenize
 
         ids, length = self.vocab.encode(text, self.cfg.model.max_words)  # EmptyExpressionError if empty
-        tokens = tokenize(text)[:length]
+        all_tokens = tokenize(text)
+        tokens, dropped = all_tokens[:length], all_tokens[length:]
+        if dropped:
+            warnings.warn(truncation_message(all_tokens, length), TruncatedExpressionWarning, stacklevel=3)
         unknown = [t for t in tokens if t not in self.vocab]
         if unknown and len(unknown) == len(tokens):
             msg = (f"every word of {text!r} is outside the run's vocabulary ({', '.join(unknown)}); the model sees "
@@ -109,7 +111,7 @@ class Predictor:
 
                 raise DataError(msg)
             warnings.warn(msg, UnknownWordsWarning, stacklevel=3)
-        return torch.from_numpy(ids)[None], unknown
+        return torch.from_numpy(ids)[None], unknown, dropped
 
     # -- prediction ---------------------------------------------------------------------
     @torch.no_grad()
@@ -119,7 +121,7 @@ class Predictor:
         rgb = self.load_image(image)
         boxed, meta = letterbox(rgb, self.cfg.model.image_hw)
         x = normalize(boxed)[None].to(self.device)
-        words, unknown = self.encode(text, strict)
+        words, unknown, dropped = self.encode(text, strict)
         out = self.model(x, words.to(self.device), return_attention=return_attention)
         logits = unletterbox(out.mask_logits[0, 0].float().cpu(), meta)
         result: dict[str, Any] = {
@@ -127,11 +129,29 @@ class Predictor:
             "probability": torch.sigmoid(logits).numpy().astype(np.float32),
             "patch_map": torch.sigmoid(out.patch_logits[0, 0].float()).cpu().numpy(),
             "unknown_words": unknown,
+            "truncated_words": dropped,  # words after the first model.max_words, which the model never sees
             "letterbox": meta,
         }
         if return_attention:
             result["seed_attention"] = out.seed_attention
         return result
+
+
+def check_image_out(option: str, path: str | None) -> str:
+    """Why ``path`` cannot take an image written by PIL ("" if it can), before any work is done."""
+    if path is None:
+        return ""
+    from PIL import Image
+
+    p = Path(path)
+    if p.is_dir():
+        return f"{option} {path} is a folder: give a file name, e.g. {p / 'mask.png'}"
+    ext = p.suffix.lower()
+    writable = {e for e, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if ext not in writable:
+        return (f"{option} {path}: {ext!r} is not an image format PIL can write"
+                f"{'' if ext else ' (no extension)'}; use .png (or .bmp, .tif)")
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,26 +162,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output mask PNG (white = the referred object)")
     parser.add_argument("--overlay", help="also write the image with the mask overlaid here")
     parser.add_argument("--checkpoint", default="last", help="last | best | a checkpoint path")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:N | auto")
     parser.add_argument("--strict", action="store_true", help="error (not warn) when every word is unknown")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     args = parser.parse_args(argv)
     from PIL import Image
 
     from .checkpoint import RunError
+    from .config import ConfigError
     from .data.errors import DataError
+    from .utils import device_from_arg
 
+    problem = check_image_out("--out", args.out) or check_image_out("--overlay", args.overlay)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if not Path(args.image).is_file():
         print(f"error: image file not found: {args.image}", file=sys.stderr)
         return 2
     try:
-        predictor = Predictor.from_run(args.run, args.checkpoint, args.device)
+        predictor = Predictor.from_run(args.run, args.checkpoint, device_from_arg(args.device))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnknownWordsWarning)
+            warnings.simplefilter("always", TruncatedExpressionWarning)
             r = predictor.predict(args.image, args.text, strict=args.strict)
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
-    except (RunError, DataError) as exc:
+    except (RunError, DataError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         Image.fromarray(overlay_mask(Predictor.load_image(args.image), r["mask"])).save(args.overlay)
     summary = {"mask": args.out, "overlay": args.overlay, "pixels": int(r["mask"].sum()),
                "fraction": float(r["mask"].mean()), "size": list(r["mask"].shape),
-               "unknown_words": r["unknown_words"], "checkpoint": str(predictor.checkpoint), "step": predictor.step}
+               "unknown_words": r["unknown_words"], "truncated_words": r["truncated_words"],
+               "checkpoint": str(predictor.checkpoint), "step": predictor.step}
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

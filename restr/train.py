@@ -35,12 +35,13 @@ import torch
 
 from .checkpoint import CONFIG_FILE, Checkpointer, RunError, TrainingError, read_run_config, rng_state
 from .config import Config, ConfigError
+from .data.errors import DataError
 from .data.groups import ExpressionGroups, GroupedSampler, collate_groups
 from .data.order import ResumableSampler, TrainBatches, loader_workers
 from .distributed import Dist, DistributedError, setup_distributed, shutdown_distributed
 from .evaluate import Inference, SegmentationEvaluator, spread_indices
 from .step import Diverged, TrainStep, build_train_step
-from .utils import cpu_threads
+from .utils import DiskFullError, cpu_threads
 
 # Testing hook: SIGKILL this process right after the given optimiser step (see tests).
 KILL_ENV = "RESTR_TEST_KILL_AT_STEP"
@@ -177,40 +178,121 @@ def diverged_error(exc: Diverged, ckpt: Checkpointer, steps_per_epoch: int) -> T
 # ----------------------------------------------------------------------------------------
 # the trainer
 
-def train(cfg: Config, out: str | os.PathLike, resume: bool = False, device: str = "auto", progress: bool = True,
-          dtype: torch.dtype = torch.float32, requested_hash: str | None = None) -> Path:
+RESUME_CHOICES = (False, True, "last", "best")
+
+
+def take_run_folder(ckpt: Checkpointer, d: Dist) -> None:
+    """The main process takes the run folder's lock (every rank learns whether it could)
+    and removes the leftovers of writes that kills interrupted."""
+    from .runlock import RunLocked
+
+    refused = None
+    if d.main:
+        try:
+            ckpt.lock.acquire(wait=False)
+            ckpt.clean_temporaries()
+        except RunLocked as exc:
+            refused = str(exc)
+    refused = d.gather(refused)[0]
+    if refused:
+        raise TrainingError(refused)
+
+
+def data_stats_hint(cfg: Config) -> str:
+    d = cfg.data
+    image_root = f" --image-root {d.image_root}" if d.image_root else ""
+    return (f"(every file of the data set is checked by: python -m restr data stats --root {d.root} --dataset "
+            f"{d.dataset} --split-by {d.split_by}{image_root})")
+
+
+def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, device: str = "auto", progress: bool = True,
+          dtype: torch.dtype = torch.float32, requested_hash: str | None = None, extend: bool = False) -> Path:
     """Train ``cfg`` into the run directory ``out`` (or resume it); return the run directory.
 
-    ``dtype=torch.float64`` trains in double precision (used by the tests to compare
-    runs exactly). Raises :class:`TrainingError` on a diverged loss or an unusable
-    run directory, :class:`ConfigError` on a bad value or a config that differs from
-    the run's.
+    ``resume``: False for a new run; True (or "last") continues from checkpoints/last.pt,
+    "best" from checkpoints/best.pt. A finished run resumes to nothing. ``extend``: the
+    run may be given more iterations than it had; its lr schedule becomes that of the new
+    length (a notice gives the lr before and after). ``dtype=torch.float64`` trains in
+    double precision (used by the tests to compare runs exactly). Only one process at a
+    time trains in ``out`` (:mod:`restr.runlock`).
+
+    Raises :class:`TrainingError` on a diverged loss, a full disk, a run folder held by
+    another process or one that does not fit the command; :class:`ConfigError` on a bad
+    value or a config that differs from the run's; :class:`RunError` on a corrupt checkpoint.
     """
-    from .model import build_model
+    from .data.fingerprint import data_fingerprint
 
     d = setup_distributed(device)
     cfg.train.validate(world=d.world)  # every value checked before anything touches the disk
-    requested_hash = requested_hash or cfg.hash()
+    if resume not in RESUME_CHOICES:
+        raise ConfigError(f"resume = {resume!r}: choose False, True, 'last' or 'best'")
+    if extend and not resume:
+        raise ConfigError("--extend lengthens an existing run: use it with --resume")
     ckpt = Checkpointer(out, main=d.main)
-    vocab, state = ckpt.open(cfg, resume)  # the run's vocabulary and last checkpoint when resuming
-    d.barrier()  # every rank has looked at the run directory before rank 0 writes into it
+    take_run_folder(ckpt, d)
+    try:
+        vocab, state = ckpt.open(cfg, resume, extend, data_fingerprint(cfg.data))
+        iterations = cfg.train.iterations
+        if state is not None and state.get("finished") and int(state["step"]) == iterations:
+            if d.main:
+                print(f"{ckpt.run_dir} is finished (step {iterations} of {iterations}); nothing to do",
+                      file=sys.stderr)
+            return ckpt.run_dir
+        if d.main and resume:
+            where = (f"from {ckpt.source} (step {state['step']} of {iterations})" if state is not None
+                     else "it saved no checkpoint yet: starting from step 0")
+            print(f"resuming {ckpt.run_dir} {where}", file=sys.stderr)
+            if ckpt.extended_from is not None:
+                print(ckpt.extension_note(cfg, state), file=sys.stderr)
+        d.barrier()  # every rank has looked at the run directory before rank 0 writes into it
+        return run_training(cfg, ckpt, d, (vocab, state), requested_hash or cfg.hash(), progress, dtype)
+    finally:
+        ckpt.lock.release()
+
+
+def run_training(cfg: Config, ckpt: Checkpointer, d: Dist, opened: tuple, requested_hash: str, progress: bool,
+                 dtype: torch.dtype) -> Path:
+    """Build everything, then write the run's files and train (the run folder is held)."""
+    from .model import build_model
+
+    vocab, state = opened
     train_set, val_set = build_datasets(cfg, vocab)
     cfg = cfg.override({"model.vocab_size": len(train_set.vocab)})
     t = cfg.train
-    ckpt.start(cfg, train_set.vocab, requested_hash, state)
-
     seed_everything(t.seed, t.deterministic)
     vectors = None if state is not None else word_vectors_for(cfg, train_set.vocab)
     model = build_model(cfg.model, vectors).to(d.device, dtype=dtype)
     step = build_train_step(model, t, d)  # fused AdamW, lr schedule, DDP under torchrun
     loop = ckpt.restore(state, step, d.rank)  # a new run starts at step 0
+    if ckpt.extended_from is not None:
+        schedule_at(step, loop.step)  # the new length's lr from the first step on
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     workers = loader_workers(cfg.data.num_workers, local_processes)
     set_cpu_threads(t.threads, workers, local_processes, d)
     batches = training_batches(train_set, t, d, workers, dtype)
+    started = False
+    try:  # the run's files are written only now: a config that cannot train never reaches the disk
+        ckpt.start(cfg, train_set.vocab, requested_hash, state)
+        started = True
+        train_loop(cfg, ckpt, d, step, loop, batches, val_set, progress)
+    except Diverged as exc:
+        raise diverged_error(exc, ckpt, batches.steps_per_epoch) from None
+    except DiskFullError as exc:
+        raise ckpt.disk_full_error(exc, loop.step if started else None) from None
+    except DataError as exc:  # an image or mask that cannot be read (from a loader worker, in one line)
+        raise type(exc)(f"{exc}\n{data_stats_hint(cfg)}") from None
+    return ckpt.run_dir
+
+
+def train_loop(cfg: Config, ckpt: Checkpointer, d: Dist, step: TrainStep, loop, batches: TrainBatches, val_set,
+               progress: bool) -> None:
+    """Optimiser steps from ``loop``'s position to ``train.iterations``, with the logs,
+    validations and checkpoints on the way, and the final ones."""
+    t = cfg.train
     micro = t.batch_size // (d.world * t.grad_accum)  # expressions per micro-batch
     val_cap = t.val_max_expressions if t.val_max_expressions and t.val_max_expressions > 0 else None
     val_indices = spread_indices(len(val_set), val_cap)[d.rank::d.world] if val_set is not None else []
+    final_validation = val_set is not None and loop.step < t.iterations  # else done before the checkpoint
 
     def validate_and_save_best() -> None:  # every rank validates its share; rank 0 writes
         result = validate(step.core, val_set, val_indices, t, d, micro)
@@ -224,7 +306,7 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool = False, device: str
 
     bar = progress_bar(progress and d.main, t.iterations, loop.step)
     images, t0 = 0, time.perf_counter()
-    model.train()
+    step.model.train()
     try:
         while loop.step < t.iterations:
             if loop.step_in_epoch >= batches.steps_per_epoch:
@@ -253,15 +335,20 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool = False, device: str
                     ckpt.save("last", loop, step, d.gather(rng_state()), cfg)
                 kill_if_asked(loop.step)
         step.check()
-        if val_set is not None:
+        if final_validation:
             validate_and_save_best()
         ckpt.save("last", loop, step, d.gather(rng_state()), cfg, finished=True)
         ckpt.metrics.write({"step": loop.step, "event": "finished"})
-    except Diverged as exc:
-        raise diverged_error(exc, ckpt, batches.steps_per_epoch) from None
     finally:
         bar.close()
-    return ckpt.run_dir
+
+
+def schedule_at(step: TrainStep, at: int) -> None:
+    """Set every group's lr to its schedule's value at optimiser step ``at`` (an extended run)."""
+    sched = step.scheduler
+    for group, base, fn in zip(step.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * fn(at)
+    sched._last_lr = [g["lr"] for g in step.optimizer.param_groups]
 
 
 # ----------------------------------------------------------------------------------------
@@ -284,7 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="global batch per optimiser step (train.batch_size)")
     parser.add_argument("--lr", type=float, help="shortcut for --set train.lr=X")
     parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint (a finished run: nothing to do); "
+                             "options not given keep the run's values")
+    parser.add_argument("--resume-from", choices=["last", "best"],
+                        help="continue from checkpoints/last.pt or checkpoints/best.pt (implies --resume)")
+    parser.add_argument("--extend", action="store_true",
+                        help="with --resume and more --iterations than the run had: train it for longer; the lr "
+                             "schedule becomes that of the new length (the lr before and after is printed)")
+    parser.add_argument("--wait", action="store_true",
+                        help="if another process holds the run folder, wait for it instead of stopping")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: each rank's GPU)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                         help="parameter dtype; float64 is for exact comparisons in tests")
@@ -292,9 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_train_args(args: argparse.Namespace) -> tuple[Config, bool]:
-    """(config, explicit): ``explicit`` is False when no config option was given at all."""
-    from .cli import config_from_args
+def config_from_train_args(args: argparse.Namespace) -> Config:
+    """The command's config: the preset (default paper) with the options given; when
+    resuming without --preset, the run's own config.json with the options given."""
+    from .cli import overrides_from_args
 
     extra: dict[str, Any] = {}
     for opt, key in (("data", "data.root"), ("dataset", "data.dataset"), ("split_by", "data.split_by"),
@@ -303,31 +400,33 @@ def config_from_train_args(args: argparse.Namespace) -> tuple[Config, bool]:
         v = getattr(args, opt)
         if v is not None:
             extra[key] = v
-    model_opts = [args.fusion, args.fusion_layers, args.shared, args.decoder, args.image_size, args.lang_mlp,
-                  args.head]
-    explicit = args.preset is not None or bool(extra) or bool(args.set) or any(v is not None for v in model_opts)
-    preset = args.preset or "paper"
-    ns = argparse.Namespace(**{**vars(args), "preset": preset})
-    cfg = config_from_args(ns)
-    return (cfg.override(extra) if extra else cfg), explicit
+    overrides = {**overrides_from_args(args), **extra}
+    if args.resume and args.preset is None and (Path(args.out) / CONFIG_FILE).is_file():
+        return read_run_config(args.out).override(overrides)
+    from .config import get_preset
+
+    return get_preset(args.preset or "paper").override(overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .data.errors import DataError
+    from .runlock import RunLock
 
+    args.resume = args.resume_from or args.resume
+    rank = int(os.environ.get("RANK", "0"))
+    lock = RunLock(args.out)
     try:
-        cfg, explicit = config_from_train_args(args)
-        if args.resume and not explicit and (Path(args.out) / CONFIG_FILE).is_file():
-            cfg = read_run_config(args.out)  # `--resume --out RUN` alone: the run's own config
-            cfg = cfg.override({})
+        cfg = config_from_train_args(args)
+        if args.wait and rank == 0:
+            cfg.train.validate()
+            lock.acquire(wait=True)  # train() takes it again (re-entrant)
         train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress,
-              dtype=torch.float64 if args.dtype == "float64" else torch.float32)
+              dtype=torch.float64 if args.dtype == "float64" else torch.float32, extend=args.extend)
     except (ConfigError, TrainingError, DistributedError, RunError, DataError) as exc:
-        rank = int(os.environ.get("RANK", "0"))
         if rank == 0:
             print(f"error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, (TrainingError, DistributedError)) else 2
     finally:
+        lock.release()
         shutdown_distributed()
     return 0

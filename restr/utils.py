@@ -1,15 +1,21 @@
 """Small helpers shared by the trainer, the evaluator, the data writers and the CLI.
 
 - atomic writes: a file is either its old or its new content, never half of either,
-  whatever kills the process (temporary file in the same folder, fsync, rename);
+  whatever kills the process (temporary file in the same folder, fsync, rename); a full
+  disk raises :class:`DiskFullError` (the path, the bytes needed, the bytes free) and
+  leaves no temporary file behind;
 - JSON lines: the metrics log of a run (one object per line);
 - mask overlays on RGB images (prediction files and the command line);
-- the autocast dtype for a device and a ``train.amp`` setting.
+- the autocast dtype for a device and a ``train.amp`` setting; the ``--device`` option;
+- sizes for people (``human_size``) and JSON without NaN (``finite_json``).
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -23,6 +29,36 @@ AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 
 # ----------------------------------------------------------------------------------------
 # atomic writes
+
+def human_size(n: float) -> str:
+    """``1536`` -> ``"1.5 kB"`` (powers of 1024)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+class DiskFullError(OSError):
+    """A write that found no space left: ``path``, ``needed`` and ``free`` bytes."""
+
+    def __init__(self, path: str | os.PathLike, needed: int, free: int | None):
+        self.path, self.needed, self.free = Path(path), int(needed), free
+        room = f", {human_size(free)} free" if free is not None else ""
+        super().__init__(errno.ENOSPC, f"no space left on the device to write {self.path} "
+                                       f"({human_size(needed)} needed{room})")
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: temporary file, flush, fsync, rename.
@@ -42,11 +78,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
             if durable:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if _is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(path, len(data), _free_bytes(path.parent)) from None
         raise
 
 
@@ -58,10 +96,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 # JSON lines
 
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
-    """Append one JSON object as a line and flush it."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
+    """Append one JSON object as a line and flush it (:class:`DiskFullError` if there is no room)."""
+    line = json.dumps(row) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise DiskFullError(path, len(line.encode()), _free_bytes(Path(path).parent)) from None
+        raise
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -160,6 +204,40 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         notice_once("this CPU has no native bf16 instructions: computing in fp32 instead (train.amp = bf16)")
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def device_from_arg(name: str) -> torch.device:
+    """The ``--device`` option (auto | cpu | cuda | cuda:N) as a usable device; a
+    :class:`restr.config.ConfigError` saying why not otherwise."""
+    from .config import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {name}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                              f"use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {name}: not supported here (use auto, cpu, cuda or cuda:N)")
+    return dev
+
+
+def finite_json(obj):
+    """``obj`` with every NaN or infinite float replaced by None: standard JSON (RFC 8259
+    has no NaN), e.g. for the metrics of an empty evaluation."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
 
 
 def cpu_threads(loader_workers: int, processes: int = 1) -> int:

@@ -12,7 +12,8 @@ import pytest
 import restr.train
 from restr.config import get_preset
 from restr.experiments import RunMissing, get_run, run_dir_for, run_status
-from restr.train import KILL_ENV, read_metrics
+from restr.checkpoint import read_metrics
+from restr.train import KILL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,9 @@ def train_calls(monkeypatch):
 def test_missing_run_is_reported_or_trained(data_root, tmp_path, train_calls):
     cfg = smoke_cfg(data_root)
     expected = run_dir_for(cfg, tmp_path)
-    assert expected == tmp_path / f"smoke-{cfg.hash()}"
+    from restr.data.fingerprint import data_fingerprint, short
+
+    assert expected == tmp_path / f"smoke-{cfg.hash()}-{short(data_fingerprint(cfg.data))}"
     assert run_status(expected) == {"exists": False, "finished": False, "step": 0, "iterations": None}
     with pytest.raises(RunMissing, match="missing"):
         get_run(cfg, tmp_path, train_if_missing=False)

@@ -50,7 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "synth":
-            from .synth import generate
+            from .synth import argument_problem, generate
+
+            problem = argument_problem(num_images=args.num_images, expressions_per_object=args.expressions,
+                                       jpeg_quality=args.quality, workers=args.workers, scale=args.scale)
+            if problem:
+                name, value, why = problem
+                option = {"expressions_per_object": "expressions", "jpeg_quality": "quality"}.get(name, name)
+                shown = f"{value:g}" if isinstance(value, float) else value
+                raise DataError(f"--{option.replace('_', '-')} {shown}: {why}")
 
             summary = generate(args.out, seed=args.seed, num_images=args.num_images,
                                expressions_per_object=args.expressions, jpeg_quality=args.quality,

@@ -31,9 +31,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
-
 from .errors import DataError, EmptyExpressionError
+from .images import read_image
 from .transforms import augment as _augment
 from .transforms import letterbox, letterbox_mask, normalize
 from .vocab import Vocabulary, tokenize
@@ -47,6 +46,7 @@ __all__ = [
     "default_image_root",
     "image_file_of_ref",
     "read_image",
+    "load_refs",
     "decode_segmentation",
     "mask_form",
     "ReferData",
@@ -153,38 +153,7 @@ def image_file_of_ref(file_name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------
-# images and masks
-
-def read_image(path: str | os.PathLike, expect_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file fully to H x W x 3 uint8 RGB (grey, RGBA, CMYK, palette alike).
-
-    Raises :class:`DataError` naming the file if it is missing, corrupt or truncated, or
-    if its size differs from ``expect_hw`` (the size instances.json records).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image file not found: {path}")
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone relaxed PIL globally; we still want errors
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("P", "PA") and "transparency" in im.info:
-                im = im.convert("RGBA")
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                arr = np.asarray(im, dtype=np.float64)
-                hi = 65535.0 if arr.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8))
-            rgb = np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from None
-    if expect_hw is not None and tuple(rgb.shape[:2]) != tuple(expect_hw):
-        raise DataError(
-            f"image {path} is {rgb.shape[0]}x{rgb.shape[1]} (h x w) but instances.json says "
-            f"{expect_hw[0]}x{expect_hw[1]}"
-        )
-    return np.ascontiguousarray(rgb)
-
+# masks (images are read by .images.read_image: the one loading path, EXIF orientation applied)
 
 def _rle_string_total(counts: bytes) -> int:
     """Sum of the run lengths of a compressed COCO RLE string (its own decoder, for checks)."""
@@ -315,6 +284,22 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "segment
 # ----------------------------------------------------------------------------------------
 # the files of one dataset/split_by
 
+def load_refs(path: str | os.PathLike) -> list[dict]:
+    """The list of ref dicts pickled in a ``refs(<split_by>).p`` file (Python 2 pickles too)."""
+    try:
+        with open(path, "rb") as fh:
+            try:
+                refs = pickle.load(fh)
+            except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+                fh.seek(0)
+                refs = pickle.load(fh, encoding="latin1")
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
+        raise DataError(f"{path}: expected a pickled list of ref dicts")
+    return refs
+
+
 _REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
 
 
@@ -351,18 +336,7 @@ class ReferData:
             raise DataError("\n".join(errors))
 
     def _load_refs(self) -> list[dict]:
-        try:
-            with open(self.refs_path, "rb") as fh:
-                try:
-                    refs = pickle.load(fh)
-                except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
-                    fh.seek(0)
-                    refs = pickle.load(fh, encoding="latin1")
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise DataError(f"cannot read {self.refs_path}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
-            raise DataError(f"{self.refs_path}: expected a pickled list of ref dicts")
-        return refs
+        return load_refs(self.refs_path)
 
     def _load_instances(self) -> tuple[dict[int, dict], dict[int, dict], dict[int, dict]]:
         try:

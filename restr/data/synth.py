@@ -198,12 +198,14 @@ def _sentences(expressions: list[dict], first_id: int) -> list[dict]:
 
 
 def write(refer: ReferSet, layout: Layout) -> None:
-    """Stage 3: the three files, each written atomically (the images are already on disk)."""
+    """Stage 3: the three files, each written atomically (the images are already on disk).
+    The refs file comes last: its presence marks a complete data set (:func:`generate`
+    deletes it first, so a generation killed half-way never looks complete)."""
     atomic_write_bytes(layout.instances_file, _compact_json(refer.instances))
+    atomic_write_bytes(layout.scenes_file, _compact_json(refer.scenes))
     # through JSON first: pickle's memo depends on object identity (which differs when
     # records come from worker processes); JSON-decoded objects make the bytes canonical
     atomic_write_bytes(layout.refs_file, pickle.dumps(json.loads(json.dumps(refer.refs)), protocol=4))
-    atomic_write_bytes(layout.scenes_file, _compact_json(refer.scenes))
 
 
 def _compact_json(obj: Any) -> bytes:
@@ -256,14 +258,18 @@ def generate(
     ``scale`` enlarges every canvas (scale 5 gives 480-640 pixel sides, about the size
     of COCO's images, for timing the data pipeline at the paper's resolution).
     """
-    if not SCALES[0] <= float(scale) <= SCALES[1]:
-        raise DataError(f"scale {scale}: choose a value from {SCALES[0]:g} to {SCALES[1]:g} "
-                        f"(1 gives images of 96-128 pixels a side)")
+    problem = argument_problem(num_images=num_images, expressions_per_object=expressions_per_object,
+                               jpeg_quality=jpeg_quality, workers=workers, scale=scale)
+    if problem:
+        name, value, why = problem
+        raise DataError(f"{name} {value!r}: {why}")
     t0 = time.perf_counter()
     layout = Layout.under(out)
     layout.image_dir.mkdir(parents=True, exist_ok=True)
-    for old in layout.image_dir.glob("synthref_*.jpg"):
-        old.unlink()
+    layout.refs_file.unlink(missing_ok=True)  # written again last: until then the data set is incomplete
+    for old in [*layout.image_dir.glob("synthref_*.jpg"), *layout.image_dir.glob(".*.tmp"),
+                *layout.refs_file.parent.glob(".*.tmp")]:  # the last ones: writes a kill interrupted
+        old.unlink(missing_ok=True)
     splits = split_plan(int(num_images))
     jobs = [ImageJob(seed, i, i + 1, kind, str(layout.image_dir), int(expressions_per_object), int(jpeg_quality),
                      float(scale)) for i, kind in enumerate(scene_kinds(splits, seed))]
@@ -273,6 +279,25 @@ def generate(
     write(refer, layout)
     summary = summarise(refer.refs, splits)
     return {**layout.paths(), "seed": seed, **summary, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def argument_problem(**args: Any) -> tuple[str, Any, str] | None:
+    """The first of :func:`generate`'s arguments that cannot be used, as (name, value, why)."""
+    rules = {
+        "num_images": (lambda v: v >= len(SPLIT_FRACTIONS), f"must be >= {len(SPLIT_FRACTIONS)} (one image per split)"),
+        "expressions_per_object": (lambda v: v >= 1, "must be >= 1"),
+        "jpeg_quality": (lambda v: 1 <= v <= 100, "must be from 1 to 100"),
+        "workers": (lambda v: v is None or v >= 0, "must be >= 0 (0 or 1: no worker processes)"),
+        "scale": (lambda v: SCALES[0] <= v <= SCALES[1],
+                  f"choose a value from {SCALES[0]:g} to {SCALES[1]:g} (1 gives images of 96-128 pixels a side)"),
+    }
+    for name, value in args.items():
+        ok, why = rules[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return name, value, "must be a number"
+        if not ok(value):
+            return name, value, why
+    return None
 
 
 def load_scenes(root: str | os.PathLike) -> dict:
