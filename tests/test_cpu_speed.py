@@ -154,3 +154,19 @@ def test_cpu_threads_leave_room_for_the_loader_and_for_others(monkeypatch):
     assert cpu_threads(1) == 8  # half the cores: the rest for the loader and whatever else runs
     assert cpu_threads(12) == 4  # the cores the loader workers leave
     assert cpu_threads(1, processes=4) == 2  # 4 processes share 16 cores
+
+
+def test_the_decoder_computes_linear_after_upsampling_as_the_paper_draws_it():
+    """The decoder runs each block's linear layer before the upsampling (cheaper); with
+    bias-free per-pixel linears the result is the block as drawn, upsample then linear."""
+    import torch.nn.functional as F
+
+    cfg = get_preset("tiny").model
+    decoder = build_model(cfg).decoder.double()
+    x = torch.randn(2, 2 * cfg.dim, 4, 5, dtype=torch.float64)
+    ref = x
+    for linear in decoder.blocks:
+        ref = F.interpolate(ref, scale_factor=2, mode="bilinear", align_corners=True)
+        ref = decoder.act(linear(ref.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+    ref = decoder.out(ref.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(decoder(x), ref, rtol=1e-12, atol=1e-12)

@@ -54,10 +54,18 @@ class CoarseToFineDecoder(nn.Module):
         self.out = nn.Linear(d >> (cfg.decoder_blocks - 1), 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, C=2D, h, w) -> pixel logits (B, 1, h * 2^K, w * 2^K)."""
+        """x (B, C=2D, h, w) -> pixel logits (B, 1, h * 2^K, w * 2^K).
+
+        Each block computes act(linear(upsample(x))). The linear layers are bias-free and
+        act on each pixel's channels, and bilinear upsampling mixes pixels channel by
+        channel, so the two commute: linear(upsample(x)) == upsample(linear(x)). The
+        linear layer therefore runs at the lower resolution, on a quarter of the pixels,
+        and the upsampling moves half the channels: the same function (equal in float64
+        up to rounding, tested), about 3x faster on a CPU.
+        """
         x = x.contiguous(memory_format=torch.channels_last)
         for linear in self.blocks:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
             # a channels-last (B, C, H, W) tensor is a contiguous (B, H, W, C) one
-            x = self.act(linear(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+            x = linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            x = self.act(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
         return self.out(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
