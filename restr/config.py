@@ -39,8 +39,9 @@ class ModelConfig:
     vit_depth: int = 12
     vit_heads: int = 12
     vit_mlp_ratio: float = 4.0
-    # None: random init; "timm": timm's hub (needs internet); otherwise a local file path
-    # (.safetensors, .pth/.pt/.bin, .npz) whose position embeddings are resized to the grid.
+    # None: random init; "timm": timm's hub (needs internet); "pretrain": pretrained on the
+    # run's own training images by the trainer (restr.pretrain, cached); otherwise a local
+    # file (.safetensors, .pth/.pt/.bin, .npz) whose position embeddings fit the grid.
     vit_weights: str | None = None
     # --- language encoder --------------------------------------------------------------
     vocab_size: int = 12112  # replaced by the data's vocabulary; 12,112 = release's G-Ref vocab

@@ -42,9 +42,9 @@ from .config import ConfigError, ModelConfig
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    epochs: int = 20
+    epochs: int = 40
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 0.05
     warmup: float = 0.05
     amp: str = "bf16"

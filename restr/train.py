@@ -43,6 +43,7 @@ from .evaluate import Inference, SegmentationEvaluator, spread_indices
 from .step import Diverged, TrainStep, build_train_step
 from .utils import DiskFullError, cpu_threads
 
+PRETRAIN = "pretrain"  # model.vit_weights: the ViT pretrained on the run's own training images
 # Testing hook: SIGKILL this process right after the given optimiser step (see tests).
 KILL_ENV = "RESTR_TEST_KILL_AT_STEP"
 
@@ -99,6 +100,24 @@ def set_cpu_threads(threads: int, workers: int, processes: int, d: Dist) -> None
     if d.device.type != "cpu" or (threads == 0 and "OMP_NUM_THREADS" in os.environ):
         return
     torch.set_num_threads(threads or cpu_threads(workers, processes))
+
+
+def vit_weights_for(cfg: Config, state: dict | None, d: Dist):
+    """The model config to build, with ``model.vit_weights = "pretrain"`` resolved to the
+    ViT pretrained on this data set's training images (:mod:`restr.pretrain`; made once,
+    by the main process, and cached). A resumed run takes its weights from the checkpoint."""
+    if cfg.model.vit_weights != PRETRAIN:
+        return cfg.model
+    if state is not None:
+        return cfg.override({"model.vit_weights": None}).model
+    from .pretrain import ensure_pretrained
+
+    data = cfg.data
+    if d.main:
+        ensure_pretrained(cfg.model, data.root, data.dataset, data.split_by)
+    d.barrier()
+    path = ensure_pretrained(cfg.model, data.root, data.dataset, data.split_by)
+    return cfg.override({"model.vit_weights": str(path)}).model
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -261,7 +280,7 @@ def run_training(cfg: Config, ckpt: Checkpointer, d: Dist, opened: tuple, reques
     t = cfg.train
     seed_everything(t.seed, t.deterministic)
     vectors = None if state is not None else word_vectors_for(cfg, train_set.vocab)
-    model = build_model(cfg.model, vectors).to(d.device, dtype=dtype)
+    model = build_model(vit_weights_for(cfg, state, d), vectors).to(d.device, dtype=dtype)
     step = build_train_step(model, t, d)  # fused AdamW, lr schedule, DDP under torchrun
     loop = ckpt.restore(state, step, d.rank)  # a new run starts at step 0
     if ckpt.extended_from is not None:

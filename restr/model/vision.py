@@ -1,6 +1,7 @@
 """Vision encoder: a timm ViT returning patch tokens (class token dropped).
 
-Weights come from one of three places (``ModelConfig.vit_weights``):
+Weights come from one of three places (``ModelConfig.vit_weights``; the trainer also
+takes ``"pretrain"``, which it resolves to a local file, see :mod:`restr.pretrain`):
 
 * ``None``: random initialisation (timm's ViT init);
 * ``"timm"``: timm's hub, ``pretrained=True`` for ``ModelConfig.vit_name`` (needs internet);

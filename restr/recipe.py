@@ -1,0 +1,132 @@
+"""How the tiny model's training recipe was found: a sweep, each step one change.
+
+``python -m restr recipe sweep [--only NAME ...] [--expressions N] [--out FILE]``
+
+Each row of :data:`SWEEP` adds one change to the row before it, starting from the
+``tiny`` preset as it was before this work (16 expressions per step, each with its own
+image, fp32, a ViT trained from scratch). Every row trains on the same number of
+expressions (``--expressions``, 96,000 by default) on the default embedded data set, so
+what a row buys is read against the row above: its validation cumulative IoU on a fixed
+slice of 1,000 expressions, and its training time on this machine. The runs go through
+the run cache (``runs/``), so a sweep that is stopped resumes where it was.
+
+The result (``data/zoo/sweep.json`` by default) holds, per row, the change, the full
+config, the learning curve (validation cIoU against expressions seen and seconds of
+training) and the final metrics; the book's chapter on training reads it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, get_preset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    what: str  # the change, as the book's table says it
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# The tiny preset's training settings before this work (the starting row).
+BEFORE = {"train.batch_size": 16, "train.expressions_per_image": 1, "train.amp": "off", "train.lr": 1e-3,
+          "model.vit_weights": None, "train.warmup": 0.05}
+
+SWEEP: list[Change] = [
+    Change("before", "the tiny preset before this work: 16 expressions a step, each with its own image, fp32, "
+                     "a ViT from scratch, lr 1e-3", BEFORE),
+    Change("speed", "64 expressions a step in groups of 4 per image (one ViT pass per image), bf16 on the CPU; "
+                    "same lr", {"train.batch_size": 64, "train.expressions_per_image": 4, "train.amp": "bf16"}),
+    Change("pretrained ViT", "the ViT pretrained on the training images' category maps (restr.pretrain, 40 "
+                             "epochs)", {"model.vit_weights": "pretrain"}),
+    Change("lr 2e-3", "twice the learning rate", {"train.lr": 2e-3}),
+]
+
+
+def sweep_configs(data_root: str, expressions: int, val_every: int = 8) -> list[tuple[Change, Config]]:
+    """Each row's config: the tiny preset with the changes of every row up to it, trained
+    on ``expressions`` expressions, validated ``val_every`` times on 1,000 expressions."""
+    overrides: dict[str, Any] = {}
+    out = []
+    for change in SWEEP:
+        overrides.update(change.overrides)
+        batch = int(overrides.get("train.batch_size", 64))
+        steps = max(1, expressions // batch)
+        cfg = get_preset("tiny").override({
+            **overrides, "data.root": data_root, "train.iterations": steps,
+            "train.val_every": max(1, steps // val_every), "train.ckpt_every": max(1, steps // val_every),
+            "train.val_max_expressions": 1000})
+        out.append((change, cfg))
+    return out
+
+
+def curve(run_dir: Path) -> list[dict[str, float]]:
+    """The validation rows of a run: step, expressions seen, seconds of training, cIoU."""
+    from .checkpoint import read_metrics
+
+    rows = [r for r in read_metrics(run_dir) if r.get("split") == "val"]
+    return [{"step": r["step"], "expressions": r.get("expressions_seen"), "seconds": r.get("elapsed_s"),
+             "cum_iou": r["cum_iou"], "mean_iou": r["mean_iou"]} for r in rows]
+
+
+def run_sweep(data_root: str, expressions: int, runs_dir: str, only: list[str] | None = None) -> list[dict]:
+    from .experiments import get_run
+
+    rows = []
+    for change, cfg in sweep_configs(data_root, expressions):
+        if only and change.name not in only:
+            continue
+        print(f"recipe sweep: {change.name} ({cfg.train.iterations} steps)", file=sys.stderr)
+        t0 = time.perf_counter()
+        run = Path(get_run(cfg, runs_dir))
+        points = curve(run)
+        rows.append({"name": change.name, "what": change.what, "overrides": change.overrides,
+                     "config": cfg.to_dict(), "run": run.name, "curve": points,
+                     "final": points[-1] if points else None, "wall_s_this_call": time.perf_counter() - t0})
+    return rows
+
+
+def format_sweep(rows: list[dict]) -> str:
+    lines = [f"{'row':<16}{'val cIoU %':>11}{'train min':>10}  change"]
+    for r in rows:
+        f = r["final"] or {}
+        secs = f.get("seconds")
+        lines.append(f"{r['name']:<16}{100 * f.get('cum_iou', float('nan')):11.1f}"
+                     f"{(secs / 60 if secs else float('nan')):10.1f}  {r['what']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m restr recipe", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("sweep", help="train each row of the sweep (cached) and write the table")
+    s.add_argument("--data", default="data/synthref")
+    s.add_argument("--runs", default="runs")
+    s.add_argument("--expressions", type=int, default=96_000, help="training expressions per row")
+    s.add_argument("--only", nargs="*", help="rows to run (names as in restr.recipe.SWEEP)")
+    s.add_argument("--out", default=str(REPO / "data" / "zoo" / "sweep.json"))
+    args = parser.parse_args(argv)
+    try:
+        if args.only:
+            unknown = set(args.only) - {c.name for c in SWEEP}
+            if unknown:
+                raise ConfigError(f"unknown sweep rows {sorted(unknown)}; the rows are: "
+                                  f"{', '.join(c.name for c in SWEEP)}")
+        rows = run_sweep(args.data, args.expressions, args.runs, args.only)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .utils import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps({"expressions": args.expressions, "rows": rows}, indent=1) + "\n")
+    print(format_sweep(rows))
+    print(f"written to {args.out}")
+    return 0
