@@ -45,7 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
-from .utils import atomic_write_text, overlay_mask, resolve_amp
+from .utils import atomic_write_text, cpu_threads, overlay_mask, resolve_amp
 
 DEFAULT_BATCH = 64
 CSV_COLUMNS = ["control", "index", "ref_id", "sent_id", "ann_id", "image_id", "sentence", "original_sentence",
@@ -396,6 +396,8 @@ def evaluate_run(run_dir: str | Path, split: str = "val", *, swap_control: bool 
     workers = opts.num_workers
     if workers is None:  # leave a core to the model: on 2 CPU cores one loader worker is fastest
         workers = min(run.cfg.data.num_workers, max(1, (os.cpu_count() or 1) - 1))
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cpu_threads(workers))  # see restr.utils.cpu_threads
     inference = Inference(run.model, resolve_amp(run.cfg.train.amp, device), opts.batch_size, workers, progress)
     indices = spread_indices(len(dataset), opts.max_expressions) if opts.max_expressions else None
     saver = PredictionImages(save_images, dataset) if save_images else None
