@@ -131,3 +131,122 @@ def bootstrap_ci(intersections: np.ndarray, unions: np.ndarray, samples: int = 1
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     point = i.sum() / u.sum() if u.sum() > 0 else 1.0
     return float(point), float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------------------
+# per-expression numbers for the verdicts (restr.verdict, restr.claims)
+
+@torch.no_grad()
+def seed_attention_records(model: torch.nn.Module, batches: Iterable[dict], max_expressions: int | None = None):
+    """Table 3(a) per expression: a pandas DataFrame with one row per expression, its
+    word count, the words the seed can attend to (``attended_words``), the uniform visual
+    share ``uniform_a_v`` (%) of its attended tokens, and
+    per fusion layer ``k`` where the seed takes part the seed's attention (%) summed over
+    visual tokens (``a_v@f_k``), over words (``a_l@f_k``) and on itself (``seed@f_k``).
+
+    The uniform share counts the tokens the seed can attend to: the real words when the
+    model masks padding (``model.mask_padding``), all ``max_words`` positions otherwise (the
+    release's form, and the paper's 900 / (900 + 20 + 1) = 97.7 %)."""
+    import pandas as pd
+
+    model.eval()
+    masked = bool(getattr(getattr(model, "cfg", None), "mask_padding", True))
+    frames = []
+    n = 0
+    for batch in batches:
+        words = batch["words"]
+        out = model(batch["image"], words, return_attention=True)
+        lengths = (words != 0).sum(1)
+        attended = lengths.double() if masked else torch.full_like(lengths, words.shape[1]).double()
+        nv = out.seed_attention[0].num_visual
+        cols = {"words": lengths.numpy(), "attended_words": attended.numpy(),
+                "uniform_a_v": 100 * uniform_visual_share(nv, attended).numpy()}
+        for a in out.seed_attention:
+            cols[f"a_v@f_{a.layer}"] = 100 * a.visual.sum(1).double().numpy()
+            cols[f"a_l@f_{a.layer}"] = 100 * a.language.sum(1).double().numpy()
+            cols[f"seed@f_{a.layer}"] = 100 * a.seed.double().numpy()
+        frames.append(pd.DataFrame(cols))
+        n += len(words)
+        if max_expressions is not None and n >= max_expressions:
+            break
+    df = pd.concat(frames, ignore_index=True)
+    return df.iloc[:max_expressions] if max_expressions is not None else df
+
+
+def attention_layers(records) -> list[str]:
+    """The fusion layers (``f_1`` ...) of :func:`seed_attention_records`' columns, in order."""
+    return sorted((c.split("@", 1)[1] for c in records.columns if c.startswith("a_v@")), key=lambda s: int(s[2:]))
+
+
+class _PatchLevel(torch.nn.Module):
+    """A model whose pixel-level output is replaced by its patch map, bilinearly upsampled
+    to the input size: the prediction of Fig. 4(b), scored as a mask."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, words, image_index=None):
+        out = self.model(images, words, image_index)
+        upsampled = F.interpolate(out.patch_logits.float(), size=out.mask_logits.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+        return out._replace(mask_logits=upsampled)
+
+
+def expression_scores(run_dir, split: str = "val", max_expressions: int | None = None, level: str = "pixel",
+                      batch_size: int = 64):
+    """Every scored expression of ``split`` (``max_expressions`` of them spread evenly over
+    it, as :func:`restr.evaluate.evaluate_run` picks them) for a trained run, as a pandas
+    DataFrame: ids, sentence, length, bucket, intersection, union, iou. ``level``:
+    ``pixel`` (the model's prediction) or ``patch`` (its patch-level map upsampled, the
+    prediction without the decoder's refinement), both scored at the original resolution."""
+    import pandas as pd
+
+    from .checkpoint import load_run
+    from .evaluate import Inference, SegmentationEvaluator, spread_indices, split_dataset
+    from .utils import resolve_amp
+
+    if level not in ("pixel", "patch"):
+        raise ValueError(f"level must be pixel or patch, not {level!r}")
+    run = load_run(run_dir, "last", "cpu")
+    dataset = split_dataset(run, split)
+    model = run.model if level == "pixel" else _PatchLevel(run.model)
+    inference = Inference(model, resolve_amp(run.cfg.train.amp, torch.device("cpu")), batch_size, 0)
+    evaluator = SegmentationEvaluator(dataset.dataset, keep_records=True)
+    indices = spread_indices(len(dataset), max_expressions) if max_expressions else None
+    inference.run(dataset, evaluator, indices)
+    return pd.DataFrame(evaluator.records)
+
+
+def whole_image_scores(scores, data_root, dataset: str, split_by: str, image_root=None):
+    """The scores of predicting the whole image for the expressions of ``scores`` (a frame
+    of :func:`expression_scores`): intersection = the target's pixels, union = the image's.
+    The floor a model must beat to count as having learned (:mod:`restr.verdict`)."""
+    from .data.refer import ReferData
+
+    data = ReferData(data_root, dataset, split_by, image_root)
+    area = {a: int(data.load_mask(a).sum()) for a in sorted(set(int(x) for x in scores["ann_id"]))}
+    out = scores[["index", "ref_id", "sent_id", "ann_id", "image_id", "length", "bucket"]].copy()
+    out["intersection"] = [area[int(a)] for a in scores["ann_id"]]
+    out["union"] = [int(data.images[int(i)]["height"]) * int(data.images[int(i)]["width"]) for i in scores["image_id"]]
+    out["iou"] = out["intersection"] / out["union"]
+    return out
+
+
+def score_columns(scores, groups: Iterable[str] = (), group_column: str = "bucket") -> dict[str, np.ndarray]:
+    """Per-expression columns of a scores frame for :class:`restr.verdict.Resampler`:
+    ``intersection``, ``union``, ``iou``, ``hit@X`` (IoU >= X for Prec@X) and, for each
+    label of ``groups``, ``intersection|label`` and ``union|label`` (zero outside it)."""
+    from .metrics import PREC_THRESHOLDS
+
+    inter = scores["intersection"].to_numpy(np.float64)
+    union = scores["union"].to_numpy(np.float64)
+    iou = scores["iou"].to_numpy(np.float64)
+    cols = {"intersection": inter, "union": union, "iou": iou}
+    for x in PREC_THRESHOLDS:
+        cols[f"hit@{x}"] = (iou >= x).astype(np.float64)
+    for label in groups:
+        inside = (scores[group_column] == label).to_numpy()
+        cols[f"intersection|{label}"] = np.where(inside, inter, 0.0)
+        cols[f"union|{label}"] = np.where(inside, union, 0.0)
+    return cols
