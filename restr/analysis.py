@@ -1,6 +1,7 @@
 """Analyses the notebooks run: small, tested functions, so that cells hold only calls."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -250,3 +251,80 @@ def score_columns(scores, groups: Iterable[str] = (), group_column: str = "bucke
         cols[f"intersection|{label}"] = np.where(inside, inter, 0.0)
         cols[f"union|{label}"] = np.where(inside, union, 0.0)
     return cols
+
+
+def neighbour_similarity(pos_embed: torch.Tensor, grid: tuple[int, int]) -> tuple[float, float]:
+    """Mean cosine similarity of horizontally adjacent positions, and of all pairs."""
+    s = position_similarity(pos_embed, grid)
+    gh, gw = grid
+    adjacent = float(np.mean([s[y, x, y, x + 1] for y in range(gh) for x in range(gw - 1)]))
+    return adjacent, float(s.mean())
+
+
+def scores_summary(frames) -> dict[str, float]:
+    """The paper's metrics (%) of a model from its scores frames, averaged over seeds:
+    Prec@X, cumulative IoU (``IoU``) and mean IoU."""
+    from .metrics import PREC_THRESHOLDS
+
+    rows = [{**{f"prec@{x}": 100 * float((f["iou"] >= x).mean()) for x in PREC_THRESHOLDS},
+             "IoU": 100 * float(f["intersection"].sum() / f["union"].sum()), "mean IoU": 100 * float(f["iou"].mean())}
+            for f in frames]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def synthref_programs(data_root, sent_ids: Iterable[int], split_by: str = "unc"):
+    """What the embedded data's expressions say, from the programs the generator wrote
+    (``scenes.json``): per sentence id, how many clauses beyond attributes it holds (an
+    ordinal, each relation to a landmark, a region) and whether its attributes alone
+    would pick out its target (``attributes_suffice``: the clauses are then redundant)."""
+    import pandas as pd
+
+    from .data.refer import ReferData
+    from .data.synth import load_scenes, scene_shapes
+    from .data.synth_language import referents
+
+    wanted = {int(s) for s in sent_ids}
+    refs = {int(r["ref_id"]): r for r in ReferData(data_root, "synthref", split_by).refs}
+    rows = []
+    for scene in load_scenes(Path(data_root))["images"]:
+        shapes = scene_shapes(scene)
+        for t, obj in enumerate(scene["objects"]):
+            ref = refs.get(int(obj["ref_id"]))
+            if ref is None:
+                continue
+            for sent, program in zip(ref["sentences"], obj["programs"]):
+                if int(sent["sent_id"]) not in wanted:
+                    continue
+                alone = referents({"attrs": program.get("attrs", {})}, shapes, scene["width"], scene["height"])
+                rows.append({"sent_id": int(sent["sent_id"]),
+                             "clauses": int(bool(program.get("ordinal"))) + len(program.get("relations", []))
+                             + int(bool(program.get("region"))),
+                             "attributes_suffice": alone == [t]})
+    return pd.DataFrame(rows, columns=["sent_id", "clauses", "attributes_suffice"])
+
+
+def swap_control(run_dir, split: str = "val", max_expressions: int | None = None) -> dict[str, float]:
+    """The swap control of :mod:`restr.evaluate` (each expression replaced by one of another
+    object in the same image): cumulative IoU (%) with the swapped expressions and with the
+    original ones on the same expressions, and how many there were."""
+    from .checkpoint import load_run
+    from .evaluate import Inference, evaluate_swap_control, split_dataset
+    from .utils import resolve_amp
+
+    run = load_run(run_dir, "last", "cpu")
+    inference = Inference(run.model, resolve_amp(run.cfg.train.amp, torch.device("cpu")), 64, 0)
+    result, _ = evaluate_swap_control(inference, split_dataset(run, split), max_expressions)
+    return {"swapped": 100 * result["swapped"]["cum_iou"], "original": 100 * result["original_on_same_expressions"][
+        "cum_iou"], "expressions": result["expressions"], "skipped": result["skipped_single_ref_images"]}
+
+
+def training_seconds(log) -> float:
+    """About how long a run trained, from its ``metrics.jsonl`` (a pandas frame): the
+    timed windows of training rows (``elapsed_s`` restarts after each validation) plus
+    the validations' own time."""
+    if "elapsed_s" not in log:
+        return float("nan")
+    e = log["elapsed_s"].dropna().to_numpy(np.float64)
+    ends = [e[i] for i in range(len(e)) if i + 1 == len(e) or e[i + 1] < e[i]]
+    val = log["val_seconds"].dropna().sum() if "val_seconds" in log else 0.0
+    return float(sum(ends) + val)

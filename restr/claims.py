@@ -101,11 +101,14 @@ def paper_attention() -> dict[str, float]:
     a_v = float(np.mean([r["a_v"] for r in deep]))
     a_l = float(np.mean([r["a_l"] for r in deep]))
     uniform = 100 * uniform_visual_share(PAPER_NV, PAPER_NL)
-    return {"a_v_deep": a_v, "a_l_deep": a_l, "uniform_a_v": uniform, "excess": a_v - uniform,
-            "uniform_a_l": 100 * PAPER_NL / (PAPER_NV + PAPER_NL + 1),
-            # how much more one visual token gets than one word
-            "token_ratio": (a_v / PAPER_NV) / (a_l / PAPER_NL),
-            "a_v_first": paper.TABLE3A[0]["a_v"], "excess_first": paper.TABLE3A[0]["a_v"] - uniform}
+    out = {"a_v_deep": a_v, "a_l_deep": a_l, "uniform_a_v": uniform, "excess": a_v - uniform,
+           "uniform_a_l": 100 * PAPER_NL / (PAPER_NV + PAPER_NL + 1),
+           # how much more one visual token gets than one word
+           "token_ratio": (a_v / PAPER_NV) / (a_l / PAPER_NL),
+           "a_v_first": paper.TABLE3A[0]["a_v"], "excess_first": paper.TABLE3A[0]["a_v"] - uniform,
+           "nv": PAPER_NV, "nl": PAPER_NL, "tokens": PAPER_NV + PAPER_NL + 1}
+    out["a_l_over_uniform"] = out["a_l_deep"] / out["uniform_a_l"]  # the words' share, as a fraction of uniform
+    return out
 
 
 def attention_columns(records: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -161,7 +164,7 @@ def seed_attention(records: Frames, num_visual: int, vme_scores: Frames, baselin
     paper_text = (f"a_v {deep_paper} % in f_2-f_4 against a uniform "
                   f"{p['uniform_a_v']:.1f} %: {p['excess']:+.2f} points; a visual token gets {p['token_ratio']:.2f} x "
                   f"a word's attention")
-    verdict = judge(1, STATEMENTS[1], paper_text, ours, parts, learned(rs_val, {"VME": vme_scores}, baseline))
+    verdict = judge(1, STATEMENTS[1], paper_text, ours, parts, learned(rs_val, {"the VME model": vme_scores}, baseline))
     numbers = {"excess": e.point, "excess_lo": e.lo, "excess_hi": e.hi, "uniform": mean("uniform_a_v").point,
                "a_v_deep": mean("a_v_deep").point, "a_l_deep": mean("a_l_deep").point, "token_ratio": r.point,
                "token_ratio_lo": r.lo, "token_ratio_hi": r.hi, "seeds": len(records), "expressions": rs.n,
@@ -249,7 +252,7 @@ def decoder_gain(on: Frames, off: Frames, baseline: pd.DataFrame, samples: int =
     paper_text = (f"IoU {p_on['IoU'] - p_off['IoU']:+.2f} points; Prec@0.9 {p_off['prec@0.9']:.2f} -> "
                   f"{p_on['prec@0.9']:.2f} (relative gain {paper_rel[4]:+.2f}, at Prec@0.5 {paper_rel[0]:+.2f})")
     verdict = judge(3, STATEMENTS[3], paper_text, ours, parts,
-                    learned(rs, {"with the decoder": on, "without": off}, baseline))
+                    learned(rs, {"the model with the decoder": on, "the one without": off}, baseline))
     g = gain.estimate()
     numbers = {"gain": g.point, "gain_lo": g.lo, "gain_hi": g.hi, "iou_on": iou_on.point, "iou_off": iou_off.point,
                "prec9_on": prec["0.9"][0].point, "prec9_off": prec["0.9"][1].point, "hits9": hits,
@@ -279,10 +282,11 @@ def fusion_depth(scores: Mapping[int, Frames | None], baseline: pd.DataFrame, sa
     table = pd.DataFrame([_row(f"{k} layers", est[k], ref[k], len(scores[k])) for k in have])
     ours = "; ".join(f"{k} layers {est[k]}" for k in have) + f" ({_seeds(scores[4])}, {rs.n} expressions)"
     paper_text = "; ".join(f"{k} layers {ref[k]:.2f}" for k in (2, 4, 6))
-    verdict = judge(4, STATEMENTS[4], paper_text, ours, parts, learned(rs, {f"{k} layers": scores[k] for k in have},
-                                                                         baseline))
+    models = {f"the {k}-layer model": scores[k] for k in have}
+    verdict = judge(4, STATEMENTS[4], paper_text, ours, parts, learned(rs, models, baseline))
     numbers = {f"iou_{k}": est[k].point for k in have}
-    numbers.update({"four_minus_two": parts[0].ours.point, "expressions": rs.n})
+    numbers.update({"four_minus_two": parts[0].ours.point, "expressions": rs.n, "paper_four_minus_two": ref[4] - ref[2],
+                    "paper_six_minus_four": ref[6] - ref[4]})
     if 6 in iou:
         numbers["six_minus_four"] = (iou[6] - iou[4]).point
     return ClaimResult(verdict, table, numbers)
@@ -323,10 +327,13 @@ def length_trend(scores: Frames, baseline: pd.DataFrame, dataset: str, samples: 
             f"{drop.estimate().fmt(1, signed=True)} points (expressions per bucket {sizes}; {_seeds(scores)})")
     paper_text = (f"{ref_name} val: {' / '.join(f'{ref[k]:.2f}' for k in labels)} for {' / '.join(labels)} words: "
                   f"drop {ref[first] - ref[last]:+.2f} points")
-    verdict = judge(5, STATEMENTS[5], paper_text, ours, parts, learned(rs, {"main model": scores}, baseline),
+    verdict = judge(5, STATEMENTS[5], paper_text, ours, parts, learned(rs, {"the main model": scores}, baseline),
                     untestable)
     d = drop.estimate()
+    overall = _stat(rs, scores, cum_iou()).estimate()
     numbers = {"drop": d.point, "drop_lo": d.lo, "drop_hi": d.hi, "paper_drop": ref[first] - ref[last],
+               "iou": overall.point, "iou_lo": overall.lo, "iou_hi": overall.hi, "seeds": len(scores),
+               "expressions": rs.n,
                **{f"iou_{i}": r["IoU (ours)"].point for i, r in enumerate(rows)},
                **{f"size_{i}": r["expressions"] for i, r in enumerate(rows)}}
     return ClaimResult(verdict, table, numbers)
@@ -359,7 +366,35 @@ def patch_to_pixel(pixel: Frames, patch: Frames, baseline: pd.DataFrame, decoder
     if decoder is not None:
         ours += f"; decoder on - off, trained apart: {decoder.verdict.parts[0].ours.fmt(1, signed=True)}"
     paper_text = f"shown, not measured (Fig. 4); the decoder adds {paper_gain:.2f} IoU points at 4 layers (Table 4)"
-    verdict = judge(6, STATEMENTS[6], paper_text, ours, parts, learned(rs, {"main model": pixel}, baseline))
+    verdict = judge(6, STATEMENTS[6], paper_text, ours, parts, learned(rs, {"the main model": pixel}, baseline))
     numbers = {"pixel": pix.point, "patch": pat.point, "gain": gain.point, "gain_lo": gain.lo, "gain_hi": gain.hi,
                "paper_decoder_gain": paper_gain, "seeds": len(pixel), "expressions": rs.n}
     return ClaimResult(verdict, table, numbers)
+
+
+# ----------------------------------------------------------------------------------------
+# into the pages
+
+def glue_result(result: ClaimResult) -> None:
+    """Glue a claim's verdict for its chapter and the status page: ``claim<n>_statement``,
+    ``_paper``, ``_ours``, ``_verdict``, ``_why`` (text) and ``claim<n>_<number>``."""
+    from .glue import glue, glue_values
+
+    v = result.verdict
+    for name in ("statement", "paper", "ours", "why"):
+        glue(f"claim{v.claim}_{name}", getattr(v, name))
+    glue(f"claim{v.claim}_verdict", v.label)
+    glue_values(f"claim{v.claim}", result.numbers)
+
+
+def group_table(scores: Frames, column: str, labels: Sequence[Any], samples: int = 1000, seed: int = 0
+                ) -> pd.DataFrame:
+    """Cumulative IoU (%) with its interval per value of ``column`` of the scores frames
+    (the same expressions per seed), and how many expressions each value holds."""
+    rs = _resampler(list(scores), samples, seed)
+    keyed = [f.assign(**{column: f[column].astype(str)}) for f in scores]
+    rows = []
+    for label in labels:
+        est = rs.stat([score_columns(f, [str(label)], column) for f in keyed], cum_iou(str(label))).estimate()
+        rows.append({column: label, "expressions": int((keyed[0][column] == str(label)).sum()), "IoU": est})
+    return pd.DataFrame(rows)

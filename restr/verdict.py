@@ -256,18 +256,25 @@ def judge(claim: int, statement: str, paper: str, ours: str, parts: Sequence[Par
     (each model's cumulative IoU minus the whole-image baseline's) and, when our data
     cannot test the claim as the paper meant it, the reason (``untestable``)."""
     measured = all_of([p.label for p in parts])
-    reasons = [f"{p.what}: {p.label}" + (f" ({p.note})" if p.note else "") for p in parts]
+    reasons = [f"{p.what}" + (f" {p.ours.fmt(2, signed=True)}" if p.ours is not None else "") + f": {p.label}"
+               + (f" ({p.note})" if p.note else "") for p in parts]
     label = measured
     dead = [name for name, est in (learned or {}).items() if greater(est) != REPRODUCED]
     if dead:
         label = INCONCLUSIVE
-        reasons.insert(0, f"{', '.join(dead)} did not learn (not above the whole-image baseline): the comparison "
+        reasons.insert(0, f"{_names(dead)} did not learn (not above the whole-image baseline), so the comparison "
                           "is not read")
     if untestable:
         label = INCONCLUSIVE
         reasons.insert(0, f"not testable here as the paper meant it: {untestable}; the parts alone read "
                           f"'{measured}'")
     return Verdict(claim, statement, paper, ours, label, "; ".join(reasons), tuple(parts), measured)
+
+
+def _names(names: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def part(what: str, diff: Stat | Estimate, paper: float | None, rule: str = "greater", margin: float = 0.0,

@@ -81,3 +81,60 @@ def test_seed_attention_records(smoke_run, tmp_path):
         rec = analysis.seed_attention_records(run.model, loader, max_expressions=4)
     assert (rec.attended_words == cfg.model.max_words).all()
     assert np.allclose(rec.uniform_a_v, 100 * nv / (nv + cfg.model.max_words + 1))
+
+
+def test_scores_summary_and_training_seconds():
+    import pandas as pd
+
+    a = pd.DataFrame({"intersection": [1.0, 3.0], "union": [2.0, 4.0], "iou": [0.5, 0.75]})
+    b = pd.DataFrame({"intersection": [0.0, 4.0], "union": [2.0, 4.0], "iou": [0.0, 1.0]})
+    s = analysis.scores_summary([a, b])
+    assert s["IoU"] == pytest.approx((100 * 4 / 6 + 100 * 4 / 6) / 2)
+    assert s["mean IoU"] == pytest.approx((62.5 + 50) / 2)
+    assert s["prec@0.5"] == pytest.approx((100 + 50) / 2) and s["prec@0.9"] == pytest.approx((0 + 50) / 2)
+    # two timed windows (the second restarts after a validation) and the validation's own time
+    log = pd.DataFrame([{"step": 20, "elapsed_s": 10.0}, {"step": 40, "elapsed_s": 21.0},
+                        {"step": 40, "split": "val", "val_seconds": 3.0}, {"step": 60, "elapsed_s": 9.0},
+                        {"step": 80, "elapsed_s": 18.5}, {"step": 80, "event": "finished"}])
+    assert analysis.training_seconds(log) == pytest.approx(21.0 + 18.5 + 3.0)
+    assert np.isnan(analysis.training_seconds(pd.DataFrame([{"step": 1}])))
+
+
+def test_neighbour_similarity_of_a_smooth_and_a_random_embedding():
+    grid = (4, 5)
+    ys, xs = np.meshgrid(np.arange(4), np.arange(5), indexing="ij")
+    smooth = torch.tensor(np.stack([np.cos(xs / 3), np.sin(xs / 3), np.cos(ys / 3), np.sin(ys / 3)], -1),
+                          dtype=torch.float32).reshape(20, 4)
+    adjacent, all_pairs = analysis.neighbour_similarity(smooth, grid)
+    # horizontal neighbours differ in x only: cosine (cos(1/3) + 1) / 2
+    assert adjacent > all_pairs and adjacent == pytest.approx((np.cos(1 / 3) + 1) / 2, abs=1e-5)
+    rand_adjacent, rand_all = analysis.neighbour_similarity(torch.randn(20, 64, generator=torch.Generator()
+                                                                        .manual_seed(0)), grid)
+    assert abs(rand_adjacent) < 0.3
+
+
+def test_synthref_programs_count_clauses_and_tell_redundant_ones(smoke_run):
+    from restr.data.refer import ReferData
+    from restr.data.synth import load_scenes, scene_shapes
+    from restr.data.synth_language import referents
+
+    root = read_run_config(smoke_run).data.root
+    refs = [r for r in ReferData(root, "synthref", "unc").refs if r["split"] == "val"]
+    ids = [s["sent_id"] for r in refs for s in r["sentences"]]
+    table = analysis.synthref_programs(root, ids)
+    assert sorted(table.sent_id) == sorted(ids)
+    programs = {}
+    for scene in load_scenes(root)["images"]:
+        for t, obj in enumerate(scene["objects"]):
+            ref = next((r for r in refs if r["ref_id"] == obj["ref_id"]), None)
+            for sent, program in zip(ref["sentences"] if ref else [], obj["programs"]):
+                programs[sent["sent_id"]] = (program, scene, t)
+    for row in table.itertuples():
+        program, scene, t = programs[row.sent_id]
+        assert row.clauses == (1 if program.get("ordinal") else 0) + len(program.get("relations", [])) + (
+            1 if program.get("region") else 0)
+        # every program picks out its target; with its clauses dropped it may or may not
+        assert referents(program, scene_shapes(scene), scene["width"], scene["height"]) == [t]
+        if row.clauses == 0:
+            assert row.attributes_suffice
+    assert table.attributes_suffice.any() and (table.clauses > 0).any()

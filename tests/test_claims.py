@@ -160,3 +160,31 @@ def test_seed_attention_against_the_uniform_share():
     # a VME that has not learned: unread
     dead = claims.seed_attention([attention(95.0)], nv, seeds(0.0, spread=0.0), BASELINE, samples=300)
     assert dead.verdict.label == INCONCLUSIVE
+
+
+def test_group_table():
+    scores = [frame(0, by_bucket={"1-2": 0.7, "3": 0.6, "4-5": 0.5, "6-20": 0.4}, seed=s) for s in (0, 1)]
+    t = claims.group_table(scores, "bucket", BUCKETS, samples=200)
+    assert list(t.bucket) == BUCKETS and list(t.expressions) == [75] * 4
+    points = [e.point for e in t.IoU]
+    assert points == sorted(points, reverse=True) and points[0] == pytest.approx(70, abs=2)
+    assert all(e.lo < e.point < e.hi for e in t.IoU)
+
+
+def test_glue_values_are_plain(monkeypatch):
+    import myst_nb
+
+    from restr import glue
+
+    assert glue.plain(np.float64(0.5)) == 0.5 and type(glue.plain(np.float64(0.5))) is float
+    assert type(glue.plain(np.int64(3))) is int and glue.plain(True) == "True" and glue.plain("x") == "x"
+    assert np.isnan(glue.plain(float("inf")))
+    seen = []
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display=True: seen.append((key, value, display)))
+    r = claims.fusion_ranking({k: seeds(0.5) for k in ("CME", "VME", "IME", "CME†")}, BASELINE, samples=50)
+    claims.glue_result(r)
+    keys = {k for k, _, _ in seen}
+    assert {"claim2_statement", "claim2_paper", "claim2_ours", "claim2_verdict", "claim2_why",
+            "claim2_iou_cme"} <= keys
+    assert all(display is False for _, _, display in seen)
+    assert all(isinstance(v, (str, int, float)) for _, v, _ in seen)

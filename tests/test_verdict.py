@@ -51,6 +51,8 @@ def test_judge_combines_parts_then_the_learned_and_testable_rules():
     dead = judge(9, "a beats b", "1.5", "ours", good, learned={"a": est(5, 9), "b": est(-1, 3)})
     assert (dead.label, dead.measured) == (INCONCLUSIVE, REPRODUCED)
     assert dead.why.startswith("b did not learn")
+    two_dead = judge(9, "a beats b", "1.5", "ours", good, learned={"a": est(-1, 9), "b": est(-1, 3)})
+    assert two_dead.why.startswith("a and b did not learn") and "a - b +1.50 [+1.00, +2.00]: reproduced" in two_dead.why
     untestable = judge(9, "a beats b", "1.5", "ours", good, untestable="our data lack it")
     assert untestable.label == INCONCLUSIVE and untestable.measured == REPRODUCED
     assert "our data lack it" in untestable.why and "'reproduced'" in untestable.why
