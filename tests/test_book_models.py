@@ -1,8 +1,10 @@
 """restr.book_models: one list of the book's models, which the notebooks ask for by name."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,26 @@ def test_the_quick_book_fits_the_zoo_budget():
     assert rows[0] == {"model": "main", "overrides": "decoder=True, fusion=cme, fusion_layers=4", "iterations": 2400,
                        "seeds": "0 1", "answers": "main"}
 
+
+def model_requests_in(source: str) -> list[str]:
+    """The literal names passed to model_config / model_seeds in a notebook's code."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                "model_config", "model_seeds"):
+            names += [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return names
+
+
+def test_notebooks_ask_for_models_through_the_list_only():
+    known = {r.name for r in bm.requests(QUICK)}
+    asked = set()
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = json.loads(path.read_text())
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+        assert not re.search(r"\brun_config\(", code), f"{path.name} builds a training config itself"
+        names = model_requests_in(code)
+        assert set(names) <= known, f"{path.name} asks for {set(names) - known}"
+        asked |= set(names)
+    assert "main" in asked
