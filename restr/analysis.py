@@ -1,6 +1,7 @@
 """Analyses the notebooks run: small, tested functions, so that cells hold only calls."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -194,13 +195,21 @@ class _PatchLevel(torch.nn.Module):
         return out._replace(mask_logits=upsampled)
 
 
+SCORES_FORMAT = 1  # of the cached scores; bump it when scoring changes what it computes
+
+
 def expression_scores(run_dir, split: str = "val", max_expressions: int | None = None, level: str = "pixel",
-                      batch_size: int = 64):
+                      batch_size: int = 64, cache: bool = True):
     """Every scored expression of ``split`` (``max_expressions`` of them spread evenly over
     it, as :func:`restr.evaluate.evaluate_run` picks them) for a trained run, as a pandas
     DataFrame: ids, sentence, length, bucket, intersection, union, iou. ``level``:
     ``pixel`` (the model's prediction) or ``patch`` (its patch-level map upsampled, the
-    prediction without the decoder's refinement), both scored at the original resolution."""
+    prediction without the decoder's refinement), both scored at the original resolution.
+
+    With ``cache``, the scores are kept in ``<run>/scores/`` beside a stamp of what they
+    depend on (the final checkpoint's sha256, the metric protocol, :data:`SCORES_FORMAT`),
+    and read back while the stamp matches: chapters that score the same model share one
+    evaluation, and a rebuild of the book evaluates nothing twice."""
     import pandas as pd
 
     from .checkpoint import load_run
@@ -209,6 +218,13 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
 
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
+    path, stamp = _scores_cache(run_dir, split, max_expressions, level)
+    if cache and path.is_file() and path.with_suffix(".json").is_file():
+        try:
+            if json.loads(path.with_suffix(".json").read_text()) == stamp:
+                return pd.read_csv(path, dtype={"bucket": str, "sentence": str}, keep_default_na=False)
+        except (ValueError, OSError):
+            pass  # unreadable: score again
     run = load_run(run_dir, "last", "cpu")
     dataset = split_dataset(run, split)
     model = run.model if level == "pixel" else _PatchLevel(run.model)
@@ -216,7 +232,32 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     evaluator = SegmentationEvaluator(dataset.dataset, keep_records=True)
     indices = spread_indices(len(dataset), max_expressions) if max_expressions else None
     inference.run(dataset, evaluator, indices)
-    return pd.DataFrame(evaluator.records)
+    scores = pd.DataFrame(evaluator.records)
+    if cache:
+        from .utils import atomic_write_text
+
+        atomic_write_text(path, scores.to_csv(index=False))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(stamp) + "\n")
+    return scores
+
+
+def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) -> tuple[Path, dict]:
+    """Where :func:`expression_scores` caches a run's scores, and the stamp they must carry."""
+    import hashlib
+
+    from .checkpoint import checkpoint_path
+    from .metrics import PROTOCOL
+
+    ckpt = checkpoint_path(run_dir, "last")
+    digest = hashlib.sha256()
+    if ckpt.is_file():
+        with open(ckpt, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    stamp = {"format": SCORES_FORMAT, "checkpoint_sha256": digest.hexdigest(), "split": split, "level": level,
+             "max_expressions": max_expressions,
+             "protocol": hashlib.sha256(json.dumps(PROTOCOL, sort_keys=True).encode()).hexdigest()[:16]}
+    return Path(run_dir) / "scores" / f"{split}-{level}-{max_expressions or 'all'}.csv", stamp
 
 
 def whole_image_scores(scores, data_root, dataset: str, split_by: str, image_root=None):

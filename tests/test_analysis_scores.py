@@ -138,3 +138,34 @@ def test_synthref_programs_count_clauses_and_tell_redundant_ones(smoke_run):
         if row.clauses == 0:
             assert row.attributes_suffice
     assert table.attributes_suffice.any() and (table.clauses > 0).any()
+
+
+def test_scores_are_cached_while_the_checkpoint_stays_the_same(smoke_run, tmp_path, monkeypatch):
+    import shutil
+
+    from restr import evaluate
+    from restr.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    fresh = analysis.expression_scores(run, "val", max_expressions=7, level="patch")
+    assert (run / "scores" / "val-patch-7.csv").is_file() and (run / "scores" / "val-patch-7.json").is_file()
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(evaluate.Inference, "run", no_inference)
+    cached = analysis.expression_scores(run, "val", max_expressions=7, level="patch")
+    assert cached.to_dict("list") == fresh.to_dict("list")
+    with pytest.raises(AssertionError, match="scored again"):  # another subset is not in the cache
+        analysis.expression_scores(run, "val", max_expressions=6, level="patch")
+    with pytest.raises(AssertionError, match="scored again"):  # nor is it when the caller says so
+        analysis.expression_scores(run, "val", max_expressions=7, level="patch", cache=False)
+    # other weights under the same name: the stamp no longer matches
+    ckpt = run / "checkpoints" / "last.pt"
+    state = load_checkpoint(ckpt)
+    name = next(iter(state["model"]))
+    state["model"][name] = state["model"][name] + 1
+    save_checkpoint(ckpt, state)
+    with pytest.raises(AssertionError, match="scored again"):
+        analysis.expression_scores(run, "val", max_expressions=7, level="patch")
