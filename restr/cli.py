@@ -23,6 +23,7 @@ COMMANDS = {
     "pretrain": ("restr.pretrain", "pretrain a small ViT on a data set's own images (dense category maps)"),
     "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.book", "run every notebook with papermill and build the site"),
+    "models": ("restr.book_models", "the book's trained models: names, overrides, seeds (what the notebooks use)"),
 }
 ALIASES = {"profile": "cost"}  # the command's name before 0.2
 

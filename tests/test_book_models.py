@@ -109,3 +109,14 @@ def test_notebooks_ask_for_models_through_the_list_only():
         assert set(names) <= known, f"{path.name} asks for {set(names) - known}"
         asked |= set(names)
     assert "main" in asked
+
+
+def test_models_command_prints_the_list(capsys):
+    from restr.cli import main
+
+    assert main(["models", "--profile", "quick"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["model", "steps", "seeds"]
+    assert out[1].split()[:4] == ["main", "2400", "0", "1"]
+    assert out[-1].startswith("12 models, 18 trained runs (one per model and seed), about ")
+    assert len(out) == 1 + 12 + 1
