@@ -1,6 +1,8 @@
 """Analyses the notebooks run: small, tested functions, so that cells hold only calls."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -131,3 +133,239 @@ def bootstrap_ci(intersections: np.ndarray, unions: np.ndarray, samples: int = 1
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     point = i.sum() / u.sum() if u.sum() > 0 else 1.0
     return float(point), float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------------------
+# per-expression numbers for the verdicts (restr.verdict, restr.claims)
+
+@torch.no_grad()
+def seed_attention_records(model: torch.nn.Module, batches: Iterable[dict], max_expressions: int | None = None):
+    """Table 3(a) per expression: a pandas DataFrame with one row per expression, its
+    word count, the words the seed can attend to (``attended_words``), the uniform visual
+    share ``uniform_a_v`` (%) of its attended tokens, and
+    per fusion layer ``k`` where the seed takes part the seed's attention (%) summed over
+    visual tokens (``a_v@f_k``), over words (``a_l@f_k``) and on itself (``seed@f_k``).
+
+    The uniform share counts the tokens the seed can attend to: the real words when the
+    model masks padding (``model.mask_padding``), all ``max_words`` positions otherwise (the
+    release's form, and the paper's 900 / (900 + 20 + 1) = 97.7 %)."""
+    import pandas as pd
+
+    model.eval()
+    masked = bool(getattr(getattr(model, "cfg", None), "mask_padding", True))
+    frames = []
+    n = 0
+    for batch in batches:
+        words = batch["words"]
+        out = model(batch["image"], words, return_attention=True)
+        lengths = (words != 0).sum(1)
+        attended = lengths.double() if masked else torch.full_like(lengths, words.shape[1]).double()
+        nv = out.seed_attention[0].num_visual
+        cols = {"words": lengths.numpy(), "attended_words": attended.numpy(),
+                "uniform_a_v": 100 * uniform_visual_share(nv, attended).numpy()}
+        for a in out.seed_attention:
+            cols[f"a_v@f_{a.layer}"] = 100 * a.visual.sum(1).double().numpy()
+            cols[f"a_l@f_{a.layer}"] = 100 * a.language.sum(1).double().numpy()
+            cols[f"seed@f_{a.layer}"] = 100 * a.seed.double().numpy()
+        frames.append(pd.DataFrame(cols))
+        n += len(words)
+        if max_expressions is not None and n >= max_expressions:
+            break
+    df = pd.concat(frames, ignore_index=True)
+    return df.iloc[:max_expressions] if max_expressions is not None else df
+
+
+def attention_layers(records) -> list[str]:
+    """The fusion layers (``f_1`` ...) of :func:`seed_attention_records`' columns, in order."""
+    return sorted((c.split("@", 1)[1] for c in records.columns if c.startswith("a_v@")), key=lambda s: int(s[2:]))
+
+
+class _PatchLevel(torch.nn.Module):
+    """A model whose pixel-level output is replaced by its patch map, bilinearly upsampled
+    to the input size: the prediction of Fig. 4(b), scored as a mask."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, words, image_index=None):
+        out = self.model(images, words, image_index)
+        upsampled = F.interpolate(out.patch_logits.float(), size=out.mask_logits.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+        return out._replace(mask_logits=upsampled)
+
+
+SCORES_FORMAT = 1  # of the cached scores; bump it when scoring changes what it computes
+
+
+def expression_scores(run_dir, split: str = "val", max_expressions: int | None = None, level: str = "pixel",
+                      batch_size: int = 64, cache: bool = True):
+    """Every scored expression of ``split`` (``max_expressions`` of them spread evenly over
+    it, as :func:`restr.evaluate.evaluate_run` picks them) for a trained run, as a pandas
+    DataFrame: ids, sentence, length, bucket, intersection, union, iou. ``level``:
+    ``pixel`` (the model's prediction) or ``patch`` (its patch-level map upsampled, the
+    prediction without the decoder's refinement), both scored at the original resolution.
+
+    With ``cache``, the scores are kept in ``<run>/scores/`` beside a stamp of what they
+    depend on (the final checkpoint's sha256, the metric protocol, :data:`SCORES_FORMAT`),
+    and read back while the stamp matches: chapters that score the same model share one
+    evaluation, and a rebuild of the book evaluates nothing twice."""
+    import pandas as pd
+
+    from .checkpoint import load_run
+    from .evaluate import Inference, SegmentationEvaluator, spread_indices, split_dataset
+    from .utils import resolve_amp
+
+    if level not in ("pixel", "patch"):
+        raise ValueError(f"level must be pixel or patch, not {level!r}")
+    path, stamp = _scores_cache(run_dir, split, max_expressions, level)
+    if cache and path.is_file() and path.with_suffix(".json").is_file():
+        try:
+            if json.loads(path.with_suffix(".json").read_text()) == stamp:
+                return pd.read_csv(path, dtype={"bucket": str, "sentence": str}, keep_default_na=False)
+        except (ValueError, OSError):
+            pass  # unreadable: score again
+    run = load_run(run_dir, "last", "cpu")
+    dataset = split_dataset(run, split)
+    model = run.model if level == "pixel" else _PatchLevel(run.model)
+    inference = Inference(model, resolve_amp(run.cfg.train.amp, torch.device("cpu")), batch_size, 0)
+    evaluator = SegmentationEvaluator(dataset.dataset, keep_records=True)
+    indices = spread_indices(len(dataset), max_expressions) if max_expressions else None
+    inference.run(dataset, evaluator, indices)
+    scores = pd.DataFrame(evaluator.records)
+    if cache:
+        from .utils import atomic_write_text
+
+        atomic_write_text(path, scores.to_csv(index=False))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(stamp) + "\n")
+    return scores
+
+
+def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) -> tuple[Path, dict]:
+    """Where :func:`expression_scores` caches a run's scores, and the stamp they must carry."""
+    import hashlib
+
+    from .checkpoint import checkpoint_path
+    from .metrics import PROTOCOL
+
+    ckpt = checkpoint_path(run_dir, "last")
+    digest = hashlib.sha256()
+    if ckpt.is_file():
+        with open(ckpt, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    stamp = {"format": SCORES_FORMAT, "checkpoint_sha256": digest.hexdigest(), "split": split, "level": level,
+             "max_expressions": max_expressions,
+             "protocol": hashlib.sha256(json.dumps(PROTOCOL, sort_keys=True).encode()).hexdigest()[:16]}
+    return Path(run_dir) / "scores" / f"{split}-{level}-{max_expressions or 'all'}.csv", stamp
+
+
+def whole_image_scores(scores, data_root, dataset: str, split_by: str, image_root=None):
+    """The scores of predicting the whole image for the expressions of ``scores`` (a frame
+    of :func:`expression_scores`): intersection = the target's pixels, union = the image's.
+    The floor a model must beat to count as having learned (:mod:`restr.verdict`)."""
+    from .data.refer import ReferData
+
+    data = ReferData(data_root, dataset, split_by, image_root)
+    area = {a: int(data.load_mask(a).sum()) for a in sorted(set(int(x) for x in scores["ann_id"]))}
+    out = scores[["index", "ref_id", "sent_id", "ann_id", "image_id", "length", "bucket"]].copy()
+    out["intersection"] = [area[int(a)] for a in scores["ann_id"]]
+    out["union"] = [int(data.images[int(i)]["height"]) * int(data.images[int(i)]["width"]) for i in scores["image_id"]]
+    out["iou"] = out["intersection"] / out["union"]
+    return out
+
+
+def score_columns(scores, groups: Iterable[str] = (), group_column: str = "bucket") -> dict[str, np.ndarray]:
+    """Per-expression columns of a scores frame for :class:`restr.verdict.Resampler`:
+    ``intersection``, ``union``, ``iou``, ``hit@X`` (IoU >= X for Prec@X) and, for each
+    label of ``groups``, ``intersection|label`` and ``union|label`` (zero outside it)."""
+    from .metrics import PREC_THRESHOLDS
+
+    inter = scores["intersection"].to_numpy(np.float64)
+    union = scores["union"].to_numpy(np.float64)
+    iou = scores["iou"].to_numpy(np.float64)
+    cols = {"intersection": inter, "union": union, "iou": iou}
+    for x in PREC_THRESHOLDS:
+        cols[f"hit@{x}"] = (iou >= x).astype(np.float64)
+    for label in groups:
+        inside = (scores[group_column] == label).to_numpy()
+        cols[f"intersection|{label}"] = np.where(inside, inter, 0.0)
+        cols[f"union|{label}"] = np.where(inside, union, 0.0)
+    return cols
+
+
+def neighbour_similarity(pos_embed: torch.Tensor, grid: tuple[int, int]) -> tuple[float, float]:
+    """Mean cosine similarity of horizontally adjacent positions, and of all pairs."""
+    s = position_similarity(pos_embed, grid)
+    gh, gw = grid
+    adjacent = float(np.mean([s[y, x, y, x + 1] for y in range(gh) for x in range(gw - 1)]))
+    return adjacent, float(s.mean())
+
+
+def scores_summary(frames) -> dict[str, float]:
+    """The paper's metrics (%) of a model from its scores frames, averaged over seeds:
+    Prec@X, cumulative IoU (``IoU``) and mean IoU."""
+    from .metrics import PREC_THRESHOLDS
+
+    rows = [{**{f"prec@{x}": 100 * float((f["iou"] >= x).mean()) for x in PREC_THRESHOLDS},
+             "IoU": 100 * float(f["intersection"].sum() / f["union"].sum()), "mean IoU": 100 * float(f["iou"].mean())}
+            for f in frames]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def synthref_programs(data_root, sent_ids: Iterable[int], split_by: str = "unc"):
+    """What the embedded data's expressions say, from the programs the generator wrote
+    (``scenes.json``): per sentence id, how many clauses beyond attributes it holds (an
+    ordinal, each relation to a landmark, a region) and whether its attributes alone
+    would pick out its target (``attributes_suffice``: the clauses are then redundant)."""
+    import pandas as pd
+
+    from .data.refer import ReferData
+    from .data.synth import load_scenes, scene_shapes
+    from .data.synth_language import referents
+
+    wanted = {int(s) for s in sent_ids}
+    refs = {int(r["ref_id"]): r for r in ReferData(data_root, "synthref", split_by).refs}
+    rows = []
+    for scene in load_scenes(Path(data_root))["images"]:
+        shapes = scene_shapes(scene)
+        for t, obj in enumerate(scene["objects"]):
+            ref = refs.get(int(obj["ref_id"]))
+            if ref is None:
+                continue
+            for sent, program in zip(ref["sentences"], obj["programs"]):
+                if int(sent["sent_id"]) not in wanted:
+                    continue
+                alone = referents({"attrs": program.get("attrs", {})}, shapes, scene["width"], scene["height"])
+                rows.append({"sent_id": int(sent["sent_id"]),
+                             "clauses": int(bool(program.get("ordinal"))) + len(program.get("relations", []))
+                             + int(bool(program.get("region"))),
+                             "attributes_suffice": alone == [t]})
+    return pd.DataFrame(rows, columns=["sent_id", "clauses", "attributes_suffice"])
+
+
+def swap_control(run_dir, split: str = "val", max_expressions: int | None = None) -> dict[str, float]:
+    """The swap control of :mod:`restr.evaluate` (each expression replaced by one of another
+    object in the same image): cumulative IoU (%) with the swapped expressions and with the
+    original ones on the same expressions, and how many there were."""
+    from .checkpoint import load_run
+    from .evaluate import Inference, evaluate_swap_control, split_dataset
+    from .utils import resolve_amp
+
+    run = load_run(run_dir, "last", "cpu")
+    inference = Inference(run.model, resolve_amp(run.cfg.train.amp, torch.device("cpu")), 64, 0)
+    result, _ = evaluate_swap_control(inference, split_dataset(run, split), max_expressions)
+    return {"swapped": 100 * result["swapped"]["cum_iou"], "original": 100 * result["original_on_same_expressions"][
+        "cum_iou"], "expressions": result["expressions"], "skipped": result["skipped_single_ref_images"]}
+
+
+def training_seconds(log) -> float:
+    """About how long a run trained, from its ``metrics.jsonl`` (a pandas frame): the
+    timed windows of training rows (``elapsed_s`` restarts after each validation) plus
+    the validations' own time."""
+    if "elapsed_s" not in log:
+        return float("nan")
+    e = log["elapsed_s"].dropna().to_numpy(np.float64)
+    ends = [e[i] for i in range(len(e)) if i + 1 == len(e) or e[i + 1] < e[i]]
+    val = log["val_seconds"].dropna().sum() if "val_seconds" in log else 0.0
+    return float(sum(ends) + val)

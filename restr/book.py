@@ -254,7 +254,9 @@ def run_config(profile: BookProfile, data_root: str | Path, iterations: int | No
                **model: Any) -> Config:
     """The full config of one of the book's training runs: the profile's preset on its data,
     with ``model`` overrides (e.g. ``fusion="vme"``) and ``iterations`` (default: the
-    profile's main-run length); validation and checkpoints every quarter of the run."""
+    profile's main-run length); validation and checkpoints every quarter of the run.
+    Notebooks do not call it: they ask :func:`restr.book_models.model_config` for one of
+    the book's models by name, which calls it."""
     its = int(iterations or profile.iterations)
     cfg = get_preset(profile.preset)
     overrides: dict[str, Any] = {

@@ -24,6 +24,7 @@ COMMANDS = {
     "recipe": ("restr.recipe", "the sweep that found the tiny model's training recipe"),
     "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.book", "run every notebook with papermill and build the site"),
+    "models": ("restr.book_models", "the book's trained models: names, overrides, seeds (what the notebooks use)"),
 }
 ALIASES = {"profile": "cost"}  # the command's name before 0.2
 

@@ -4,7 +4,8 @@
   notebooks in place; the cell papermill injects (the batch run's parameters) is tagged
   ``remove-cell`` there, so the site shows each notebook's own ``parameters`` cell only.
 * :func:`build` writes the Sphinx configuration with ``jupyter-book config sphinx`` and
-  runs ``sphinx-build`` into ``<build>/html``.
+  runs ``sphinx-build`` into ``<build>/html``; a value glued into a page's prose that
+  cannot be found or formatted stops the build (:func:`glue_problems`).
 * This module is also the Sphinx extension ``restr.site`` (listed in ``_config.yml``):
   it copies the pinned MathJax of the PyPI package ``django-static-mathjax`` (MathJax's
   own ``es5`` distribution; Django is not needed) into the site's ``_static/mathjax``,
@@ -112,12 +113,20 @@ def stage(executed_dir: Path, stage_dir: Path) -> Path:
     return stage_dir
 
 
-def _run(cmd: list[str], log: Path, what: str) -> None:
+def _run(cmd: list[str], log: Path, what: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     with log.open("a") as f:
         f.write(f"$ {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}\n")
     if proc.returncode != 0:
         raise SiteError(f"{what} failed (exit {proc.returncode}); see {log}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def glue_problems(sphinx_output: str) -> list[str]:
+    """myst-nb's warnings about glued values (a key no notebook glued, a value that cannot
+    be formatted): Sphinx leaves such a value out of the page and carries on, but a page
+    whose numbers are pasted from the run must not lose one silently."""
+    return [line.strip() for line in sphinx_output.splitlines() if "[mystnb.glue" in line]
 
 
 def build(executed_dir: Path, build_root: Path) -> Path:
@@ -130,8 +139,12 @@ def build(executed_dir: Path, build_root: Path) -> Path:
     _run([str(jb) if jb.exists() else "jupyter-book", "config", "sphinx", str(src)], log, "jupyter-book config sphinx")
     if html.exists():
         shutil.rmtree(html)  # no page of an earlier build survives
-    _run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-d", str(build_root / "site-doctrees"), str(src),
-          str(html)], log, "sphinx-build")
+    proc = _run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-d", str(build_root / "site-doctrees"), str(src),
+                 str(html)], log, "sphinx-build")
+    problems = glue_problems(proc.stderr)
+    if problems:
+        raise SiteError(f"{len(problems)} glued value(s) missing from the site (see {log}):\n"
+                        + "\n".join(problems[:20]))
     if not (html / "index.html").exists():
         raise SiteError(f"the site build produced no index.html under {html}; see {log}")
     return html

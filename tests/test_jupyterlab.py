@@ -117,7 +117,8 @@ def predictions(book: Book) -> tuple[str, str, dict[str, bool]]:
     """The explorer's default expression (the first validation image's first one), an
     expression for another object of that image, and whether the model's mask and
     patch-level map differ between the two."""
-    from restr.book import book_profile, run_config
+    from restr.book import book_profile
+    from restr.book_models import model_config
     from restr.data import ReferDataset
     from restr.experiments import get_run
     from restr.predict import Predictor
@@ -126,7 +127,7 @@ def predictions(book: Book) -> tuple[str, str, dict[str, bool]]:
         return (book.folder / p).resolve()
 
     prof = book_profile(book.profile)
-    run = get_run(run_config(prof, book.data_root), here(book.runs_dir), train_if_missing=False)
+    run = get_run(model_config(prof, book.data_root, "main"), here(book.runs_dir), train_if_missing=False)
     val = ReferDataset(here(book.data_root), prof.dataset, prof.split_by, prof.eval_split)
     first = val.refs[0]
     other = next(r for r in val.refs if r["image_id"] == first["image_id"] and r["ann_id"] != first["ann_id"])

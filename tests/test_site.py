@@ -80,3 +80,13 @@ def test_book_serve_serves_the_built_site(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_missing_glued_value_is_a_problem():
+    out = ("/b/site-src/book/status.md:16: WARNING: No key 'x' found in glue data for this document. [mystnb.glue]\n"
+           "/b/site-src/book/status.md:17: WARNING: Glue reference 'y' not found in doc 'notebooks/02' "
+           "[mystnb.glue_ref]\n"
+           "/b/site-src/book/intro.md:3: WARNING: something else [myst.xref_missing]\n")
+    problems = site.glue_problems(out)
+    assert len(problems) == 2 and "'x'" in problems[0] and "'y'" in problems[1]
+    assert site.glue_problems("") == []

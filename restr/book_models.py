@@ -1,0 +1,205 @@
+"""The book's trained models, in one list: what the notebooks ask for is what the zoo trains.
+
+A notebook never builds a training config itself: it asks for a model by name and seed,
+``model_config(prof, data_root, "table3-vme", seed=s)``, and gets the exact
+:class:`restr.config.Config` that ``python -m restr zoo train`` trains for that name
+(:func:`book_models` lists them all). The names a notebook may ask for (*requests*):
+
+``main``
+    the book's main model: CME, 4 fusion layers, decoder on, the profile's main length
+    (chapters 1, 3, 4 and 5);
+``table3-vme``, ``table3-ime``, ``table3-cme``, ``table3-cme-dagger``
+    Table 3(b): the fusion variants with 4 fusion layers and *without* the decoder, as
+    the paper measured them (chapter 2);
+``table4-<L>L[-shared][-dec]``
+    Table 4's rows at the profile's depths (``profile.table4_layers``): ``L`` fusion
+    layers, weight sharing, decoder (chapter 3);
+``head-release``
+    chapter 3's head comparison: ``table4-4L-dec`` with the release's form of Eq. (9)-(10).
+
+Every model but ``main`` is trained for the profile's ``variant_iterations``.
+
+Seeds: the headline models (``main``, Table 3's four variants, the decoder on/off pair
+at 4 layers, ``table4-4L`` and ``table4-4L-dec``) are trained with every seed of
+``profile.seeds``; every other model with the first seed only.
+
+Identical configs are one model: requests whose configs are equal (``table4-4L`` *is*
+``table3-cme``; ``table4-4L-dec`` is ``main`` when the profile trains its variants as
+long as its main model) share one :class:`BookModel`, named after the first of them in
+the order above, with the union of their seeds.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .book import run_config
+from .config import BookProfile, Config
+from .paper import TABLE4
+
+TABLE3_VARIANTS = {  # Table 3(b)'s rows: request name -> model overrides (4 fusion layers, no decoder)
+    "VME": ("table3-vme", {"fusion": "vme"}),
+    "IME": ("table3-ime", {"fusion": "ime"}),
+    "CME": ("table3-cme", {"fusion": "cme"}),
+    "CME†": ("table3-cme-dagger", {"fusion": "cme", "shared": True}),
+}
+HEADLINE = ("main", "table3-vme", "table3-ime", "table3-cme", "table3-cme-dagger", "table4-4L", "table4-4L-dec")
+
+
+class UnknownModel(KeyError):
+    """A model name or seed that the book's list does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Request:
+    """One model as a notebook asks for it."""
+
+    name: str
+    model: tuple[tuple[str, Any], ...]  # model overrides, as sorted (field, value) pairs
+    main: bool  # trained for the profile's main length (else its variant length)
+    headline: bool  # trained with every seed of the profile
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.model)
+
+
+@dataclass(frozen=True)
+class BookModel:
+    """One trained model of the book (one config; one run per seed)."""
+
+    name: str
+    model: tuple[tuple[str, Any], ...]  # model overrides (those of its first request)
+    iterations: int
+    seeds: tuple[int, ...]
+    requests: tuple[str, ...]  # every request this model answers
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        return dict(self.model)
+
+    def config(self, profile: BookProfile, data_root: str | Path, seed: int | None = None) -> Config:
+        """The full training config of this model with ``seed`` (default: its first)."""
+        seed = self.seeds[0] if seed is None else seed
+        if seed not in self.seeds:
+            raise UnknownModel(f"model {self.name!r} of the {profile.name} book is trained with seeds "
+                               f"{list(self.seeds)}, not {seed}")
+        return run_config(profile, data_root, iterations=self.iterations, seed=seed, **self.overrides)
+
+
+def table4_name(layers: int, shared: bool, decoder: bool) -> str:
+    """The request name of one Table 4 row, e.g. ``table4-4L-shared-dec``."""
+    return f"table4-{layers}L{'-shared' if shared else ''}{'-dec' if decoder else ''}"
+
+
+def requests(profile: BookProfile) -> list[Request]:
+    """Every model the profile's notebooks ask for, in the book's order (see the module doc)."""
+    def req(name: str, main: bool = False, **model: Any) -> Request:
+        return Request(name, tuple(sorted(model.items())), main, name in HEADLINE)
+
+    out = [req("main", main=True, fusion="cme", fusion_layers=4, decoder=True)]
+    out += [req(name, fusion_layers=4, decoder=False, **kw) for name, kw in TABLE3_VARIANTS.values()]
+    for row in TABLE4:
+        if row["layers"] in profile.table4_layers:
+            out.append(req(table4_name(row["layers"], row["shared"], row["decoder"]), fusion="cme",
+                           fusion_layers=row["layers"], shared=row["shared"], decoder=row["decoder"]))
+    if 4 in profile.table4_layers:
+        out.append(req("head-release", fusion="cme", fusion_layers=4, decoder=True, head="release"))
+    return out
+
+
+def _identity(profile: BookProfile, r: Request) -> str:
+    """What makes two requests one model: the full config they produce (at seed 0)."""
+    cfg = run_config(profile, "data", iterations=profile.iterations if r.main else profile.variant_iterations,
+                     **r.overrides)
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def book_models(profile: BookProfile) -> list[BookModel]:
+    """The profile's trained models, each once (see the module doc), in the book's order."""
+    groups: dict[str, list[Request]] = {}
+    for r in requests(profile):
+        groups.setdefault(_identity(profile, r), []).append(r)
+    models = []
+    for rs in groups.values():
+        first = rs[0]
+        seeds = profile.seeds if any(r.headline for r in rs) else profile.seeds[:1]
+        models.append(BookModel(first.name, first.model,
+                                profile.iterations if first.main else profile.variant_iterations,
+                                tuple(seeds), tuple(r.name for r in rs)))
+    return models
+
+
+def find_model(profile: BookProfile, name: str) -> BookModel:
+    """The model that answers the request (or model name) ``name``."""
+    for m in book_models(profile):
+        if name in m.requests:
+            return m
+    names = [r.name for r in requests(profile)]
+    raise UnknownModel(f"the {profile.name} book has no model {name!r}; it asks for: {', '.join(names)}")
+
+
+def model_config(profile: BookProfile, data_root: str | Path, name: str, seed: int | None = None) -> Config:
+    """The exact training config of the book's model ``name`` with ``seed`` (default: the
+    model's first seed); the only way a notebook gets a config to train or load."""
+    return find_model(profile, name).config(profile, data_root, seed)
+
+
+def model_seeds(profile: BookProfile, name: str) -> tuple[int, ...]:
+    """The seeds the book trains model ``name`` with."""
+    return find_model(profile, name).seeds
+
+
+def runs_count(profile: BookProfile) -> int:
+    """How many trained runs the profile's book uses: one per model and seed."""
+    return sum(len(m.seeds) for m in book_models(profile))
+
+
+def describe(profile: BookProfile) -> list[dict[str, Any]]:
+    """One row per model: name, overrides, iterations, seeds, the requests it answers."""
+    return [{"model": m.name, "overrides": ", ".join(f"{k}={v}" for k, v in m.model), "iterations": m.iterations,
+             "seeds": " ".join(map(str, m.seeds)), "answers": ", ".join(m.requests)} for m in book_models(profile)]
+
+
+def weights_megabytes(profile: BookProfile, vocab_size: int, bytes_per_weight: int = 2) -> float:
+    """The weights of every run of the profile's book in MB (fp16 by default, as the zoo
+    stores them), for a vocabulary of ``vocab_size`` words (the embedded data's: 58)."""
+    import torch
+
+    from .model import build_model
+
+    total = 0
+    for m in book_models(profile):
+        model_cfg = m.config(profile, "data").override({"model.vocab_size": vocab_size}).model
+        with torch.device("meta"):
+            params = sum(p.numel() for p in build_model(model_cfg).parameters())
+        total += params * len(m.seeds)
+    return total * bytes_per_weight / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m restr models [--profile quick]``: the book's models as a table."""
+    import argparse
+
+    from .config import BOOK_PROFILES
+
+    parser = argparse.ArgumentParser(prog="python -m restr models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")
+    parser.add_argument("--vocab-size", type=int, default=58,
+                        help="vocabulary size for the weights' size (default: 58, the embedded data's)")
+    args = parser.parse_args(argv)
+    prof = BOOK_PROFILES[args.profile]
+    rows = describe(prof)
+    width = max(len(r["model"]) for r in rows)
+    print(f"{'model':<{width}}  {'steps':>7}  {'seeds':<6} overrides; answers")
+    for r in rows:
+        print(f"{r['model']:<{width}}  {r['iterations']:>7}  {r['seeds']:<6} {r['overrides']}; {r['answers']}")
+    size = weights_megabytes(prof, args.vocab_size)
+    print(f"{len(rows)} models, {runs_count(prof)} trained runs (one per model and seed), "
+          f"about {size:.0f} MB of fp16 weights")
+    return 0

@@ -1,0 +1,122 @@
+"""restr.book_models: one list of the book's models, which the notebooks ask for by name."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from restr import book, book_models as bm, paper
+from restr.config import BOOK_PROFILES
+
+REPO = Path(__file__).resolve().parent.parent
+QUICK, SMOKE, FULL = BOOK_PROFILES["quick"], BOOK_PROFILES["smoke"], BOOK_PROFILES["full"]
+
+
+def test_every_request_resolves_to_its_exact_config():
+    for prof in BOOK_PROFILES.values():
+        for r in bm.requests(prof):
+            cfg = bm.model_config(prof, "data/x", r.name)
+            iterations = prof.iterations if r.name == "main" else prof.variant_iterations
+            expected = book.run_config(prof, "data/x", iterations=iterations, seed=prof.seeds[0], **r.overrides)
+            assert cfg.to_dict() == expected.to_dict(), (prof.name, r.name)
+
+
+def test_table3_is_without_the_decoder_and_table4_follows_the_paper():
+    for name, fusion, shared in (("table3-vme", "vme", False), ("table3-ime", "ime", False),
+                                 ("table3-cme", "cme", False), ("table3-cme-dagger", "cme", True)):
+        m = bm.model_config(QUICK, "d", name).model
+        assert (m.fusion, m.shared, m.fusion_layers, m.decoder) == (fusion, shared, 4, False)
+    rows = [r for r in paper.TABLE4 if r["layers"] in QUICK.table4_layers]
+    assert len(rows) == 7  # the paper's seven rows
+    for row in rows:
+        m = bm.model_config(QUICK, "d", bm.table4_name(row["layers"], row["shared"], row["decoder"])).model
+        assert (m.fusion_layers, m.shared, m.decoder, m.fusion) == (row["layers"], row["shared"], row["decoder"], "cme")
+    main = bm.model_config(QUICK, "d", "main")
+    assert (main.model.fusion, main.model.fusion_layers, main.model.decoder) == ("cme", 4, True)
+    assert main.train.iterations == QUICK.iterations
+    assert bm.model_config(QUICK, "d", "head-release").model.head == "release"
+    # smoke trains the depths it lists only
+    assert {r.name for r in bm.requests(SMOKE)} >= {"table4-2L", "table4-4L-dec"}
+    assert not [r.name for r in bm.requests(SMOKE) if r.name.startswith("table4-6L")]
+
+
+def test_identical_configs_are_one_model():
+    for prof in BOOK_PROFILES.values():
+        models = bm.book_models(prof)
+        configs = [json.dumps(m.config(prof, "d").to_dict(), sort_keys=True) for m in models]
+        assert len(set(configs)) == len(configs), prof.name
+        answered = [r for m in models for r in m.requests]
+        assert sorted(answered) == sorted(r.name for r in bm.requests(prof))
+    assert bm.find_model(QUICK, "table4-4L").name == "table3-cme"  # Table 4's 4-layer row without decoder
+    # quick trains its variants briefly: Table 4's 4-layer row with the decoder is not the main model ...
+    assert bm.find_model(QUICK, "table4-4L-dec").name == "table4-4L-dec"
+    # ... full trains them as long as the main model: then it is
+    assert bm.find_model(FULL, "table4-4L-dec").name == "main"
+    assert bm.model_config(FULL, "d", "table4-4L-dec").hash() == bm.model_config(FULL, "d", "main").hash()
+
+
+def test_seeds_of_the_headline_models_and_of_the_rest():
+    assert QUICK.seeds == (0, 1) and SMOKE.seeds == (0,)
+    for name in bm.HEADLINE:
+        assert bm.model_seeds(QUICK, name) == QUICK.seeds
+    for name in ("table4-2L", "table4-2L-dec", "table4-4L-shared-dec", "table4-6L", "table4-6L-shared", "head-release"):
+        assert bm.model_seeds(QUICK, name) == (0,)
+    assert bm.model_config(QUICK, "d", "table3-vme", seed=1).train.seed == 1
+    assert bm.model_config(QUICK, "d", "table3-vme", seed=1).hash() != bm.model_config(QUICK, "d", "table3-vme").hash()
+    with pytest.raises(bm.UnknownModel, match=r"'table4-6L' of the quick book is trained with seeds \[0\], not 1"):
+        bm.model_config(QUICK, "d", "table4-6L", seed=1)
+    with pytest.raises(bm.UnknownModel, match="the smoke book has no model 'table4-6L'; it asks for: main, "):
+        bm.model_config(SMOKE, "d", "table4-6L")
+
+
+def test_the_quick_book_fits_the_zoo_budget():
+    """About 20 tiny models, 80 MB of fp16 weights (issue 12)."""
+    assert len(bm.book_models(QUICK)) == 12 and bm.runs_count(QUICK) == 18
+    assert bm.runs_count(SMOKE) == len(bm.book_models(SMOKE)) == 10
+    assert bm.runs_count(FULL) == 16  # the 4-layer decoder pair's "with" is the main model there
+    size = bm.weights_megabytes(QUICK, vocab_size=58)
+    assert 40 < size < 80
+    three = dataclasses.replace(QUICK, seeds=(0, 1, 2))
+    assert bm.runs_count(three) == 24 and bm.weights_megabytes(three, vocab_size=58) < 80
+    rows = bm.describe(QUICK)
+    assert rows[0] == {"model": "main", "overrides": "decoder=True, fusion=cme, fusion_layers=4", "iterations": 2400,
+                       "seeds": "0 1", "answers": "main"}
+
+
+def model_requests_in(source: str) -> list[str]:
+    """The literal names passed to model_config / model_seeds in a notebook's code."""
+    names = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                "model_config", "model_seeds"):
+            names += [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    return names
+
+
+def test_notebooks_ask_for_models_through_the_list_only():
+    known = {r.name for r in bm.requests(QUICK)}
+    asked = set()
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = json.loads(path.read_text())
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+        assert not re.search(r"\brun_config\(", code), f"{path.name} builds a training config itself"
+        names = model_requests_in(code)
+        assert set(names) <= known, f"{path.name} asks for {set(names) - known}"
+        asked |= set(names)
+    assert "main" in asked
+
+
+def test_models_command_prints_the_list(capsys):
+    from restr.cli import main
+
+    assert main(["models", "--profile", "quick"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["model", "steps", "seeds"]
+    assert out[1].split()[:4] == ["main", "2400", "0", "1"]
+    assert out[-1].startswith("12 models, 18 trained runs (one per model and seed), about ")
+    assert len(out) == 1 + 12 + 1
