@@ -34,7 +34,7 @@ ALIASES = {"profile": "cost"}  # the command's name before 0.2
 
 def add_model_overrides(parser: argparse.ArgumentParser) -> None:
     """Options shared by commands that build a model from a preset."""
-    parser.add_argument("--preset", default="paper", help="paper | tiny | smoke (default: paper)")
+    parser.add_argument("--preset", default="paper", help="paper | release | tiny | smoke (default: paper)")
     parser.add_argument("--fusion", choices=["vme", "ime", "cme"], help="fusion variant")
     parser.add_argument("--fusion-layers", type=int, help="number of fusion layers (2, 4, 6 in Table 4)")
     parser.add_argument("--shared", action="store_true", default=None, help="weight sharing (CME-dagger)")

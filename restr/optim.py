@@ -10,6 +10,9 @@ Steps are counted from 0; step ``s`` is the s-th optimiser update and uses ``lr_
 - warm-up, ``s < W`` with ``W = round(warmup * iterations)``: ``lr * s / W`` (0 at step 0);
 - decay, ``W <= s <= T - 1``: ``end + (lr - end) * (1 - (s - W) / (T - 1 - W)) ** power``,
   which is ``lr`` at step ``W`` and exactly ``end_lr`` at the last step ``T - 1``.
+  With ``decay_to_last_step=False`` the denominator is ``T - W``, as in the authors'
+  release (``lr_poly``): the curve would reach ``end_lr`` at step ``T``, one step after
+  the last, so the last step keeps ``(1 / (T - W)) ** power`` of the rate.
 
 The ViT group follows the same curve scaled by ``vit_lr_scale`` (its end value is
 ``vit_lr_scale * end_lr``).
@@ -26,7 +29,8 @@ def warmup_steps(cfg: TrainConfig) -> int:
     return int(round(cfg.warmup * cfg.iterations))
 
 
-def lr_factor(step: int, iterations: int, warmup: int, power: float = 0.9, end_ratio: float = 0.0) -> float:
+def lr_factor(step: int, iterations: int, warmup: int, power: float = 0.9, end_ratio: float = 0.0,
+              to_last_step: bool = True) -> float:
     """Multiplier of the base lr at optimiser step ``step`` (see the module docstring)."""
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -34,7 +38,7 @@ def lr_factor(step: int, iterations: int, warmup: int, power: float = 0.9, end_r
     warmup = min(max(int(warmup), 0), iterations - 1)
     if step < warmup:
         return step / warmup
-    span = iterations - 1 - warmup
+    span = iterations - warmup - (1 if to_last_step else 0)
     if span <= 0:
         return 1.0
     frac = (step - warmup) / span
@@ -44,7 +48,7 @@ def lr_factor(step: int, iterations: int, warmup: int, power: float = 0.9, end_r
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate of the non-ViT group at optimiser step ``step``."""
     end_ratio = cfg.end_lr / cfg.lr if cfg.lr else 0.0
-    return cfg.lr * lr_factor(step, cfg.iterations, warmup_steps(cfg), cfg.power, end_ratio)
+    return cfg.lr * lr_factor(step, cfg.iterations, warmup_steps(cfg), cfg.power, end_ratio, cfg.decay_to_last_step)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -89,6 +93,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     w = warmup_steps(cfg)
 
     def fn(step: int) -> float:
-        return lr_factor(step, cfg.iterations, w, cfg.power, end_ratio)
+        return lr_factor(step, cfg.iterations, w, cfg.power, end_ratio, cfg.decay_to_last_step)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)

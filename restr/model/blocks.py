@@ -59,6 +59,12 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def drop_path_ramp(rate: float, n: int) -> list[float]:
+    """Stochastic-depth rates ramping linearly from 0 to ``rate`` over ``n`` blocks
+    (timm's rule, and the release's for its ViT and each fusion sub-encoder)."""
+    return [x.item() for x in torch.linspace(0, rate, n, device="cpu")]
+
+
 class Block(nn.Module):
     """One transformer layer.
 
@@ -67,14 +73,15 @@ class Block(nn.Module):
     language blocks, ``z' = LN(z + MSA(z))``, ``z = LN(z' + MLP(z'))``.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_hidden: int, style: str = "pre", drop_path: float = 0.0):
+    def __init__(self, dim: int, heads: int, mlp_hidden: int, style: str = "pre", drop_path: float = 0.0,
+                 eps: float = 1e-6):
         super().__init__()
         if style not in ("pre", "post"):
             raise ValueError(f"block style {style!r}: choose 'pre' or 'post'")
         self.style = style
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = SelfAttention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_hidden)
         self.drop_path = drop_path
 

@@ -8,14 +8,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from .init import xavier_init_
 
 
 class PatchHead(nn.Module):
     """Adaptive classifier applied to every patch.
 
-    ``paper``: logit = z'_v . e'_s / sqrt(D), masked features = z'_v * sigmoid(logit).
-    ``release``: logit = (W_p z'_v) . (W_c e'_s) with learned D x D matrices and no
-    1/sqrt(D); masked features = z'_v * logit (the raw logit, not its sigmoid).
+    ``paper``: logit = z'_v . e'_s / sqrt(D), masked features = z'_v * sigmoid(logit)
+    (Eq. (9)-(10)).
+    ``release``: the patch features and the classifier are first multiplied by learned
+    D x D matrices, z = z'_v W_p and c = e'_s W_c (row vectors times the matrix, as the
+    authors' code writes it, so ``patch_proj`` IS their ``proj_patch``); logit = z . c
+    with no 1/sqrt(D); masked features = z * logit: the PROJECTED features times the
+    raw logit, not its sigmoid. W_p and W_c start normal(0, D^-0.5).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -23,16 +28,18 @@ class PatchHead(nn.Module):
         self.style = cfg.head
         self.scale = 1.0 / math.sqrt(cfg.dim)
         if self.style == "release":
-            self.patch_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
-            self.class_proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+            self.patch_proj = nn.Parameter(torch.randn(cfg.dim, cfg.dim) * self.scale)  # W_p
+            self.class_proj = nn.Parameter(torch.randn(cfg.dim, cfg.dim) * self.scale)  # W_c
 
     def forward(self, z_v: torch.Tensor, e_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z_v (B, N, D), e_s (B, D) -> patch logits (B, N), masked features (B, N, D)."""
         if self.style == "paper":
             logits = torch.einsum("bnd,bd->bn", z_v, e_s) * self.scale
             return logits, z_v * torch.sigmoid(logits)[..., None]
-        logits = torch.einsum("bnd,bd->bn", self.patch_proj(z_v), self.class_proj(e_s))
-        return logits, z_v * logits[..., None]
+        z = z_v @ self.patch_proj  # (B, N, D)
+        c = e_s @ self.class_proj  # (B, D)
+        logits = torch.einsum("bnd,bd->bn", z, c)
+        return logits, z * logits[..., None]
 
 
 class CoarseToFineDecoder(nn.Module):
@@ -52,6 +59,8 @@ class CoarseToFineDecoder(nn.Module):
         )
         self.act = nn.LeakyReLU(cfg.leaky_slope)
         self.out = nn.Linear(d >> (cfg.decoder_blocks - 1), 1, bias=False)
+        if cfg.init == "release":
+            xavier_init_(self)  # the release's 1 x 1 convolutions: xavier-uniform
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, C=2D, h, w) -> pixel logits (B, 1, h * 2^K, w * 2^K).

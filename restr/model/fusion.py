@@ -7,6 +7,12 @@
   encoder over [visual-attended linguistic features, seed] (Eq. (7)-(8)).
 
 With ``shared`` (CME-dagger) each sub-encoder holds a single block applied n times.
+
+The output LayerNorm (``fusion_out_norm``): the paper's "LN is applied to the output of
+the transformer encoder" normalises both z'_v and e'_s (``both``); the authors' release
+normalises only the linguistic-seed encoder's output, so z'_v leaves un-normalised
+(``seed``). LayerNorm acts on each token alone, so normalising the whole [words; seed]
+output and reading the seed equals normalising the seed.
 """
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .blocks import Block
+from .blocks import Block, drop_path_ramp
+from .init import release_init_
 
 
 class SeedAttention(NamedTuple):
@@ -54,7 +61,9 @@ class FusionEncoder(nn.Module):
 
         def stack(n: int) -> nn.ModuleList:
             count = 1 if cfg.shared else n
-            return nn.ModuleList(Block(cfg.dim, cfg.fusion_heads, hidden, "pre", cfg.drop_path) for _ in range(count))
+            rates = drop_path_ramp(cfg.drop_path, count)  # 0 -> drop_path over the stack (one block: 0)
+            return nn.ModuleList(Block(cfg.dim, cfg.fusion_heads, hidden, "pre", rates[i], cfg.norm_eps)
+                                 for i in range(count))
 
         if self.variant == "vme":
             self.blocks = stack(self.layers)
@@ -65,7 +74,12 @@ class FusionEncoder(nn.Module):
             self.ls_blocks = stack(self.steps)  # linguistic-seed encoder, theta_ls
         self.seed = nn.Parameter(torch.empty(1, 1, cfg.dim))
         nn.init.trunc_normal_(self.seed, std=0.02)
-        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)  # "LN is applied to the output of the encoder"
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)  # "LN is applied to the output of the encoder"
+        # "both": z'_v and e'_s are normalised; "seed" (release): only the output of the
+        # linguistic-seed encoder ([words; seed], of which e'_s is read), not z'_v
+        self.norm_visual = cfg.fusion_out_norm == "both"
+        if cfg.init == "release":
+            release_init_(self)
 
     @staticmethod
     def _run(blocks: nn.ModuleList, steps: int, x, key_mask, query_index):
@@ -106,12 +120,11 @@ class FusionEncoder(nn.Module):
             z_v, z_l = x[:, :Nv], x[:, Nv:]
             ls_words = z_l if self.variant == "cme" else words  # IME: the seed sees the raw words only
             ls_mask = None if word_mask is None else torch.cat([word_mask, ones_s], dim=1)
-            y, ws = self._run(
-                self.ls_blocks, self.steps, torch.cat([ls_words, seed], dim=1), ls_mask, Nl if return_attention else None
-            )
+            y, ws = self._run(self.ls_blocks, self.steps, torch.cat([ls_words, seed], dim=1), ls_mask,
+                              Nl if return_attention else None)
             e_s = y[:, -1]
             if attn is not None:
                 for i, w in enumerate(ws):  # (B, N_l + 1) -> (B, N_v + N_l + 1), zeros on visual tokens
                     full = torch.cat([w.new_zeros(B, Nv), w], dim=1)
                     attn.append(SeedAttention(self.steps + i + 1, full, Nv, Nl))
-        return self.norm(z_v), self.norm(e_s), attn
+        return (self.norm(z_v) if self.norm_visual else z_v), self.norm(e_s), attn

@@ -9,13 +9,23 @@ from torch import nn
 
 from ..config import ModelConfig
 from .blocks import Block
+from .init import release_init_
 
 
-def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
-    """The fixed 1D encoding of Vaswani et al.: (n, dim), sin on even channels, cos on odd."""
-    pos = torch.arange(n, dtype=torch.float64)[:, None]
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
-    table = torch.zeros(n, dim, dtype=torch.float64)
+def sinusoidal_positions(n: int, dim: int, precision: str = "float64") -> torch.Tensor:
+    """The fixed 1D encoding of Vaswani et al.: (n, dim) float32, sin on even channels, cos on odd.
+
+    ``precision="float64"`` computes the table in float64 and rounds it once;
+    ``"float32"`` computes every step in float32, as the authors' release does (the two
+    differ by a few float32 ulps, which matters only when comparing with the release
+    to float64 rounding).
+    """
+    if precision not in ("float64", "float32"):
+        raise ValueError(f"precision {precision!r}: choose float64 or float32")
+    dt = torch.float64 if precision == "float64" else torch.float32
+    pos = torch.arange(n).to(dt)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=dt) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n, dim, dtype=dt)
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
     return table.float()
@@ -37,19 +47,23 @@ class LanguageEncoder(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.word_dim, padding_idx=0)
         if word_vectors is not None:
             self.load_word_vectors(word_vectors)
-        self.register_buffer("positions", sinusoidal_positions(cfg.max_words, cfg.word_dim), persistent=False)
+        positions = sinusoidal_positions(cfg.max_words, cfg.word_dim, cfg.lang_pos_precision)
+        self.register_buffer("positions", positions, persistent=False)
         self.blocks = nn.ModuleList(
-            Block(cfg.word_dim, cfg.lang_heads, cfg.lang_mlp, style=cfg.lang_block) for _ in range(cfg.lang_depth)
+            Block(cfg.word_dim, cfg.lang_heads, cfg.lang_mlp, style=cfg.lang_block, eps=cfg.norm_eps)
+            for _ in range(cfg.lang_depth)
         )
         # Pre-norm stacks end with a LayerNorm ("LN is applied to the output of the
         # transformer encoder"); post-norm blocks already end with one.
-        self.norm = nn.LayerNorm(cfg.word_dim, eps=1e-6) if cfg.lang_block == "pre" else nn.Identity()
+        self.norm = nn.LayerNorm(cfg.word_dim, eps=cfg.norm_eps) if cfg.lang_block == "pre" else nn.Identity()
         if cfg.lang_out_proj:  # release: linear C_l -> D and a LayerNorm
-            self.out_proj = nn.Sequential(nn.Linear(cfg.word_dim, cfg.dim), nn.LayerNorm(cfg.dim))
+            self.out_proj = nn.Sequential(nn.Linear(cfg.word_dim, cfg.dim), nn.LayerNorm(cfg.dim, eps=cfg.norm_eps))
             self.out_dim = cfg.dim
         else:
             self.out_proj = nn.Identity()
             self.out_dim = cfg.word_dim
+        if cfg.init == "release":
+            release_init_(self)  # the embedding is left alone (GloVe, or normal(0, 1))
 
     def load_word_vectors(self, vectors: np.ndarray | torch.Tensor) -> None:
         vectors = torch.as_tensor(np.asarray(vectors), dtype=torch.float32)

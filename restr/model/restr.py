@@ -11,6 +11,7 @@ from torch import nn
 from ..config import ModelConfig
 from .decoder import CoarseToFineDecoder, PatchHead
 from .fusion import FusionEncoder, SeedAttention
+from .init import release_init_
 from .language import LanguageEncoder
 from .vision import VisionEncoder
 
@@ -41,6 +42,9 @@ class ReSTR(nn.Module):
         # (transformer layers only) can be read off the fusion module directly.
         self.vis_proj = nn.Linear(self.vision.dim, cfg.dim)
         self.lang_proj = nn.Linear(self.language.out_dim, cfg.dim)
+        if cfg.init == "release":
+            release_init_(self.vis_proj)
+            release_init_(self.lang_proj)
         if cfg.proj_init_std is not None:
             for proj in (self.vis_proj, self.lang_proj):
                 nn.init.normal_(proj.weight, std=cfg.proj_init_std)  # unit-norm input -> std-sized output
@@ -81,9 +85,10 @@ class ReSTR(nn.Module):
         patch_map = patch_logits.view(B, 1, gh, gw)
 
         if self.decoder is None:
-            mask_logits = F.interpolate(patch_map, size=(H, W), mode="bilinear", align_corners=False)
+            mask_logits = F.interpolate(patch_map, size=(H, W), mode="bilinear",
+                                        align_corners=self.cfg.upsample_align_corners)
         else:
-            x = torch.cat([z_v, masked], dim=-1)  # (B, N_v, 2D): visual semantics + masked features
+            x = torch.cat([z_v, masked], dim=-1)  # (B, N_v, 2D): projected visual features + masked features
             x = x.transpose(1, 2).reshape(B, -1, gh, gw)  # (B, 2D, gh, gw)
             mask_logits = self.decoder(x)
         return ReSTROutput(mask_logits, patch_map, attn)
