@@ -122,6 +122,7 @@ class _Step:
 
         torch.manual_seed(0)
         self.mode, self.device = setup.mode, device
+        cfg = ModelConfig(**{**cfg.__dict__, "vit_weights": None})  # timing needs no pre-trained weights
         self.model = build_model(cfg).to(device)
         self.model.train(setup.mode == "train")
         h, w = cfg.image_hw

@@ -1,0 +1,88 @@
+"""The paper preset end to end on CPU: the real model with its weights files, tiny data.
+
+Everything the paper profile needs is written by the test itself: a random ViT-B/16
+checkpoint in timm's format (384 px, so its 24 x 24 position embeddings are resized),
+a small ``glove.*.300d.txt`` covering the data's words, a refer-format data set of 8
+images. Only the image size (64 x 64) and the iteration count (2) are reduced: the
+model is the paper's (ViT-B/16, 300-d words, 6 language layers, D = 768, CME 2 + 2,
+decoder), trained through ``restr.train.train`` and scored by ``evaluate_run``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from restr import get_preset
+from restr.assets import check_assets
+
+
+@pytest.fixture(scope="module")
+def paper_files(tmp_path_factory):
+    from safetensors.torch import save_file
+    from timm.models.vision_transformer import VisionTransformer
+
+    from restr.data.refer import ReferDataset
+    from restr.data.synth import generate
+
+    root = tmp_path_factory.mktemp("paper")
+    data = root / "data"
+    generate(data, seed=1, num_images=8, progress=False)
+    # ViT-B/16 at 384 px with an ImageNet head, as timm's hub file holds it
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=384, patch_size=16, embed_dim=768, depth=12, num_heads=12, num_classes=1000)
+    state = {k: v.contiguous() for k, v in vit.state_dict().items()}
+    del vit
+    weights = root / "vit_base_patch16_384.safetensors"
+    save_file(state, str(weights))
+    # 300-d vectors for every word of the training split, and one extra word
+    words = [w for w in ReferDataset(data, "synthref", "unc", "train").vocab.words if not w.startswith("<")]
+    rng = np.random.default_rng(0)
+    vectors = {w: rng.standard_normal(300).astype(np.float32) for w in [*words, "unused"]}
+    glove = root / "glove.test.300d.txt"
+    glove.write_text("".join(f"{w} {' '.join(f'{x:.6f}' for x in v)}\n" for w, v in vectors.items()))
+    return {"data": data, "weights": weights, "state": state, "glove": glove,
+            "vectors": {w: np.array([float(f"{x:.6f}") for x in v], dtype=np.float32) for w, v in vectors.items()}}
+
+
+def test_paper_profile_trains_and_evaluates_on_cpu(paper_files, tmp_path):
+    from restr.checkpoint import load_run
+    from restr.evaluate import evaluate_run
+    from restr.model.vision import resize_pos_embed
+    from restr.train import train
+
+    f = paper_files
+    cfg = get_preset("paper").override({
+        "model.vit_weights": str(f["weights"]), "data.glove": str(f["glove"]),
+        "data.root": str(f["data"]), "data.dataset": "synthref", "data.split_by": "unc", "data.num_workers": 0,
+        "model.image_size": 64, "train.iterations": 2, "train.batch_size": 2, "train.warmup": 0.5,
+        "train.val_every": 0, "train.ckpt_every": 0, "train.log_every": 1,
+    })
+    paper = get_preset("paper")
+    assert {line.split(":")[0] for line in paper.diff(cfg)} == {
+        "model.vit_weights", "data.glove", "data.root", "data.num_workers", "model.image_size", "train.iterations",
+        "train.batch_size", "train.warmup", "train.val_every", "train.ckpt_every", "train.log_every"}
+    check_assets(cfg)  # the trainer's first call: both files are there
+
+    run = train(cfg, tmp_path / "run", progress=False, device="cpu")
+    result = evaluate_run(run, split="val", max_expressions=4, num_workers=0, batch_size=4)
+    assert result["expressions"] == 4
+    assert 0.0 <= result["cum_iou"] <= 1.0 and math.isfinite(result["mean_iou"])
+
+    loaded = load_run(run)
+    assert loaded.step == 2 and loaded.cfg.model.vit_weights == str(f["weights"])
+    model = loaded.model
+    assert (model.cfg.vit_dim, model.cfg.word_dim, model.cfg.dim, model.cfg.lang_mlp) == (768, 300, 768, 3072)
+    # the ViT started from the file (two steps at lr <= 1e-6 move a weight by ~1e-6 at most)
+    vit = model.vision.vit
+    torch.testing.assert_close(vit.blocks[5].mlp.fc1.weight, f["state"]["blocks.5.mlp.fc1.weight"], rtol=0, atol=1e-5)
+    expected_pos = resize_pos_embed(f["state"]["pos_embed"], (4, 4), 1, "bicubic_antialias")  # 24 x 24 -> 4 x 4
+    torch.testing.assert_close(vit.pos_embed, expected_pos, rtol=0, atol=1e-5)
+    # the words started from the GloVe file (lr 1e-5)
+    vocab = loaded.vocab
+    for word in vocab.words[2:6]:  # the most frequent words
+        row = model.language.embed.weight[vocab.index[word]]
+        torch.testing.assert_close(row, torch.from_numpy(f["vectors"][word]), rtol=0, atol=1e-4)
+    assert torch.equal(model.language.embed.weight[0], torch.zeros(300))
