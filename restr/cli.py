@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.book", "run every notebook with papermill and build the site"),
     "models": ("restr.book_models", "the book's trained models: names, overrides, seeds (what the notebooks use)"),
+    "fidelity": ("restr.fidelity", "the paper / release / ours table: write the book page, measure the effects"),
 }
 ALIASES = {"profile": "cost"}  # the command's name before 0.2
 
