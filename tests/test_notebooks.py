@@ -98,7 +98,8 @@ def test_site_has_a_page_per_notebook_with_figures(smoke_book):
         for src in images:
             assert (page.parent / src).resolve().exists(), f"{page.name}: missing image {src}"
         assert "Traceback" not in text and 'class="output traceback' not in text
-    for page in ("book/status.html", "book/real_data.html", "book/cost.html", "book/references.html"):
+    for page in ("book/status.html", "book/fidelity.html", "book/real_data.html", "book/cost.html",
+                 "book/references.html"):
         assert (html / page).exists(), page
 
 
