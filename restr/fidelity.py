@@ -381,30 +381,31 @@ def write_pages() -> list[Path]:
 # measurements
 
 @contextmanager
-def _trainer_uses_loss_settings() -> Iterator[None]:
-    """Route the trainer's loss through :func:`restr.losses.loss_settings`, so that
-    ``train.patch_label`` and ``train.lam_no_decoder`` take effect whether or not the
-    trainer passes them itself (the same technique as tests/test_train.py)."""
+def _trainer_uses_loss_settings() -> Iterator[Any]:
+    """Yield a ``train`` function whose optimiser steps take the loss's tau, lambda and
+    patch-label rule from :func:`restr.losses.loss_settings`, so ``train.patch_label`` and
+    ``train.lam_no_decoder`` act whether or not :class:`restr.step.TrainStep` passes them
+    itself yet (the step's module-level ``restr_loss`` is swapped for the call, the
+    technique of tests/test_train.py)."""
+    from . import step as step_module
     from . import train as trainer
     from .losses import loss_settings, restr_loss
 
     state: dict[str, Any] = {}
-    original = trainer.restr_loss
+    original = step_module.restr_loss
 
     def loss(mask_logits, patch_logits, masks, *args, **kwargs):
         return restr_loss(mask_logits, patch_logits, masks, **state["settings"])
 
-    real_train = trainer.train
-
     def train(cfg, *args, **kwargs):
         state["settings"] = loss_settings(cfg.train, cfg.model.decoder)
-        return real_train(cfg, *args, **kwargs)
+        return trainer.train(cfg, *args, **kwargs)
 
-    trainer.restr_loss = loss
+    step_module.restr_loss = loss
     try:
         yield train
     finally:
-        trainer.restr_loss = original
+        step_module.restr_loss = original
 
 
 def label_stats(data_root: str, expressions: int = 2000) -> dict[str, float]:
