@@ -64,17 +64,20 @@ CHOICES: tuple[Choice, ...] = (
     Choice("ViT weights", "ViT-B/16 pre-trained on ImageNet-21k",
            "timm 0.6's `vit_base_patch16_384`: ImageNet-21k, fine-tuned on ImageNet-1k at 384 px",
            "timm's `vit_base_patch16_384.augreg_in21k_ft_in1k` (`model.vit_weights=timm`)",
-           "", FOLLOWS_RELEASE, "train_restr.py:53; model/factory.py:26-51",
+           "", FOLLOWS_RELEASE, "train_restr.py:53; config.yml:2; model/factory.py:26-51",
            why="the paper names no checkpoint; the release's is the closest to its text"),
     Choice("position-embedding resize (24 x 24 to 30 x 30)", "-",
            "plain bicubic (timm 0.6.11 `resize_pos_embed`, called by its `_load_weights`)",
            "antialiased bicubic (timm 1.x)", "model.vit_pos_resize=bicubic", OURS,
            "model/factory.py:51; timm 0.6.11 vision_transformer.py:655-663, 691-710",
-           effect="measure:pos_resize", why="timm 1.x's default; kept until a trained comparison says otherwise"),
+           effect="measure:pos_resize",
+           why="the default of timm 1.x, which this project uses; kept until a trained comparison says otherwise"),
     Choice("LayerNorm eps", "-", "1e-5 (PyTorch's default) in all 47 LayerNorms, the ViT's included",
            "1e-6 in all 47 (timm's ViT default)", "model.norm_eps=1e-5", OURS,
-           "model/transformers/blocks.py:130-131, 146-147; model/vit.py:84; model/glove_transformer.py:50; "
-           "model/fusion_module.py:67", effect="measure:norm_eps", why="timm's ViT default, used everywhere"),
+           "model/transformers/blocks.py:130-131, 145-146; model/vit.py:84; model/glove_transformer.py:50; "
+           "model/fusion_module.py:67", effect="measure:norm_eps",
+           why="the pre-trained ViT comes from JAX/Flax, whose LayerNorm uses 1e-6 (as timm's ViT does); the "
+               "other LayerNorms follow"),
     Choice("ViT stochastic depth", "-", "rate ramped 0 to 0.1 over the 12 blocks", "none",
            "model.drop_path=0.1", OURS, "config.yml:8; model/vit.py:78-81", effect="measure:drop_path",
            why="the paper does not mention it; see the measured effect"),
@@ -89,14 +92,15 @@ CHOICES: tuple[Choice, ...] = (
            FOLLOWS_TEXT, "model/glove_transformer.py:48-50, 62-63"),
     Choice("word-position table arithmetic", "sinusoidal 1D encoding", "computed in float32",
            "computed in float64, rounded to float32", "model.lang_pos_precision=float32", OURS,
-           "model/transformers/utils.py:15-31",
-           effect="a few float32 ulps per entry; matters only for exact comparisons with the release"),
+           "model/transformers/utils.py:192-208; model/glove_transformer.py:40",
+           effect="a few float32 ulps per entry; matters only for exact comparisons with the release",
+           why="the table's values rounded once; the release's arithmetic is offered for exact comparisons"),
     Choice("language stochastic depth", "-", "none (`drop_path_rate: 0.0`)", "none", "", SAME, "config.yml:25"),
     # --- fusion ---------------------------------------------------------------------------
     Choice("padding words", "-",
            "no attention mask; absolute positions; projected padding positions set to 0",
            "masked out of every attention; positions counted from the first word", "model.mask_padding=false",
-           OURS, "model/fusion_module.py:102; model/glove_transformer.py:54-60", effect="measure:mask_padding",
+           OURS, "model/fusion_module.py:102; model/glove_transformer.py:40, 54-60", effect="measure:mask_padding",
            why="padding then cannot change a prediction (a test checks it)"),
     Choice("fusion input projections' init", "-", "normal(0, 0.02), zero bias",
            "normal(0, 1), zero bias", "model.proj_init_std=0.02", OURS,
@@ -106,7 +110,7 @@ CHOICES: tuple[Choice, ...] = (
            "Linear normal(0, 0.02) with zero bias; W_p, W_c normal(0, D^-0.5); decoder xavier-uniform",
            "PyTorch's layer defaults (timm's for the ViT)", "model.init=release", OURS,
            "model/fusion_module.py:50-51, 80-81; model/transformers/utils.py:12-23; model/glove_transformer.py:52; "
-           "model/vit.py:87-93", effect="measure:init"),
+           "model/vit.py:87-93", effect="measure:init", why="the frameworks' defaults; see the measured effect"),
     Choice("class seed init", "initialised randomly", "truncated normal, std 0.02", "truncated normal, std 0.02",
            "", SAME, "model/fusion_module.py:81"),
     Choice("fusion stochastic depth", "-", "rate ramped 0 to 0.1 over each sub-encoder (2 blocks: 0, 0.1)", "none",
@@ -115,7 +119,7 @@ CHOICES: tuple[Choice, ...] = (
     Choice("LayerNorm after the fusion encoder", "\"LN is applied to the output of the transformer encoder\"",
            "applied to the linguistic-seed encoder's output only; z'_v enters Eq. (9)-(10) un-normalised",
            "applied to z'_v and e'_s", "model.fusion_out_norm=seed", FOLLOWS_TEXT,
-           "model/fusion_module.py:106-123", effect="measure:fusion_out_norm"),
+           "model/fusion_module.py:107-124", effect="measure:fusion_out_norm"),
     # --- head and decoder -----------------------------------------------------------------
     Choice("Eq. (9)-(10)", "sigmoid(z'_v e'_s / sqrt(D)); masked features z'_v x that",
            "(z'_v W_p)(e'_s W_c), no 1/sqrt(D); masked features (z'_v W_p) x the raw logit",
@@ -127,7 +131,7 @@ CHOICES: tuple[Choice, ...] = (
            "model/transformers/blocks.py:187-200; model/fusion_module.py:70-77, 132-137"),
     Choice("upsampling without the decoder", "-", "bilinear, align_corners=True (in the trainer)",
            "bilinear, align_corners=False", "model.upsample_align_corners=true", OURS,
-           "train_restr.py:177, 202", why="the same as the evaluation's resizing"),
+           "train_restr.py:177, 202; model/fusion_module.py:137-138", why="the same as the evaluation's resizing"),
     # --- training -------------------------------------------------------------------------
     Choice("patch labels, Eq. (11)", "positive when the patch's MEAN of the mask exceeds tau = 0.8",
            "positive when the patch's SUM of the binary mask exceeds 0.8: one target pixel is enough",
@@ -142,7 +146,8 @@ CHOICES: tuple[Choice, ...] = (
     Choice("polynomial decay", "polynomial decay after a 40k warm-up",
            "(1 - (s - W) / (T - W)) ** 0.9: ends one step short of end_lr",
            "(1 - (s - W) / (T - 1 - W)) ** 0.9: end_lr at the last step", "train.decay_to_last_step=false", OURS,
-           "utils/loss.py:44-50; train_restr.py:188", effect="a factor (1 / (T - W)) ** 0.9 on the last step's rate"),
+           "utils/loss.py:44-50; train_restr.py:188", effect="a factor (1 / (T - W)) ** 0.9 on the last step's rate",
+           why="the rate then does reach end_lr"),
     Choice("optimiser", "AdamW, weight decay 5e-4, batch 8, 400k iterations", "the same (weight decay on every "
            "parameter, no gradient clipping)", "the same", "", SAME, "train_restr.py:29-41, 169-170, 217-219"),
     Choice("mixed precision", "-", "fp32 (`--amp` off by default)", "bf16 autocast on a GPU, fp32 weights",
@@ -165,7 +170,7 @@ CHOICES: tuple[Choice, ...] = (
            "separator tokens kept unstripped", "built from the training split", "", UNOFFERED,
            "build_batches.py:68, 84; utils/text_processing.py:12-35"),
     Choice("evaluation threshold", "-", "logit >= 1e-8 (1e-9 in eval/evaluate.py)", "logit >= 0", "", UNOFFERED,
-           "eval/evaluate.py:39, 43, 93"),
+           "eval/evaluate.py:39, 43-44, 93"),
     Choice("prediction back to the image", "-", "resized (bilinear) then centre-cropped",
            "cropped then resized (bilinear)", "", UNOFFERED, "eval/evaluate.py:86; utils/torchutils.py:208-221"),
 )
@@ -215,14 +220,28 @@ def load_measured(path: Path = MEASURED) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def pos_resize_effect() -> str:
+    """The two resize kernels on one seeded random 24 x 24 table (computed, not trained)."""
+    import torch
+
+    from .model.vision import resize_pos_embed
+
+    table = torch.randn(1, 1 + 24 * 24, 768, generator=torch.Generator().manual_seed(0)) * 0.02
+    plain = resize_pos_embed(table, (30, 30), 1, "bicubic")
+    anti = resize_pos_embed(table, (30, 30), 1, "bicubic_antialias")
+    rms = ((plain - anti).pow(2).mean().sqrt() / plain.pow(2).mean().sqrt()).item()
+    return (f"on a random 24 x 24 table resized to 30 x 30 the two kernels differ by {100 * rms:.0f} % (RMS); "
+            f"not measured on the real weights (not downloadable here), whose smoother embeddings should differ "
+            f"less")
+
+
 def effect_text(choice: Choice, measured: dict[str, Any]) -> str:
     """The measured-effect cell: a measurement's summary, or the row's own text."""
     if not choice.effect.startswith("measure:"):
         return choice.effect or "-"
     key = choice.effect.split(":", 1)[1]
-    extra = measured.get("extra", {}).get(key)
-    if extra:
-        return extra
+    if key == "pos_resize":
+        return pos_resize_effect()
     runs = measured.get("runs", {})
     if key not in runs or "baseline" not in runs:
         return "not measured yet (`python -m restr fidelity measure`)"
@@ -262,8 +281,14 @@ def table_markdown(measured: dict[str, Any] | None = None) -> str:
 
 
 def ours_list() -> str:
-    rows = [c for c in CHOICES if c.kind in (OURS, FOLLOWS_RELEASE)]
-    return "\n".join(f"- **{c.topic}**: {c.ours}. {c.why or ''}".rstrip() for c in rows)
+    def item(c: Choice) -> str:
+        why = (c.why[:1].upper() + c.why[1:]).rstrip(".") + "." if c.why else ""
+        return f"- **{c.topic}**: {c.ours}. {why}".rstrip()
+
+    release = [item(c) for c in CHOICES if c.kind == FOLLOWS_RELEASE]
+    ours = [item(c) for c in CHOICES if c.kind == OURS]
+    return ("Taken from the release where the text is silent or ambiguous:\n\n" + "\n".join(release)
+            + "\n\nOur own choices (the text says nothing; the release does otherwise):\n\n" + "\n".join(ours))
 
 
 def measurement_note(measured: dict[str, Any]) -> str:
@@ -320,7 +345,7 @@ the text is silent or ambiguous), or our own. Rows marked "release form not offe
 are data and evaluation details of the release that this project does not reproduce;
 they are listed so that a comparison with the release's numbers knows about them.
 
-## What the `paper` preset adds
+## Where the `paper` preset is not the text
 
 {ours_list()}
 
