@@ -48,7 +48,8 @@ def paper_files(tmp_path_factory):
 
 
 def test_paper_profile_trains_and_evaluates_on_cpu(paper_files, tmp_path):
-    from restr.checkpoint import load_run
+    from restr.checkpoint import VOCAB_FILE, checkpoint_path, load_checkpoint, read_run_config
+    from restr.data.vocab import Vocabulary
     from restr.evaluate import evaluate_run
     from restr.model.vision import resize_pos_embed
     from restr.train import train
@@ -71,18 +72,22 @@ def test_paper_profile_trains_and_evaluates_on_cpu(paper_files, tmp_path):
     assert result["expressions"] == 4
     assert 0.0 <= result["cum_iou"] <= 1.0 and math.isfinite(result["mean_iou"])
 
-    loaded = load_run(run)
-    assert loaded.step == 2 and loaded.cfg.model.vit_weights == str(f["weights"])
-    model = loaded.model
-    assert (model.cfg.vit_dim, model.cfg.word_dim, model.cfg.dim, model.cfg.lang_mlp) == (768, 300, 768, 3072)
+    # what was trained, read from the run's files (no second model build)
+    cfg_run = read_run_config(run)
+    assert cfg_run.model.vit_weights == str(f["weights"])
+    assert (cfg_run.model.vit_dim, cfg_run.model.word_dim, cfg_run.model.dim, cfg_run.model.lang_mlp) == \
+        (768, 300, 768, 3072)
+    state = load_checkpoint(checkpoint_path(run, "last"))
+    assert state["step"] == 2
+    weights = state["model"]
     # the ViT started from the file (two steps at lr <= 1e-6 move a weight by ~1e-6 at most)
-    vit = model.vision.vit
-    torch.testing.assert_close(vit.blocks[5].mlp.fc1.weight, f["state"]["blocks.5.mlp.fc1.weight"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(weights["vision.vit.blocks.5.mlp.fc1.weight"], f["state"]["blocks.5.mlp.fc1.weight"],
+                               rtol=0, atol=1e-5)
     expected_pos = resize_pos_embed(f["state"]["pos_embed"], (4, 4), 1, "bicubic_antialias")  # 24 x 24 -> 4 x 4
-    torch.testing.assert_close(vit.pos_embed, expected_pos, rtol=0, atol=1e-5)
+    torch.testing.assert_close(weights["vision.vit.pos_embed"], expected_pos, rtol=0, atol=1e-5)
     # the words started from the GloVe file (lr 1e-5)
-    vocab = loaded.vocab
+    vocab = Vocabulary.load(run / VOCAB_FILE)
+    embed = weights["language.embed.weight"]
     for word in vocab.words[2:6]:  # the most frequent words
-        row = model.language.embed.weight[vocab.index[word]]
-        torch.testing.assert_close(row, torch.from_numpy(f["vectors"][word]), rtol=0, atol=1e-4)
-    assert torch.equal(model.language.embed.weight[0], torch.zeros(300))
+        torch.testing.assert_close(embed[vocab.index[word]], torch.from_numpy(f["vectors"][word]), rtol=0, atol=1e-4)
+    assert torch.equal(embed[0], torch.zeros(300))
