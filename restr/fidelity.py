@@ -72,6 +72,10 @@ CHOICES: tuple[Choice, ...] = (
            "model/factory.py:51; timm 0.6.11 vision_transformer.py:655-663, 691-710",
            effect="measure:pos_resize",
            why="the default of timm 1.x, which this project uses; kept until a trained comparison says otherwise"),
+    Choice("position embeddings at another input size", "-",
+           "resized on every forward, bilinear (never used: inputs are always 480 x 480)",
+           "resized on every forward, antialiased bicubic (timm's dynamic_img_size)", "", UNOFFERED,
+           "model/vit.py:115-124; model/transformers/utils.py:27-45"),
     Choice("LayerNorm eps", "-", "1e-5 (PyTorch's default) in all 47 LayerNorms, the ViT's included",
            "1e-6 in all 47 (timm's ViT default)", "model.norm_eps=1e-5", OURS,
            "model/transformers/blocks.py:130-131, 145-146; model/vit.py:84; model/glove_transformer.py:50; "
