@@ -194,6 +194,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "norm_eps": {"model.norm_eps": 1e-5},
 }
 TINY_SCALE_RELEASE = "release_forms"  # the tiny preset with every release form that applies at that scale
+MAIN_ITERATIONS = 600  # the length of the main set of measured runs
 
 
 def tiny_release_overrides() -> dict[str, Any]:
@@ -250,6 +251,10 @@ def effect_text(choice: Choice, measured: dict[str, Any]) -> str:
     if key not in runs or "baseline" not in runs:
         return "not measured yet (`python -m restr fidelity measure`)"
     text = _delta_text(runs[key], runs["baseline"])
+    for name in sorted((k for k in runs if k.startswith(key + "@")), key=lambda k: int(k.split("@")[1])):
+        steps = name.split("@")[1]
+        if f"baseline@{steps}" in runs:
+            text += f"; after {steps} steps: {_delta_text(runs[name], runs[f'baseline@{steps}'], short=True)}"
     stats = measured.get("label_stats")
     if key == "patch_label" and stats:
         text += (f". Targets of the embedded data (64 x 64, P = 8) without one positive patch: "
@@ -258,7 +263,7 @@ def effect_text(choice: Choice, measured: dict[str, Any]) -> str:
     return text
 
 
-def _delta_text(run: dict, base: dict) -> str:
+def _delta_text(run: dict, base: dict, short: bool = False) -> str:
     def ci(r: dict) -> str:
         return " / ".join(f"{100 * v:.1f}" for v in r["cum_iou"])
 
@@ -266,6 +271,8 @@ def _delta_text(run: dict, base: dict) -> str:
         return sum(r["cum_iou"]) / len(r["cum_iou"])
 
     seeds = "seed" + ("s " if len(run["cum_iou"]) > 1 else " ") + ", ".join(map(str, run.get("seeds", [])))
+    if short:
+        return f"{ci(run)} % against {ci(base)} %"
     return (f"tiny, {seeds}: cIoU {ci(run)} % against the baseline's {ci(base)} %; "
             f"{100 * (mean(run) - mean(base)):+.1f} points on the mean")
 
@@ -484,7 +491,8 @@ def measure(out: Path, data_root: str, iterations: int, seeds: list[int], varian
                 row["cum_iou"].append(round(float(res["cum_iou"]), 4))
                 row["mean_iou"].append(round(float(res["mean_iou"]), 4))
                 print(f"{name} seed {seed}: cIoU {res['cum_iou']:.4f} mIoU {res['mean_iou']:.4f}", file=sys.stderr)
-            results["runs"][name] = row
+            row["iterations"] = iterations
+            results["runs"][name if iterations == MAIN_ITERATIONS else f"{name}@{iterations}"] = row
     results["settings"] = {"iterations": iterations, "batch_size": get_preset("tiny").train.batch_size,
                            "val_expressions": val_expressions,
                            "minutes_per_run": round(max(minutes), 1) if minutes else 0.0}
@@ -502,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("measure", help="train the variants at tiny scale and store their effect")
     m.add_argument("--data", default="data/synthref", help="embedded data set root (python -m restr data synth)")
     m.add_argument("--runs", default="runs/fidelity", help="where the runs go")
-    m.add_argument("--iterations", type=int, default=600)
+    m.add_argument("--iterations", type=int, default=MAIN_ITERATIONS,
+                   help=f"steps per run; other than {MAIN_ITERATIONS}, results are stored as <variant>@<steps>")
     m.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     m.add_argument("--val-expressions", type=int, default=1000)
     m.add_argument("--variants", nargs="+", default=[*VARIANTS, TINY_SCALE_RELEASE])
@@ -530,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     old = load_measured()
     old.setdefault("runs", {}).update(result["runs"])
     old["label_stats"] = result["label_stats"]
-    old["settings"] = result["settings"]
+    if args.iterations == MAIN_ITERATIONS:  # longer runs are stored as <variant>@<steps> beside the main set
+        old["settings"] = result["settings"]
     old.setdefault("commands", []).append(
         "python -m restr fidelity measure --iterations {} --seeds {} --val-expressions {} --variants {}".format(
             args.iterations, " ".join(map(str, args.seeds)), args.val_expressions, " ".join(args.variants)))
