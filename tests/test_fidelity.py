@@ -63,7 +63,8 @@ def test_measured_effects_are_quoted_from_the_stored_runs(tmp_path):
     measured = {"runs": runs, "settings": {"iterations": 600, "batch_size": 16, "val_expressions": 1000,
                                            "minutes_per_run": 3.0}, "commands": ["python -m restr fidelity measure"]}
     page = fidelity.page_markdown(measured)
-    assert "cIoU 30.0 % against the baseline's 20.0 / 22.0 %; +9.0 points on the mean" in page
+    assert ("cIoU 30.0 % against the baseline's 20.0 / 22.0 %; +9.0 points on the mean, beyond the baseline seeds' "
+            "spread (2.0)") in page
     assert "not measured yet" in page  # rows whose variant is not in these runs
     stored = fidelity.load_measured()
     if stored:  # the committed measurements name their seeds and commands
