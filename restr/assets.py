@@ -10,7 +10,8 @@ after the data set has loaded.
 - ``model.vit_weights = "timm"``: the weights of ``model.vit_name`` must be in the local
   Hugging Face cache, or huggingface.co must answer (a HEAD request, 5 s at most; none
   when ``HF_HUB_OFFLINE`` is set).
-- ``model.vit_weights = <path>``: the file must exist.
+- ``model.vit_weights = <path>``: the file must exist (``"pretrain"``: the trainer makes
+  it from the run's own training images, nothing to download).
 - ``data.glove = None`` gives GloVe 6B 50d, so it serves only ``model.word_dim = 50``;
   ``data.glove = <path>`` must exist and its first line must hold ``model.word_dim``
   numbers.
@@ -74,7 +75,7 @@ def hub_reachable(url: str, timeout: float = HUB_TIMEOUT_S) -> tuple[bool, str]:
 def vit_problem(cfg: Config) -> str | None:
     """Why the ViT weights of ``cfg`` cannot be had, with what to do; None when they can."""
     source = cfg.model.vit_weights
-    if not source:
+    if not source or source == "pretrain":  # "pretrain": the trainer makes the file from the run's own images
         return None
     if source == "timm":
         repo, url = hub_location(cfg.model.vit_name)
