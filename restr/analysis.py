@@ -361,10 +361,16 @@ def swap_control(run_dir, split: str = "val", max_expressions: int | None = None
 
 def training_seconds(log) -> float:
     """About how long a run trained, from its ``metrics.jsonl`` (a pandas frame): the
-    timed windows of training rows (``elapsed_s`` restarts after each validation) plus
-    the validations' own time."""
+    seconds of training (the last validation row's ``elapsed_s``, which counts them) plus
+    the validations' own time; for logs from before validation rows counted them, the
+    timed windows of the training rows (``elapsed_s`` restarts after each validation)."""
     if "elapsed_s" not in log:
         return float("nan")
+    val = log["val_seconds"].dropna().sum() if "val_seconds" in log else 0.0
+    if "expressions_seen" in log and log["expressions_seen"].notna().any():
+        last_val = log[log["expressions_seen"].notna()].iloc[-1]
+        tail = log.loc[log.index > last_val.name, "elapsed_s"].dropna()  # training after it, if any
+        return float(last_val["elapsed_s"] + (tail.iloc[-1] if len(tail) else 0.0) + val)
     e = log["elapsed_s"].dropna().to_numpy(np.float64)
     ends = [e[i] for i in range(len(e)) if i + 1 == len(e) or e[i + 1] < e[i]]
     val = log["val_seconds"].dropna().sum() if "val_seconds" in log else 0.0
