@@ -282,6 +282,10 @@ def _paper() -> Config:
 
 
 def _tiny() -> Config:
+    # The CPU recipe (restr.recipe: the sweep that found it, each change measured):
+    # a ViT pretrained on the training images' category maps ("pretrain": the trainer
+    # makes it once, about 6 CPU minutes), 64 expressions a step in groups of 4 per image
+    # (one ViT pass per image), bf16 autocast on CPUs with native bf16, one loader worker.
     model = ModelConfig(
         image_size=64,
         patch_size=8,
@@ -289,6 +293,7 @@ def _tiny() -> Config:
         vit_dim=128,
         vit_depth=4,
         vit_heads=4,
+        vit_weights="pretrain",
         word_dim=50,
         lang_depth=2,
         lang_heads=2,
@@ -298,13 +303,15 @@ def _tiny() -> Config:
         fusion_heads=4,
     )
     train = TrainConfig(
-        batch_size=16,
-        iterations=2400,  # ~38k expressions: about 8 minutes on a quiet 2-core CPU
+        batch_size=64,
+        expressions_per_image=4,
+        iterations=9000,  # 576k expressions
         warmup=0.05,
-        lr=1e-3,
-        vit_lr_scale=1.0,  # no pre-trained ViT at this scale: train it at the full rate
+        lr=1e-3,  # 2e-3 measured worse (37 % against 44 % val cIoU after 750 steps)
+        vit_lr_scale=1.0,  # a small ViT pretrained on 3,200 images: fine-tuned at the full rate
         weight_decay=5e-4,
         grad_clip=1.0,
+        amp="bf16",  # fp32 weights; a CPU without native bf16 computes in fp32 (with a notice)
         # Scale-down choice, not the paper's (0.8, 0.1): at 64x64 with P=8, tau=0.8
         # leaves 39 % of the embedded data's targets without a single positive patch, so
         # the adaptive classifier gets almost no direct supervision. tau=0.5 (6 % left
@@ -313,11 +320,11 @@ def _tiny() -> Config:
         tau=0.5,
         lam=1.0,
         log_every=20,
-        val_every=600,
+        val_every=750,
         val_max_expressions=500,
-        ckpt_every=600,
+        ckpt_every=750,
     )
-    return Config(model=model, train=train, preset="tiny")
+    return Config(model=model, data=DataConfig(num_workers=1), train=train, preset="tiny")
 
 
 def _smoke() -> Config:

@@ -57,7 +57,9 @@ class VisionEncoder(nn.Module):
                 )
         else:
             self.vit = VisionTransformer(**kwargs)
-            if cfg.vit_weights:
+            # "pretrain" is the trainer's to resolve (restr.train.vit_weights_for); a model built
+            # from such a config elsewhere (cost, bench, tests) gets the architecture only
+            if cfg.vit_weights and cfg.vit_weights != "pretrain":
                 load_vit_weights(self.vit, cfg.vit_weights)
 
     @property
