@@ -106,9 +106,8 @@ class FusionEncoder(nn.Module):
             z_v, z_l = x[:, :Nv], x[:, Nv:]
             ls_words = z_l if self.variant == "cme" else words  # IME: the seed sees the raw words only
             ls_mask = None if word_mask is None else torch.cat([word_mask, ones_s], dim=1)
-            y, ws = self._run(
-                self.ls_blocks, self.steps, torch.cat([ls_words, seed], dim=1), ls_mask, Nl if return_attention else None
-            )
+            y, ws = self._run(self.ls_blocks, self.steps, torch.cat([ls_words, seed], dim=1), ls_mask,
+                              Nl if return_attention else None)
             e_s = y[:, -1]
             if attn is not None:
                 for i, w in enumerate(ws):  # (B, N_l + 1) -> (B, N_v + N_l + 1), zeros on visual tokens
