@@ -340,8 +340,71 @@ def synthref_programs(data_root, sent_ids: Iterable[int], split_by: str = "unc")
                 rows.append({"sent_id": int(sent["sent_id"]),
                              "clauses": int(bool(program.get("ordinal"))) + len(program.get("relations", []))
                              + int(bool(program.get("region"))),
-                             "attributes_suffice": alone == [t]})
-    return pd.DataFrame(rows, columns=["sent_id", "clauses", "attributes_suffice"])
+                             "attributes_suffice": alone == [t], "kind": expression_kind(program)})
+    return pd.DataFrame(rows, columns=["sent_id", "clauses", "attributes_suffice", "kind"])
+
+
+KINDS = ("attributes", "region", "relation", "ordinal")  # easiest to hardest, as the model finds them
+
+
+def expression_kind(program: dict) -> str:
+    """What an embedded-data expression needs beyond the target's own attributes: an
+    ``ordinal`` ("the leftmost ...", comparing every candidate), a ``relation`` to a
+    landmark, a ``region`` of the image, or only its ``attributes``. An expression with
+    several is counted under the first of ordinal, relation, region."""
+    if program.get("ordinal"):
+        return "ordinal"
+    if program.get("relations"):
+        return "relation"
+    if program.get("region"):
+        return "region"
+    return "attributes"
+
+
+def resolution_bounds(dataset, patch_size: int, max_expressions: int | None = 1000) -> dict[str, float]:
+    """Cumulative IoU (%) of two oracles at the model's input size, scored as every model
+    is (mapped back to the original resolution): the ground truth letterboxed to the
+    input (what a perfect pixel-level prediction at this size gives) and the ground truth
+    averaged over each P x P patch, upsampled bilinearly and thresholded at 0.5 (what a
+    perfect patch-level map gives, without a decoder's sub-patch detail)."""
+    from .data.refer import collate
+    from .evaluate import score_batch, spread_indices
+    from .metrics import SegmentationMeter
+
+    meters = {"pixel": SegmentationMeter(), "patch": SegmentationMeter()}
+    indices = spread_indices(len(dataset), max_expressions)
+    for start in range(0, len(indices), 64):
+        batch = collate([dataset[i] for i in indices[start:start + 64]])
+        gt = batch["mask"][:, None].float()
+        patch = F.avg_pool2d(gt, patch_size)
+        patch = F.interpolate(patch, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        for name, pred in (("pixel", gt), ("patch", patch)):
+            for inter, union, _ in score_batch(batch, (pred[:, 0] - 0.5) * 10):
+                meters[name].add(inter, union)
+    return {name: 100 * m.summary()["cum_iou"] for name, m in meters.items()}
+
+
+def learning_curve(run_dir):
+    """A run's validations as a pandas frame: step, expressions seen, minutes of training
+    (validation left out), cumulative and mean IoU (%)."""
+    import pandas as pd
+
+    from .checkpoint import read_metrics
+
+    rows = [r for r in read_metrics(run_dir) if r.get("split") and "cum_iou" in r]
+    return pd.DataFrame([{"step": r["step"], "expressions": r.get("expressions_seen"),
+                          "minutes": (r.get("elapsed_s") or float("nan")) / 60, "IoU": 100 * r["cum_iou"],
+                          "mean IoU": 100 * r["mean_iou"]} for r in rows])
+
+
+def time_to(curve, level: float) -> dict[str, float] | None:
+    """The first validation of a :func:`learning_curve` at or above ``level`` % cIoU: its
+    expressions seen and minutes of training; None if the run never got there."""
+    hit = curve[curve["IoU"] >= level]
+    if hit.empty:
+        return None
+    first = hit.iloc[0]
+    return {"expressions": float(first["expressions"]), "minutes": float(first["minutes"]), "step": int(first["step"])}
 
 
 def swap_control(run_dir, split: str = "val", max_expressions: int | None = None) -> dict[str, float]:
@@ -361,10 +424,16 @@ def swap_control(run_dir, split: str = "val", max_expressions: int | None = None
 
 def training_seconds(log) -> float:
     """About how long a run trained, from its ``metrics.jsonl`` (a pandas frame): the
-    timed windows of training rows (``elapsed_s`` restarts after each validation) plus
-    the validations' own time."""
+    seconds of training (the last validation row's ``elapsed_s``, which counts them) plus
+    the validations' own time; for logs from before validation rows counted them, the
+    timed windows of the training rows (``elapsed_s`` restarts after each validation)."""
     if "elapsed_s" not in log:
         return float("nan")
+    val = log["val_seconds"].dropna().sum() if "val_seconds" in log else 0.0
+    if "expressions_seen" in log and log["expressions_seen"].notna().any():
+        last_val = log[log["expressions_seen"].notna()].iloc[-1]
+        tail = log.loc[log.index > last_val.name, "elapsed_s"].dropna()  # training after it, if any
+        return float(last_val["elapsed_s"] + (tail.iloc[-1] if len(tail) else 0.0) + val)
     e = log["elapsed_s"].dropna().to_numpy(np.float64)
     ends = [e[i] for i in range(len(e)) if i + 1 == len(e) or e[i + 1] < e[i]]
     val = log["val_seconds"].dropna().sum() if "val_seconds" in log else 0.0

@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": ("restr.evaluate", "evaluate a run on a split with the paper's metrics"),
     "predict": ("restr.predict", "segment one image for one expression"),
     "pretrain": ("restr.pretrain", "pretrain a small ViT on a data set's own images (dense category maps)"),
+    "zoo": ("restr.zoo", "the trained models shipped with the book: list, train what is missing"),
     "recipe": ("restr.recipe", "the sweep that found the tiny model's training recipe"),
     "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.book", "run every notebook with papermill and build the site"),

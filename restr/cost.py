@@ -62,8 +62,13 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return counts
 
 
-def count_macs(model: nn.Module, image_hw: tuple[int, int], device: str = "cpu", batch: int = 1) -> dict[str, float]:
-    """MACs per row for ``batch`` images (default one), measured under FlopCounterMode."""
+def count_macs(model: nn.Module, image_hw: tuple[int, int], device: str = "cpu", batch: int = 1,
+               as_drawn: bool = True) -> dict[str, float]:
+    """MACs per row for ``batch`` images (default one), measured under FlopCounterMode.
+
+    ``as_drawn``: count the decoder as the paper draws its blocks (upsample, then the
+    linear layer), the form its MACs were reported for; False counts the equivalent
+    order the model runs (the linear layer first, on a quarter of the pixels)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -73,9 +78,16 @@ def count_macs(model: nn.Module, image_hw: tuple[int, int], device: str = "cpu",
     words = torch.randint(2, cfg.vocab_size, (batch, cfg.max_words), device=device)
     was_training = model.training
     model.eval()
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        model(images, words)
-    model.train(was_training)
+    decoder = getattr(model, "decoder", None)
+    if decoder is not None and as_drawn:
+        decoder.linear_first = False  # count the decoder as the paper draws it (the same function)
+    try:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(images, words)
+    finally:
+        model.train(was_training)
+        if decoder is not None:
+            decoder.linear_first = True
     flops = counter.get_flop_counts()
     root = type(model).__name__
 

@@ -58,7 +58,8 @@ def run_status(run_dir: str | os.PathLike) -> dict:
     if side.is_file() and checkpoint_path(run_dir, "last").is_file():
         try:
             info = json.loads(side.read_text())
-            status.update(finished=bool(info.get("finished")) and info.get("step") == info.get("iterations"),
+            status.update(finished=status["exists"] and bool(info.get("finished"))
+                          and info.get("step") == info.get("iterations"),
                           step=int(info.get("step", 0)), iterations=info.get("iterations"))
         except (json.JSONDecodeError, ValueError):
             pass
@@ -66,8 +67,10 @@ def run_status(run_dir: str | os.PathLike) -> dict:
 
 
 def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing: bool = True,
-            progress: bool = True, device: str = "auto") -> Path:
-    """The directory of a finished run of ``cfg``: cached, resumed, or trained now."""
+            progress: bool = True, device: str = "auto", use_zoo: bool | None = None) -> Path:
+    """The directory of a finished run of ``cfg``: cached, rebuilt from the model zoo
+    (:mod:`restr.zoo`; ``use_zoo``, default on unless ``$RESTR_NO_ZOO`` is set), resumed,
+    or trained now."""
     from .runlock import RunLock
     from .train import train
 
@@ -85,9 +88,25 @@ def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing:
         print(f"notice: {line}; training {run_dir} for the current data", file=sys.stderr)
     with RunLock(run_dir, wait=True):  # another process training it: wait, then use its run
         status = run_status(run_dir)
-        if not status["finished"]:
+        if not status["finished"] and not (not status["exists"] and from_zoo(cfg, run_dir, use_zoo)):
             train(cfg, run_dir, resume=status["exists"], device=device, progress=progress, requested_hash=cfg.hash())
     return run_dir
+
+
+def from_zoo(cfg: Config, run_dir: Path, use_zoo: bool | None = None) -> bool:
+    """Rebuild ``run_dir`` from the zoo model ``cfg`` asks for, if the zoo has one; say
+    which. A zoo file that is corrupt or does not match is an error, never a retrain."""
+    from . import zoo
+
+    if use_zoo is None:
+        use_zoo = not os.environ.get("RESTR_NO_ZOO")
+    entry = zoo.find(cfg) if use_zoo else None
+    if entry is None:
+        print(f"training {run_dir.name}: not in the model zoo", file=sys.stderr)
+        return False
+    zoo.materialize(entry, run_dir, cfg)
+    print(f"zoo: {run_dir.name} is zoo model {entry['name']} ({entry['file']}, checked)", file=sys.stderr)
+    return True
 
 
 def load_predictor(cfg: Config, runs_dir: str | os.PathLike = "runs", **kw):

@@ -239,6 +239,7 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
     another process or one that does not fit the command; :class:`ConfigError` on a bad
     value or a config that differs from the run's; :class:`RunError` on a corrupt checkpoint.
     """
+    from .assets import check_assets
     from .data.fingerprint import data_fingerprint
 
     d = setup_distributed(device)
@@ -247,6 +248,8 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
         raise ConfigError(f"resume = {resume!r}: choose False, True, 'last' or 'best'")
     if extend and not resume:
         raise ConfigError("--extend lengthens an existing run: use it with --resume")
+    if not resume:  # a resumed run takes its ViT and word vectors from its checkpoint
+        check_assets(cfg)  # the ViT weights and GloVe file it needs, before any work
     ckpt = Checkpointer(out, main=d.main)
     take_run_folder(ckpt, d)
     try:

@@ -42,11 +42,16 @@ from .config import Config
 from .utils import atomic_write_bytes, atomic_write_text, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
-ZOO_DIR = REPO / "data" / "zoo"
+ZOO_DIR = REPO / "data" / "zoo"  # $RESTR_ZOO names another folder (tests)
 MANIFEST = "manifest.json"
 # config fields that do not shape the weights: left out of a model's identity
 NOT_IDENTITY = ("data.root", "data.image_root", "data.num_workers", "train.log_every", "train.threads")
 EVAL_SLICE = {"split": "val", "max_expressions": 1000}  # the manifest's metrics: reproduced by the zoo test
+
+
+def zoo_folder(zoo_dir: str | os.PathLike | None = None) -> Path:
+    """``zoo_dir``, else ``$RESTR_ZOO``, else the repository's ``data/zoo``."""
+    return Path(zoo_dir or os.environ.get("RESTR_ZOO") or ZOO_DIR)
 
 
 class ZooError(RuntimeError):
@@ -65,15 +70,11 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def data_fingerprint(cfg: Config) -> str:
-    """sha256 (16 hex digits) of the refs and instances files of ``cfg``'s data set."""
-    from .data.refer import ReferData
+    """The data's fingerprint as a short string (:mod:`restr.data.fingerprint`: its refs,
+    instances and training vocabulary), the same the run cache keys runs by."""
+    from .data.fingerprint import data_fingerprint as full, short
 
-    d = cfg.data
-    data = ReferData(d.root, d.dataset, d.split_by, d.image_root)
-    h = hashlib.sha256()
-    for path in (data.refs_path, data.instances_path):
-        h.update(file_sha256(path).encode())
-    return h.hexdigest()[:16]
+    return short(full(cfg.data))
 
 
 def identity(cfg: Config, fingerprint: str) -> str:
@@ -87,8 +88,8 @@ def identity(cfg: Config, fingerprint: str) -> str:
 # ----------------------------------------------------------------------------------------
 # the manifest
 
-def read_manifest(zoo_dir: str | os.PathLike = ZOO_DIR) -> list[dict[str, Any]]:
-    path = Path(zoo_dir) / MANIFEST
+def read_manifest(zoo_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    path = zoo_folder(zoo_dir) / MANIFEST
     if not path.is_file():
         return []
     try:
@@ -98,23 +99,25 @@ def read_manifest(zoo_dir: str | os.PathLike = ZOO_DIR) -> list[dict[str, Any]]:
     return list(models)
 
 
-def write_manifest(models: list[dict[str, Any]], zoo_dir: str | os.PathLike = ZOO_DIR) -> None:
+def write_manifest(models: list[dict[str, Any]], zoo_dir: str | os.PathLike | None = None) -> None:
     models = sorted(models, key=lambda m: m["name"])
-    atomic_write_text(Path(zoo_dir) / MANIFEST, json.dumps({"models": models}, indent=1) + "\n")
+    atomic_write_text(zoo_folder(zoo_dir) / MANIFEST, json.dumps({"models": models}, indent=1) + "\n")
 
 
-def find(cfg: Config, zoo_dir: str | os.PathLike = ZOO_DIR) -> dict[str, Any] | None:
-    """The manifest entry of the model ``cfg`` asks for, or None."""
+def find(cfg: Config, zoo_dir: str | os.PathLike | None = None,
+         fingerprint: str | None = None) -> dict[str, Any] | None:
+    """The manifest entry of the model ``cfg`` asks for, or None (``fingerprint``: the
+    data's, :func:`data_fingerprint`, if already known)."""
     models = read_manifest(zoo_dir)
     if not models:
         return None
-    key = identity(cfg, data_fingerprint(cfg))
+    key = identity(cfg, fingerprint or data_fingerprint(cfg))
     return next((m for m in models if m["identity"] == key), None)
 
 
-def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike = ZOO_DIR) -> Path:
+def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None) -> Path:
     """The entry's weights file, after checking it is there and its sha256 matches."""
-    path = Path(zoo_dir) / entry["file"]
+    path = zoo_folder(zoo_dir) / entry["file"]
     if not path.is_file():
         raise ZooError(f"zoo model {entry['name']!r}: {path} is missing (the manifest lists it); restore it with "
                        f"git, or retrain it with `python -m restr zoo train --only {entry['name']} --retrain`")
@@ -126,7 +129,7 @@ def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike = ZOO_DIR) ->
     return path
 
 
-def load_weights(entry: dict[str, Any], zoo_dir: str | os.PathLike = ZOO_DIR) -> dict[str, torch.Tensor]:
+def load_weights(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """The entry's weights as fp32 tensors (the file holds fp16 floats)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -143,11 +146,12 @@ def load_weights(entry: dict[str, Any], zoo_dir: str | os.PathLike = ZOO_DIR) ->
 # zoo model <-> run directory
 
 def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
-                zoo_dir: str | os.PathLike = ZOO_DIR) -> Path:
+                zoo_dir: str | os.PathLike | None = None) -> Path:
     """Write a finished run directory for the zoo model (config, vocabulary, weights as
     ``checkpoints/last.pt``, its training log), so that everything that reads runs reads
     it. ``cfg`` is the requesting config (its data location is this machine's)."""
     from .checkpoint import CONFIG_FILE, LoopState, save_checkpoint, write_run_config
+    from .data.fingerprint import data_fingerprint as full_fingerprint
     from .data.vocab import Vocabulary
     from .model import build_model
 
@@ -159,20 +163,19 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     except RuntimeError as exc:
         raise ZooError(f"zoo model {entry['name']!r} does not fit its config: {str(exc).splitlines()[0]}") from None
     run_dir = Path(run_dir)
-    tmp = run_dir.with_name(run_dir.name + ".zoo-tmp")
-    (tmp / "checkpoints").mkdir(parents=True, exist_ok=True)
-    vocab.save(tmp / "vocab.json")
-    write_run_config(tmp, resolved, cfg.hash())
-    step = resolved.train.iterations
-    save_checkpoint(tmp / "checkpoints" / "last.pt", {"format": 1, "step": step, "epoch": None, "finished": True,
-                                                      "model": state, "zoo": entry["name"]})
-    loop = LoopState(step=step)
-    atomic_write_text(tmp / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
-    log = Path(zoo_dir) / entry["metrics_file"]
-    atomic_write_bytes(tmp / "metrics.jsonl", log.read_bytes() if log.is_file() else b"")
     if (run_dir / CONFIG_FILE).exists():
         raise ZooError(f"{run_dir} already holds a run; not overwriting it with zoo model {entry['name']!r}")
-    tmp.replace(run_dir)
+    # each file atomically; config.json, without which there is no run, comes last
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    vocab.save(run_dir / "vocab.json")
+    step = resolved.train.iterations
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", {"format": 1, "step": step, "epoch": None,
+                                                          "finished": True, "model": state, "zoo": entry["name"]})
+    log = zoo_folder(zoo_dir) / entry["metrics_file"]
+    atomic_write_bytes(run_dir / "metrics.jsonl", log.read_bytes() if log.is_file() else b"")
+    loop = LoopState(step=step)
+    atomic_write_text(run_dir / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
+    write_run_config(run_dir, resolved, cfg.hash(), fingerprint=full_fingerprint(cfg.data))
     return run_dir
 
 
@@ -187,7 +190,7 @@ def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
 
 
 def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: float,
-               zoo_dir: str | os.PathLike = ZOO_DIR) -> dict[str, Any]:
+               zoo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Export a finished run into the zoo as ``name`` (fp16 weights, its log, a manifest
     entry); evaluates the slice with the fp32 and the fp16 weights."""
     from safetensors.torch import save
@@ -195,7 +198,7 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     from .checkpoint import load_checkpoint, read_run_config
     from .data.vocab import Vocabulary
 
-    run_dir, zoo_dir = Path(run_dir), Path(zoo_dir)
+    run_dir, zoo_dir = Path(run_dir), zoo_folder(zoo_dir)
     cfg = read_run_config(run_dir)
     fp32 = evaluate_slice(run_dir)
     state = load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
@@ -265,21 +268,66 @@ def format_manifest(models: list[dict[str, Any]]) -> str:
         rows.append(f"{m['name']:<22}{100 * met['cum_iou']:8.2f}{100 * met['mean_iou']:8.2f}"
                     f"{100 * met['prec@0.9']:9.2f}{t['iterations']:7d}{m['wall_s'] / 60:7.1f}m  {m['seed']:>4}  "
                     f"{m['identity']}  {m['file']}")
-    total = sum((ZOO_DIR / m["file"]).stat().st_size for m in models if (ZOO_DIR / m["file"]).is_file())
+    folder = zoo_folder()
+    total = sum((folder / m["file"]).stat().st_size for m in models if (folder / m["file"]).is_file())
     rows.append(f"{len(models)} models, {total / 1e6:.1f} MB; metrics: {EVAL_SLICE['max_expressions']} "
                 f"{EVAL_SLICE['split']} expressions spread over the split, fp16 weights, CPU")
     return "\n".join(rows)
+
+
+def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds: list[int] | None = None,
+              retrain: bool = False, runs_dir: str = "runs", zoo_dir: str | os.PathLike | None = None) -> list[str]:
+    """Train what the book's ``profile_name`` needs and the zoo lacks (``retrain``: every
+    model asked for, again), and add each to the zoo. Returns the names added."""
+    from .book import book_profile, ensure_data
+    from .book_models import book_models
+    from .experiments import get_run
+
+    profile = book_profile(profile_name)
+    data_root = Path(profile.data_root)
+    ensure_data(profile, data_root)
+    models = book_models(profile)
+    unknown = set(only or []) - {m.name for m in models}
+    if unknown:
+        raise ZooError(f"no book model named {sorted(unknown)}; the {profile_name} book's models are: "
+                       f"{', '.join(m.name for m in models)}")
+    added = []
+    for m in models:
+        if only and m.name not in only:
+            continue
+        for seed in [s for s in m.seeds if not seeds or s in seeds]:
+            cfg, name = m.config(profile, data_root, seed), f"{m.name}-s{seed}"
+            if not retrain and find(cfg, zoo_dir) is not None:
+                print(f"zoo: {name} is in the zoo already", file=sys.stderr)
+                continue
+            print(f"zoo: training {name} ({cfg.train.iterations} steps)", file=sys.stderr)
+            run = get_run(cfg, Path(runs_dir) / "zoo" if retrain else runs_dir, use_zoo=False)
+            seconds = max((r.get("elapsed_s") or 0.0 for r in read_jsonl(Path(run) / "metrics.jsonl")
+                           if r.get("split")), default=0.0)
+            command = f"python -m restr zoo train --profile {profile_name} --only {m.name} --seeds {seed}"
+            add_to_zoo(run, name, command, seconds, zoo_dir)
+            added.append(name)
+    return added
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("list", help="print the manifest as a table")
+    t = sub.add_parser("train", help="train the book's models that the zoo lacks, and add them")
+    t.add_argument("--profile", default="quick", help="the book profile whose models to train (default: quick)")
+    t.add_argument("--only", nargs="*", help="model names (python -m restr models lists them)")
+    t.add_argument("--seeds", nargs="*", type=int, help="only these seeds")
+    t.add_argument("--retrain", action="store_true", help="train them again even if the zoo has them")
+    t.add_argument("--runs", default="runs", help="runs folder (default: runs/)")
     args = parser.parse_args(argv)
     try:
         if args.what == "list":
             models = read_manifest()
-            print(format_manifest(models) if models else f"the zoo is empty ({ZOO_DIR / MANIFEST} not found)")
+            print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
+        else:
+            added = zoo_train(args.profile, args.only, args.seeds, args.retrain, args.runs)
+            print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
     except ZooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

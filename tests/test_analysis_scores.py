@@ -98,6 +98,13 @@ def test_scores_summary_and_training_seconds():
                         {"step": 80, "elapsed_s": 18.5}, {"step": 80, "event": "finished"}])
     assert analysis.training_seconds(log) == pytest.approx(21.0 + 18.5 + 3.0)
     assert np.isnan(analysis.training_seconds(pd.DataFrame([{"step": 1}])))
+    # validation rows that count the training seconds so far (the trainer's rows now)
+    log = pd.DataFrame([{"step": 20, "elapsed_s": 10.0}, {"step": 40, "elapsed_s": 11.0},
+                        {"step": 40, "split": "val", "val_seconds": 3.0, "elapsed_s": 21.0, "expressions_seen": 640},
+                        {"step": 60, "elapsed_s": 9.0}, {"step": 80, "elapsed_s": 9.5},
+                        {"step": 80, "split": "val", "val_seconds": 2.0, "elapsed_s": 39.5, "expressions_seen": 1280},
+                        {"step": 80, "event": "finished"}])
+    assert analysis.training_seconds(log) == pytest.approx(39.5 + 3.0 + 2.0)
 
 
 def test_neighbour_similarity_of_a_smooth_and_a_random_embedding():

@@ -91,8 +91,6 @@ def test_release_preset_asks_for_the_same_files(offline):
         check_assets(get_preset("release"))
 
 
-@pytest.mark.xfail(strict=True, reason="restr.train.train() does not call check_assets yet (issue 13, part 1): "
-                   "remove this marker when it does")
 def test_train_command_stops_before_any_work(offline, tmp_path, capsys):
     from restr.data.synth import generate
     from restr.train import main

@@ -83,7 +83,8 @@ def test_the_quick_book_fits_the_zoo_budget():
     three = dataclasses.replace(QUICK, seeds=(0, 1, 2))
     assert bm.runs_count(three) == 24 and bm.weights_megabytes(three, vocab_size=58) < 80
     rows = bm.describe(QUICK)
-    assert rows[0] == {"model": "main", "overrides": "decoder=True, fusion=cme, fusion_layers=4", "iterations": 2400,
+    assert rows[0] == {"model": "main", "overrides": "decoder=True, fusion=cme, fusion_layers=4",
+                       "iterations": QUICK.iterations,
                        "seeds": "0 1", "answers": "main"}
 
 
@@ -117,6 +118,6 @@ def test_models_command_prints_the_list(capsys):
     assert main(["models", "--profile", "quick"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:3] == ["model", "steps", "seeds"]
-    assert out[1].split()[:4] == ["main", "2400", "0", "1"]
+    assert out[1].split()[:4] == ["main", str(QUICK.iterations), "0", "1"]
     assert out[-1].startswith("12 models, 18 trained runs (one per model and seed), about ")
     assert len(out) == 1 + 12 + 1

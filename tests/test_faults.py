@@ -155,7 +155,8 @@ def test_kill_9_during_concurrent_book_runs_then_a_clean_rerun(tmp_path):
 
     # the data: complete, no leftovers, the same bytes as a fresh generation
     fresh = tmp_path / "fresh"
-    generate(fresh, **book_profile("smoke")["synth"], progress=False)
+    synth = book_profile("smoke").synth
+    generate(fresh, seed=synth.seed, num_images=synth.num_images, progress=False)
     for name in ("refs(unc).p", "instances.json", "scenes.json"):
         assert (data / "synthref" / name).read_bytes() == (fresh / "synthref" / name).read_bytes(), name
     images = sorted(p.name for p in (data / "synthref" / "images").iterdir())

@@ -91,7 +91,8 @@ def test_sharing_keeps_one_block_per_sub_encoder(fusion):
         else:
             assert len(plain.fusion.vl_blocks) == layers // 2 and len(shared.fusion.vl_blocks) == 1
             assert len(plain.fusion.ls_blocks) == layers // 2 and len(shared.fusion.ls_blocks) == 1
-        per_block = sum(p.numel() for p in (plain.fusion.blocks if fusion == "vme" else plain.fusion.vl_blocks)[0].parameters())
+        first = (plain.fusion.blocks if fusion == "vme" else plain.fusion.vl_blocks)[0]
+        per_block = sum(p.numel() for p in first.parameters())
         extra = sum(p.numel() for p in [plain.fusion.seed, *plain.fusion.norm.parameters()])
         n_shared = 1 if fusion == "vme" else 2
         assert sum(p.numel() for p in shared.fusion.parameters()) == n_shared * per_block + extra
@@ -266,7 +267,8 @@ def test_unknown_preset_and_fields_are_named():
 
 def test_override_from_strings_and_diff():
     base = get_preset("tiny")
-    new = base.override({"model.fusion": "vme", "model.shared": "true", "train.lr": "3e-4", "model.image_size": "[64, 96]"})
+    new = base.override({"model.fusion": "vme", "model.shared": "true", "train.lr": "3e-4",
+                         "model.image_size": "[64, 96]"})
     assert new.model.fusion == "vme" and new.model.shared is True and new.train.lr == 3e-4
     assert new.model.image_hw == (64, 96)
     assert base.model.fusion == "cme"  # the original is untouched

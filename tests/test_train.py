@@ -235,7 +235,7 @@ def test_loader_workers_auto_sizes_to_the_machine(monkeypatch):
     from restr.data.order import loader_workers
 
     assert get_preset("paper").data.num_workers == -1  # paper scale: size the loader to the machine
-    assert get_preset("tiny").data.num_workers == 2
+    assert get_preset("tiny").data.num_workers == 1  # one loader worker beside one compute thread
     assert loader_workers(3) == 3 and loader_workers(0) == 0
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert loader_workers(-1) == 12  # 15 free cores, capped at 12

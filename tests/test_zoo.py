@@ -99,3 +99,32 @@ def test_pretraining_labels_and_weights(tmp_path):
 
     saved = load_file(str(path))
     assert torch.equal(vision.vit.state_dict()["patch_embed.proj.weight"], saved["patch_embed.proj.weight"])
+
+
+def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys):
+    """`zoo train` trains a book model into the zoo; a later request in another runs
+    folder is answered from the zoo (no training), and says so; --retrain is refused
+    nothing but trains again."""
+    import restr.train
+    from restr.book import book_profile
+    from restr.book_models import model_config
+    from restr.experiments import get_run
+    from restr.zoo import zoo_train
+
+    monkeypatch.setenv("RESTR_ZOO", str(tmp_path / "zoo"))
+    monkeypatch.chdir(tmp_path)  # the smoke profile's data root is relative
+    monkeypatch.setattr("restr.book.REPO", tmp_path)
+    added = zoo_train("smoke", only=["main"], runs_dir=str(tmp_path / "runs"))
+    assert added == ["main-s0"]
+    assert zoo_train("smoke", only=["main"], runs_dir=str(tmp_path / "runs")) == []  # in the zoo already
+
+    prof = book_profile("smoke")
+    cfg = model_config(prof, prof.data_root, "main", seed=0)
+    calls = []
+    monkeypatch.setattr(restr.train, "train", lambda *a, **k: calls.append(a))
+    capsys.readouterr()
+    run = get_run(cfg, tmp_path / "other-runs", progress=False)
+    assert calls == [] and "zoo: " in capsys.readouterr().err
+    assert load_run(run).step == cfg.train.iterations
+    with pytest.raises(ZooError, match="no book model named"):
+        zoo_train("smoke", only=["nope"], runs_dir=str(tmp_path / "runs"))

@@ -63,7 +63,9 @@ class VisionEncoder(nn.Module):
             release_vit_init_(self.vit)
         if cfg.vit_weights == "timm":
             load_vit_state(self.vit, hub_state_dict(cfg.vit_name), f"timm's {cfg.vit_name}", cfg.vit_pos_resize)
-        elif cfg.vit_weights:
+        elif cfg.vit_weights and cfg.vit_weights != "pretrain":
+            # "pretrain" is the trainer's to resolve (restr.train.vit_weights_for); a model built
+            # from such a config elsewhere (cost, bench, tests) gets the architecture only
             load_vit_weights(self.vit, cfg.vit_weights, cfg.vit_pos_resize)
 
     @property

@@ -1,0 +1,57 @@
+"""The recipe sweep's rows, and the analyses of the training chapter (learning curve,
+time to a level, kinds of expressions, the resolution's bounds)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from restr import analysis
+from restr.config import get_preset
+from restr.recipe import BEFORE, SWEEP, sweep_configs
+
+
+def test_sweep_rows_add_one_change_each_from_the_old_preset():
+    rows = sweep_configs("data/synthref", expressions=9600)
+    assert [c.name for c, _ in rows] == [c.name for c in SWEEP]
+    before = rows[0][1]
+    for key, value in BEFORE.items():
+        section, name = key.split(".")
+        assert getattr(getattr(before, section), name) == value, key
+    assert before.train.iterations == 9600 // 16
+    recipe = before
+    for change, cfg in rows[1:]:
+        diff = {line.split(":")[0] for line in recipe.diff(cfg)}
+        changed = {k for k in change.overrides} | {"train.iterations", "train.val_every", "train.ckpt_every"}
+        assert diff <= changed, (change.name, diff - changed)  # one change to the kept recipe, nothing else
+        assert cfg.train.iterations * cfg.train.batch_size == 9600
+        if change.kept:
+            recipe = cfg
+    # the kept rows make the tiny preset's recipe (up to the sweep's length and validation)
+    last, tiny = recipe, get_preset("tiny")
+    keep = {"train.iterations", "train.val_every", "train.ckpt_every", "train.val_max_expressions", "data.root"}
+    assert [d for d in last.diff(tiny) if d.split(":")[0] not in keep] == []
+
+
+def test_expression_kinds_from_programs():
+    assert analysis.expression_kind({"attrs": {"colour": "red"}}) == "attributes"
+    assert analysis.expression_kind({"attrs": {}, "region": [None, "top"]}) == "region"
+    assert analysis.expression_kind({"attrs": {}, "relations": [["left", {}]], "region": [None, "top"]}) == "relation"
+    assert analysis.expression_kind({"attrs": {}, "ordinal": ["x", 1], "relations": [["left", {}]]}) == "ordinal"
+
+
+def test_time_to_a_level_reads_the_first_validation_there():
+    curve = pd.DataFrame({"step": [100, 200, 300], "expressions": [6400, 12800, 19200],
+                          "minutes": [1.0, 2.5, 4.0], "IoU": [30.0, 52.0, 49.0]})
+    assert analysis.time_to(curve, 50) == {"expressions": 12800.0, "minutes": 2.5, "step": 200}
+    assert analysis.time_to(curve, 60) is None
+
+
+def test_resolution_bounds(tmp_path):
+    from restr.data.refer import ReferDataset
+    from restr.data.synth import generate
+
+    generate(tmp_path, seed=3, num_images=20, progress=False)
+    val = ReferDataset(tmp_path, "synthref", "unc", "train", image_size=64, return_original=True)
+    b = analysis.resolution_bounds(val, patch_size=8, max_expressions=60)
+    assert 80 < b["pixel"] <= 100 and 20 < b["patch"] < b["pixel"]
+    coarse = analysis.resolution_bounds(val, patch_size=32, max_expressions=60)
+    assert coarse["patch"] < b["patch"]  # bigger patches lose more
