@@ -18,6 +18,7 @@ CPU), ``paper`` (paper-scale settings, for a GPU and real data).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -25,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from . import site
-from .config import BOOK_PROFILES, BookProfile, Config, get_book_profile, get_preset
+from .config import BOOK_PROFILES, BookProfile, Config, ConfigError, get_book_profile, get_preset
 from .progress import PLAIN_INTERVAL_S, BatchProgress, clock
 
 REPO = Path(__file__).resolve().parent.parent
+# ``python -m restr book --set section.field=value``: the overrides every training config
+# of the book gets (run_config), passed to the notebooks' kernels through the environment
+BOOK_SET_ENV = "RESTR_BOOK_SET"
 DEFAULT_BUILD = "_build"
 
 
@@ -203,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-site", action="store_true", help="execute the notebooks but do not build the site")
     parser.add_argument("--serve", action="store_true", help="serve the built site on 127.0.0.1 (builds nothing)")
     parser.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="an override for every model the book trains, e.g. "
+                        "--set model.vit_weights=vit.safetensors --set data.glove=glove.840B.300d.txt for the paper profile (repeatable)")
     parser.add_argument("--progress-every", type=float, default=PLAIN_INTERVAL_S, metavar="SECONDS",
                         help="when the output is not a terminal, a progress line this often "
                         f"(default: {PLAIN_INTERVAL_S:.0f})")
@@ -229,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     profile = book_profile(args.profile)
     data_root = Path(args.data or profile.data_root)
+    try:
+        set_book_overrides(args.set, profile.preset)
+        if profile.synth is None or data_root.is_dir():  # a synthetic set is generated below
+            check_book_assets(profile, data_root)
+    except ConfigError as exc:  # an unknown field, a bad value, a missing file: nothing has run
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     paths = notebook_paths()
     if args.only:
         paths = [p for p in paths if any(p.name.startswith(o) for o in args.only)]
@@ -274,4 +288,43 @@ def run_config(profile: BookProfile, data_root: str | Path, iterations: int | No
         "train.ckpt_every": max(its // 4, 1),
     }
     overrides.update({f"model.{k}": v for k, v in model.items()})
+    overrides.update(book_overrides())
     return cfg.override(overrides)
+
+
+def set_book_overrides(items: list[str], preset: str) -> None:
+    """Check ``--set`` items against the config and hand them to the notebooks' kernels."""
+    overrides = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write it as section.field=value")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    get_preset(preset).override(overrides)  # unknown fields and bad values fail here, by name
+    if overrides:
+        os.environ[BOOK_SET_ENV] = json.dumps(overrides)
+    else:
+        os.environ.pop(BOOK_SET_ENV, None)
+
+
+def book_overrides() -> dict[str, Any]:
+    """The ``--set`` overrides of the running ``python -m restr book`` (none elsewhere)."""
+    raw = os.environ.get(BOOK_SET_ENV)
+    if not raw:
+        return {}
+    try:
+        overrides = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {exc}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {raw[:80]!r}")
+    return overrides
+
+
+def check_book_assets(profile: BookProfile, data_root: Path) -> None:
+    """Stop before any work if the profile's models need files this machine lacks (the
+    paper profile: the ViT weights and a 300-d GloVe file; restr.assets names them)."""
+    from .assets import check_assets
+    from .book_models import model_config
+
+    check_assets(model_config(profile, data_root, "main"))

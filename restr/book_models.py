@@ -175,7 +175,8 @@ def weights_megabytes(profile: BookProfile, vocab_size: int, bytes_per_weight: i
 
     total = 0
     for m in book_models(profile):
-        model_cfg = m.config(profile, "data").override({"model.vocab_size": vocab_size}).model
+        model_cfg = m.config(profile, "data").override({"model.vocab_size": vocab_size,
+                                                        "model.vit_weights": None}).model  # shapes only
         with torch.device("meta"):
             params = sum(p.numel() for p in build_model(model_cfg).parameters())
         total += params * len(m.seeds)

@@ -19,6 +19,10 @@ location, loader workers, threads and log interval left out) plus the data's
 fingerprint (the sha256 of its refs and instances files), so that the same model is
 found wherever the repository is cloned, and a regenerated data set is not mistaken for
 the one a model was trained on.
+A lookup hashes each entry's stored config as this code reads it, so a config field
+added after a model was trained (with a default that computes what the code computed
+before) does not orphan it; the zoo test's exact re-evaluation of every model guards
+that promise.
 
 ``python -m restr zoo list`` prints the manifest; ``python -m restr zoo train`` trains
 what the book needs and is missing (``--only NAME``, ``--retrain``).
@@ -112,7 +116,22 @@ def find(cfg: Config, zoo_dir: str | os.PathLike | None = None,
     if not models:
         return None
     key = identity(cfg, fingerprint or data_fingerprint(cfg))
-    return next((m for m in models if m["identity"] == key), None)
+    return next((m for m in models if current_identity(m) == key), None)
+
+
+def current_identity(entry: dict[str, Any]) -> str:
+    """The entry's identity under this code: its stored config read back (a field added
+    since it was trained takes its default) and hashed with its data's fingerprint. The
+    manifest's own ``identity`` is the one at training time. That a new field's default
+    keeps the old computation is what the zoo test checks: every model reproduces its
+    manifest numbers."""
+    from .config import ConfigError
+
+    try:
+        cfg = Config.from_dict(entry["config"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise ZooError(f"zoo model {entry.get('name')!r}: its config does not load under this code ({exc})") from None
+    return identity(cfg, entry["data_fingerprint"])
 
 
 def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None) -> Path:

@@ -121,3 +121,12 @@ def test_models_command_prints_the_list(capsys):
     assert out[1].split()[:4] == ["main", str(QUICK.iterations), "0", "1"]
     assert out[-1].startswith("12 models, 18 trained runs (one per model and seed), about ")
     assert len(out) == 1 + 12 + 1
+
+
+def test_the_paper_books_size_is_counted_without_downloading(monkeypatch):
+    """The paper preset asks for timm's hub weights; counting its parameters must not."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paper_book = book.book_profile("paper")
+    size = bm.weights_megabytes(paper_book, vocab_size=12112)
+    per_model = size / bm.runs_count(paper_book)
+    assert 150 < per_model < 400  # ViT-B/16 + a 300-d language encoder + fusion, fp16 (~100 M weights)

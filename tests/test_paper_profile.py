@@ -91,3 +91,58 @@ def test_paper_profile_trains_and_evaluates_on_cpu(paper_files, tmp_path):
     for word in vocab.words[2:6]:  # the most frequent words
         torch.testing.assert_close(embed[vocab.index[word]], torch.from_numpy(f["vectors"][word]), rtol=0, atol=1e-4)
     assert torch.equal(embed[0], torch.zeros(300))
+
+
+def _refcocog_layout(data, root):
+    """The synthetic set laid out as the paper profile's data (refcocog, google split)."""
+    import shutil
+
+    target = root / "refcocog"
+    target.mkdir(parents=True)
+    shutil.copy(data / "synthref" / "refs(unc).p", target / "refs(google).p")
+    shutil.copy(data / "synthref" / "instances.json", target / "instances.json")
+    (target / "images").symlink_to((data / "synthref" / "images").resolve())
+    return root
+
+
+def _book(args, tmp_path, env=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "restr", "book", "--profile", "paper", "--no-site",
+                           "--runs", str(tmp_path / "runs"), "--build", str(tmp_path / "build"), *args],
+                          capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1",
+                                                                             "RESTR_NO_ZOO": "1", **(env or {})})
+
+
+def test_paper_book_without_its_files_stops_before_any_notebook(paper_files, tmp_path):
+    data = _refcocog_layout(paper_files["data"], tmp_path / "refer")
+    done = _book(["--data", str(data), "--only", "01"], tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "vit_base_patch16_384.augreg_in21k_ft_in1k" in done.stderr and "glove.840B.300d" in done.stderr
+    assert "model.vit_weights" in done.stderr and "data.glove" in done.stderr
+    assert not (tmp_path / "build").exists() and not (tmp_path / "runs").exists()
+    bad = _book(["--data", str(data), "--only", "01", "--set", "model.no_such_field=1"], tmp_path)
+    assert bad.returncode == 2 and "no_such_field" in bad.stderr
+
+
+def test_paper_profile_notebook_runs_through_papermill(paper_files, tmp_path):
+    """Chapter 1 under the paper profile, with the files given as the README says (--set)."""
+    import json
+
+    f = paper_files
+    data = _refcocog_layout(f["data"], tmp_path / "refer")
+    done = _book(["--data", str(data), "--only", "01", "--set", f"model.vit_weights={f['weights']}",
+                  "--set", f"data.glove={f['glove']}", "--set", "model.image_size=64",
+                  "--set", "train.iterations=2", "--set", "train.batch_size=2", "--set", "data.num_workers=0"],
+                 tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    executed = tmp_path / "build" / "executed" / "paper" / "01_patch_embedding.ipynb"
+    text = json.dumps(json.loads(executed.read_text())["cells"])
+    assert "preset paper" in text and "(64, 64)" in text  # the paper preset, at the reduced size
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1 and runs[0].name.startswith("paper-")
+    cfg = json.loads((runs[0] / "config.json").read_text())
+    assert cfg["model"]["vit_dim"] == 768 and cfg["model"]["word_dim"] == 300
+    assert cfg["model"]["vit_weights"] == str(f["weights"]) and cfg["train"]["iterations"] == 2

@@ -12,7 +12,8 @@ import torch
 
 from restr.checkpoint import load_run, read_run_config
 from restr.config import get_preset
-from restr.zoo import ZooError, add_to_zoo, data_fingerprint, find, identity, materialize, read_manifest
+from restr.zoo import (ZooError, add_to_zoo, data_fingerprint, find, identity, materialize, read_manifest,
+                       write_manifest)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,24 @@ def test_a_matching_request_finds_the_model_and_rebuilds_its_run(zoo, smoke_run,
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=k)  # fp16 rounding only
     assert loaded.step == cfg.train.iterations
     assert find(cfg.override({"train.lr": 0.5}), zoo) is None
+
+
+def test_a_model_trained_before_a_config_field_existed_is_still_found(zoo, smoke_run, tmp_path):
+    """An entry whose stored config lacks a field added since (here: model.norm_eps) is
+    read with that field's default; one whose config names a field this code does not
+    know is an error naming the model."""
+    old = tmp_path / "zoo"
+    shutil.copytree(zoo, old)
+    (entry,) = read_manifest(old)
+    del entry["config"]["model"]["norm_eps"]
+    write_manifest([entry], old)
+    cfg = read_run_config(smoke_run).override({"model.vocab_size": get_preset("smoke").model.vocab_size})
+    assert find(cfg, old)["name"] == "smoke-main"
+    assert find(cfg.override({"model.norm_eps": 1e-5}), old) is None
+    entry["config"]["model"]["a_field_from_the_future"] = 1
+    write_manifest([entry], old)
+    with pytest.raises(ZooError, match="smoke-main.*does not load"):
+        find(cfg, old)
 
 
 def test_a_corrupt_or_missing_zoo_file_is_named(zoo, smoke_run, tmp_path):

@@ -1,0 +1,45 @@
+"""Every model committed to the zoo (data/zoo/) reproduces its manifest's numbers.
+
+The embedded data set is regenerated from its seed (the zoo's models were trained on
+these very bytes: the fingerprints must match), each model is rebuilt from its fp16
+file exactly as the book rebuilds it, and the fixed validation slice is scored again on
+the CPU: the metrics must equal the manifest's, digit for digit.
+"""
+from __future__ import annotations
+
+import pytest
+
+from restr.book import book_profile
+from restr.config import Config
+from restr.data.synth import generate
+from restr.zoo import EVAL_SLICE, data_fingerprint, evaluate_slice, find, materialize, read_manifest, zoo_folder
+
+MODELS = read_manifest(zoo_folder())
+
+
+@pytest.fixture(scope="module")
+def quick_data(tmp_path_factory):
+    synth = book_profile("quick").synth
+    root = tmp_path_factory.mktemp("synthref")
+    generate(root, seed=synth.seed, num_images=synth.num_images, progress=False)
+    return root
+
+
+def test_the_zoo_is_committed_and_within_budget():
+    assert MODELS, f"no zoo models in {zoo_folder()}"
+    size = sum((zoo_folder() / m["file"]).stat().st_size for m in MODELS)
+    assert size < 80e6, f"the zoo holds {size / 1e6:.1f} MB"
+    assert len({m["name"] for m in MODELS}) == len(MODELS) == len({m["sha256"] for m in MODELS})
+
+
+@pytest.mark.parametrize("entry", MODELS, ids=[m["name"] for m in MODELS])
+def test_zoo_model_reproduces_its_manifest(entry, quick_data, tmp_path):
+    cfg = Config.from_dict(entry["config"]).override({"data.root": str(quick_data), "data.num_workers": 0})
+    assert data_fingerprint(cfg) == entry["data_fingerprint"], "the regenerated data set differs from the zoo's"
+    assert find(cfg)["name"] == entry["name"]
+    run = materialize(entry, tmp_path / "run", cfg)
+    metrics = evaluate_slice(run)
+    assert metrics["expressions"] == EVAL_SLICE["max_expressions"]
+    assert metrics == entry["metrics"]
+    # fp16 storage costs less than 0.1 IoU points against the fp32 run
+    assert abs(entry["metrics"]["cum_iou"] - entry["fp32_metrics"]["cum_iou"]) < 1e-3
