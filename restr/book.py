@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port for --serve (default: 8000)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="an override for every model the book trains, e.g. "
-                        "--set model.vit_weights=vit.safetensors --set data.glove=glove.840B.300d.txt for the paper profile (repeatable)")
+                        "--set model.vit_weights=vit.safetensors --set data.glove=glove.840B.300d.txt "
+                        "for the paper profile (repeatable)")
     parser.add_argument("--progress-every", type=float, default=PLAIN_INTERVAL_S, metavar="SECONDS",
                         help="when the output is not a terminal, a progress line this often "
                         f"(default: {PLAIN_INTERVAL_S:.0f})")
