@@ -294,6 +294,24 @@ def run_benches(cfg: ModelConfig, setups: list[BenchSetup], repeats: int = 3, pe
     return [t.result(peak_tflops, peaks) for t in timed], peaks
 
 
+def top_ops(cfg: ModelConfig, setup: BenchSetup, count: int = 8) -> list[dict[str, Any]]:
+    """The ``count`` operators with the most self time over ``setup.steps`` profiled steps
+    (after the warm-up), as rows: op, calls, self ms per step, share of all self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    timed = _Timed(cfg, setup, flops_per_step=0.0)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if timed.device.type == "cuda" else [])
+    with _threads(setup.threads), profile(activities=activities) as prof:
+        for _ in range(setup.steps):
+            timed.step()
+        _sync(timed.device)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "calls": e.count // setup.steps, "self_ms": e.self_cpu_time_total / 1000 / setup.steps,
+             "share": e.self_cpu_time_total / total} for e in events[:count]]
+
+
 def run_bench(cfg: ModelConfig, peak_tflops: float | None = None, flops_per_step: float | None = None,
               **setup: Any) -> BenchResult:
     """Time one setup (the fields of :class:`BenchSetup` as keywords), one round."""
@@ -406,6 +424,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the device's bf16 dense peak")
     parser.add_argument("--no-baseline", action="store_true", help="skip the baseline")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--top-ops", type=int, default=0, metavar="N",
+                        help="also profile each setup (torch.profiler) and print its N ops with the most self time")
     parser.add_argument("--data", default="data/synthref", help="--mode data: data root")
     parser.add_argument("--dataset", default="synthref")
     parser.add_argument("--split-by", default="unc")
@@ -471,4 +491,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_fmt(r))
     if ratio is not None:
         print(f"speed-up over the baseline ({args.compare}): {ratio:.2f}x")
+    for setup in setups if args.top_ops else []:
+        print(f"\ntop ops by self time, {setup.mode} {setup.dtype} batch {setup.batch} x{setup.per_image}/img "
+              f"{setup.threads or torch.get_num_threads()} thr ({setup.steps} profiled steps):")
+        for row in top_ops(cfg.model, setup, args.top_ops):
+            print(f"  {row['op']:<40} {row['calls']:>5} calls/step {row['self_ms']:9.2f} ms/step {row['share']:7.1%}")
     return 0

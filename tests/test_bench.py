@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from restr import get_preset
-from restr.bench import device_peak_tflops, run_bench
+from restr.bench import BenchSetup, device_peak_tflops, run_bench, top_ops
 from restr.cost import count_macs
 from restr.model import build_model
 
@@ -69,3 +69,15 @@ def test_data_mode_times_the_trainers_items(tmp_path):
     assert u8["bytes_per_image"] == 3 * 32 * 32 + 32 * 32 + 20 * 8
     assert f32["bytes_per_image"] == 4 * (3 * 32 * 32 + 32 * 32) + 20 * 8
     assert 0.009 < u8["source_megapixels"] < 0.017  # synthref: 96-128 px sides
+
+
+def test_top_ops_profiles_the_step():
+    cfg = get_preset("smoke").model
+    rows = top_ops(cfg, BenchSetup(mode="train", batch=4, dtype="fp32", per_image=2, steps=2, warmup=1,
+                                   device="cpu"), count=6)
+    assert len(rows) == 6
+    shares = [r["share"] for r in rows]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0
+    ops = {r["op"] for r in rows}
+    assert ops & {"aten::mm", "aten::addmm", "aten::bmm", "aten::linear"}, ops  # a step is matrix products first
+    assert all(r["calls"] >= 1 and r["self_ms"] > 0 for r in rows)
