@@ -581,9 +581,9 @@ class BookProfile:
     attention_expressions: int  # Table 3(a): training expressions averaged over
     bootstrap: int  # resamples per bootstrap interval
     table4_layers: tuple[int, ...]  # fusion depths of the Table 4 grid
-    # training seeds of the headline models (the main model, Table 3's four variants, the
-    # decoder on/off pair at 4 layers); every other model is trained with the first one
-    # (restr.book_models)
+    # training seeds of the headline models (Table 3's four variants, the decoder on/off
+    # pair at 4 layers); every other model, the main one included, is trained with the
+    # first one (restr.book_models)
     seeds: tuple[int, ...] = (0,)
     bench_steps: int = 10  # timed steps per round of chapter 6's side-by-side benchmark
 
