@@ -21,7 +21,8 @@ MODELS = read_manifest(zoo_folder())
 def quick_data(tmp_path_factory):
     synth = book_profile("quick").synth
     root = tmp_path_factory.mktemp("synthref")
-    generate(root, seed=synth.seed, num_images=synth.num_images, progress=False)
+    sizes = {} if synth.num_images is None else {"num_images": synth.num_images}
+    generate(root, seed=synth.seed, progress=False, **sizes)
     return root
 
 
