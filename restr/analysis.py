@@ -422,6 +422,18 @@ def swap_control(run_dir, split: str = "val", max_expressions: int | None = None
         "cum_iou"], "expressions": result["expressions"], "skipped": result["skipped_single_ref_images"]}
 
 
+def vit_start(model_cfg) -> str:
+    """How a config's ViT starts, in words (for the book's prose)."""
+    weights = model_cfg.vit_weights
+    if weights is None:
+        return "trained from scratch"
+    if weights == "pretrain":
+        return "pretrained on the training images' category maps (restr.pretrain)"
+    if weights == "timm":
+        return f"started from timm's {model_cfg.vit_name}"
+    return f"started from {Path(weights).name}"
+
+
 def training_seconds(log) -> float:
     """About how long a run trained, from its ``metrics.jsonl`` (a pandas frame): the
     seconds of training (the last validation row's ``elapsed_s``, which counts them) plus

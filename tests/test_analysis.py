@@ -81,3 +81,14 @@ def test_empty_and_all_empty_unions():
     assert all(math.isnan(v) for v in bootstrap_ci([], [], samples=10))
     # every target empty and predicted empty: IoU 1 by the convention of the metrics
     assert bootstrap_ci([0, 0, 0], [0, 0, 0], samples=20) == (1.0, 1.0, 1.0)
+
+
+def test_vit_start_says_where_the_vit_begins():
+    from restr import analysis
+    from restr.config import get_preset
+
+    assert analysis.vit_start(get_preset("tiny").model).startswith("pretrained on the training images")
+    assert analysis.vit_start(get_preset("smoke").override({"model.vit_weights": None}).model) == "trained from scratch"
+    assert "vit_base_patch16_384" in analysis.vit_start(get_preset("paper").model)
+    assert analysis.vit_start(get_preset("smoke").override({"model.vit_weights": "/x/vit.safetensors"}).model) == \
+        "started from vit.safetensors"
