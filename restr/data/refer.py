@@ -288,11 +288,11 @@ def load_refs(path: str | os.PathLike) -> list[dict]:
     """The list of ref dicts pickled in a ``refs(<split_by>).p`` file (Python 2 pickles too)."""
     try:
         with open(path, "rb") as fh:
-            try:
-                refs = pickle.load(fh)
-            except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
-                fh.seek(0)
-                refs = pickle.load(fh, encoding="latin1")
+            raw = fh.read()  # one read: unpickling from a file object reads it in thousands of small pieces
+        try:
+            refs = pickle.loads(raw)
+        except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+            refs = pickle.loads(raw, encoding="latin1")
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
