@@ -608,6 +608,7 @@ _QUICK = BookProfile(
     bootstrap=1000,
     table4_layers=(2, 4, 6),
     seeds=(0, 1),
+    bench_steps=4,
 )
 
 BOOK_PROFILES: dict[str, BookProfile] = {
