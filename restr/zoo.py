@@ -22,7 +22,11 @@ the one a model was trained on.
 A lookup hashes each entry's stored config as this code reads it, so a config field
 added after a model was trained (with a default that computes what the code computed
 before) does not orphan it; the zoo test's exact re-evaluation of every model guards
-that promise.
+that promise. The identity cannot see a change of what an existing option *means*
+(``model.head = "release"`` changed its Eq. (10) when the release's form was corrected):
+a model trained before such a change no longer loads into its config, which
+:func:`materialize` reports by name, and it must be retrained
+(``python -m restr zoo train --only NAME --retrain``).
 
 ``python -m restr zoo list`` prints the manifest; ``python -m restr zoo train`` trains
 what the book needs and is missing (``--only NAME``, ``--retrain``).
