@@ -11,9 +11,9 @@
 
 Profiles (:class:`restr.config.BookProfile`, in ``restr.config.BOOK_PROFILES``):
 ``smoke`` (minutes; what the notebook tests run), ``quick`` (the default, the README's
-main job: a laptop CPU in under 20 minutes; the variant grids are trained briefly),
-``full`` (every variant trained as long as the main model: about two hours on a 2-core
-CPU), ``paper`` (paper-scale settings, for a GPU and real data).
+main job: minutes with the model zoo, hours without it; the variants are trained a sixth
+as long as the main model), ``full`` (every variant trained as long as the main model:
+about a day on a 2-core CPU, none of it in the zoo), ``paper`` (paper-scale settings, for a GPU and real data).
 """
 from __future__ import annotations
 
