@@ -11,6 +11,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """An 8-image embedded data set, generated once per test module that asks for it."""
+    from restr.data.synth import generate
+
+    root = tmp_path_factory.mktemp("synthref")
+    generate(root, seed=1, num_images=8, progress=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """A smoke-preset run trained for 4 steps on a freshly generated 8-image synthref set."""

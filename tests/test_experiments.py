@@ -18,15 +18,6 @@ from restr.train import KILL_ENV
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    from restr.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synthref")
-    generate(root, seed=1, num_images=8, progress=False)
-    return root
-
-
 def smoke_cfg(root: Path):
     train = {"iterations": 4, "ckpt_every": 2, "val_every": 0, "log_every": 1, "batch_size": 4}
     return get_preset("smoke", train=train, data={"root": str(root), "num_workers": 0})

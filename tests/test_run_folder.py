@@ -26,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_s", "elapsed_s", "val_seconds")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    from restr.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synthref")
-    generate(root, seed=1, num_images=8, progress=False)
-    return root
-
-
 def smoke_cfg(root: Path, **train_values):
     t = {"iterations": 8, "ckpt_every": 4, "val_every": 4, "log_every": 2, "batch_size": 4, **train_values}
     return get_preset("smoke", train=t, data={"root": str(root), "num_workers": 0})

@@ -20,15 +20,6 @@ from restr.train import KILL_ENV, TrainingError, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    from restr.data.synth import generate
-
-    root = tmp_path_factory.mktemp("synthref")
-    generate(root, seed=1, num_images=8, progress=False)
-    return root
-
-
 def smoke_cfg(root: Path, **train):
     t = {"iterations": 8, "ckpt_every": 4, "val_every": 4, "log_every": 2, "batch_size": 4, **train}
     return get_preset("smoke", train=t, data={"root": str(root), "num_workers": 0})
