@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from restr.checkpoint import RunError
+from restr.data.errors import DataError
 from restr.data.refer import ReferDataset
 from restr.data.transforms import compute_meta
 from restr.evaluate import SwapDataset, evaluate_run, score_batch, spread_indices
@@ -99,3 +101,34 @@ def test_bad_run_directories(run, tmp_path):
     p = subprocess.run([sys.executable, "-m", "restr", "evaluate", "--run", str(tmp_path / "missing")],
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+def test_an_in_order_pass_decodes_each_image_once_and_gives_the_same_items(data_root, monkeypatch):
+    """Without augmentation the data set keeps its last image and mask: evaluation, which
+    reads an image's expressions one after the other, decodes each image once, and every
+    item equals the one a fresh data set makes for that index alone."""
+    from restr.data import refer
+
+    ds = ReferDataset(data_root, "synthref", "unc", "val", image_size=32, augment=False, return_original=True)
+    reads = []
+    real_read = refer.read_image
+    monkeypatch.setattr(refer, "read_image", lambda path, hw=None: reads.append(path) or real_read(path, hw))
+    items = [ds[i] for i in range(len(ds))]
+    assert len(reads) == len(set(reads)) == len(ds.image_ids()) < len(ds)
+    for i in (0, len(ds) // 2, len(ds) - 1, 1):  # out of order, each from a fresh data set
+        alone = ReferDataset(data_root, "synthref", "unc", "val", image_size=32, augment=False,
+                             return_original=True)[i]
+        assert alone.keys() == items[i].keys()
+        for key, value in alone.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, items[i][key]), key
+            else:
+                assert value == items[i][key], key
+
+
+def test_a_mask_of_another_size_than_its_image_is_refused_by_name(data_root, monkeypatch):
+    ds = ReferDataset(data_root, "synthref", "unc", "val", image_size=32, augment=False)
+    monkeypatch.setattr(ds.data, "load_mask", lambda ann_id: np.ones((3, 5), dtype=np.uint8))
+    ref_id = ds.refs[0]["ref_id"]
+    with pytest.raises(DataError, match=rf"ref {ref_id}: mask \(3, 5\) and image \(\d+, \d+\) differ in size"):
+        ds[0]

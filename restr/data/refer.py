@@ -34,7 +34,7 @@ import torch
 from .errors import DataError, EmptyExpressionError
 from .images import read_image
 from .transforms import augment as _augment
-from .transforms import letterbox, letterbox_mask, normalize
+from .transforms import LetterboxMeta, letterbox, letterbox_mask, normalize
 from .vocab import Vocabulary, tokenize
 
 __all__ = [
@@ -535,6 +535,8 @@ class ReferDataset(torch.utils.data.Dataset):
         elif not isinstance(vocab, Vocabulary):
             vocab = Vocabulary.load(vocab)
         self.vocab = vocab
+        self._last_image: tuple[int, tuple[int, ...], tuple[torch.Tensor, LetterboxMeta]] | None = None  # _fixed_pair
+        self._last_mask: tuple[int, tuple[np.ndarray, torch.Tensor]] | None = None
 
     # -- access -------------------------------------------------------------------------
     @property
@@ -578,23 +580,18 @@ class ReferDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         ref, sent = self.item_ref(index)
         text = self.data.sentence_text(sent)
-        image = self.load_image(ref["image_id"])
-        try:
-            mask = self.load_mask(ref["ann_id"])
-        except DataError as exc:
-            raise DataError(f"ref {ref['ref_id']}: {exc}") from None
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"ref {ref['ref_id']}: mask {mask.shape} and image {image.shape[:2]} differ in size")
         if self.augment:
+            image, mask = self._pair(ref)
             seed = int(torch.randint(0, 2**62, (1,)).item())  # follows torch's (per-worker) seed
             image, mask = _augment(image, mask, tokenize(text), np.random.default_rng(seed))
-        boxed, meta = letterbox(image, self.image_size)
-        boxed_mask, _ = letterbox_mask(mask, self.image_size)
+            image_t, meta = self._boxed_image(image)
+            mask_t = self._boxed_mask(mask)
+        else:
+            (image_t, meta), (mask, mask_t) = self._fixed_pair(ref)
         ids, length = self.vocab.encode(text, self.max_words)
-        image_t = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))) if self.uint8 else normalize(boxed)
         item = {
             "image": image_t,
-            "mask": torch.from_numpy(boxed_mask.astype(np.uint8 if self.uint8 else np.float32)),
+            "mask": mask_t,
             "words": torch.from_numpy(ids),
             "length": length,
             "num_words": len(tokenize(text)),
@@ -608,6 +605,51 @@ class ReferDataset(torch.utils.data.Dataset):
         if self.return_original:
             item["orig_mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))
         return item
+
+    # -- making an item's tensors -------------------------------------------------------
+    def _pair(self, ref: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The original image and the ref's mask, checked to be of one size."""
+        image = self.load_image(ref["image_id"])
+        try:
+            mask = self.load_mask(ref["ann_id"])
+        except DataError as exc:
+            raise DataError(f"ref {ref['ref_id']}: {exc}") from None
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"ref {ref['ref_id']}: mask {mask.shape} and image {image.shape[:2]} differ in size")
+        return image, mask
+
+    def _boxed_image(self, image: np.ndarray) -> tuple[torch.Tensor, LetterboxMeta]:
+        boxed, meta = letterbox(image, self.image_size)
+        return (torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1))) if self.uint8
+                else normalize(boxed)), meta
+
+    def _boxed_mask(self, mask: np.ndarray) -> torch.Tensor:
+        boxed, _ = letterbox_mask(mask, self.image_size)
+        return torch.from_numpy(boxed.astype(np.uint8 if self.uint8 else np.float32))
+
+    def _fixed_pair(self, ref: dict) -> tuple[tuple[torch.Tensor, LetterboxMeta], tuple[np.ndarray, torch.Tensor]]:
+        """Without augmentation, ``((image tensor, meta), (original mask, mask tensor))``.
+
+        The last image and the last mask made are kept: an image's expressions are
+        consecutive items (a ref's sentences, then the image's next ref), so an in-order
+        pass such as evaluation decodes and letterboxes each image once instead of about
+        13 times. The tensors are shared between items; nothing downstream writes to them
+        (``collate`` stacks copies)."""
+        image_id, ann_id = int(ref["image_id"]), int(ref["ann_id"])
+        if self._last_image is None or self._last_image[0] != image_id:
+            image = self.load_image(image_id)
+            self._last_image = (image_id, image.shape[:2], self._boxed_image(image))
+            self._last_mask = None
+        if self._last_mask is None or self._last_mask[0] != ann_id:
+            try:
+                mask = self.load_mask(ann_id)
+            except DataError as exc:
+                raise DataError(f"ref {ref['ref_id']}: {exc}") from None
+            if mask.shape != self._last_image[1]:
+                raise DataError(f"ref {ref['ref_id']}: mask {mask.shape} and image {self._last_image[1]} "
+                                "differ in size")
+            self._last_mask = (ann_id, (mask, self._boxed_mask(mask)))
+        return self._last_image[2], self._last_mask[1]
 
     def __repr__(self) -> str:
         return (f"ReferDataset({self.dataset}, {self.split_by}, {self.split}: {len(self.refs)} refs, "
