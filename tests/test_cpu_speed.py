@@ -40,12 +40,18 @@ def test_bf16_attention_matches_the_fused_kernel(masked):
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(3, 2, 9, 16, generator=g) for _ in range(3))
     mask = (torch.rand(3, 1, 1, 9, generator=g) > 0.3) | (torch.arange(9) == 0) if masked else None
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert not cpu_bf16(q)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert cpu_bf16(q)
         out = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.03)
+    # the explicit path masks its logits in place: its gradients are still the kernel's
+    weights = torch.randn(ref.shape, generator=g)
+    for a, b in zip(torch.autograd.grad((out.float() * weights).sum(), (q, k, v)),
+                    torch.autograd.grad((ref * weights).sum(), (q, k, v))):
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
 
 
 def test_bf16_training_losses_stay_within_two_percent_of_fp32():
@@ -163,10 +169,18 @@ def test_the_decoder_computes_linear_after_upsampling_as_the_paper_draws_it():
 
     cfg = get_preset("tiny").model
     decoder = build_model(cfg).decoder.double()
-    x = torch.randn(2, 2 * cfg.dim, 4, 5, dtype=torch.float64)
+    x = torch.randn(2, 2 * cfg.dim, 4, 5, dtype=torch.float64, requires_grad=True)
     ref = x
     for linear in decoder.blocks:
         ref = F.interpolate(ref, scale_factor=2, mode="bilinear", align_corners=True)
         ref = decoder.act(linear(ref.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
     ref = decoder.out(ref.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-    torch.testing.assert_close(decoder(x), ref, rtol=1e-12, atol=1e-12)
+    out = decoder(x)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    # and so are the gradients (the fast order applies its LeakyReLU in place)
+    weights = torch.randn_like(out)
+    params = [x, *decoder.parameters()]
+    fast = torch.autograd.grad((out * weights).sum(), params)
+    drawn = torch.autograd.grad((ref * weights).sum(), params)
+    for a, b in zip(fast, drawn):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -31,5 +31,5 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
     logits = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (B, h, N, N)
     if key_mask is not None:
-        logits = logits.masked_fill(~key_mask, float("-inf"))
+        logits = logits.masked_fill_(~key_mask, float("-inf"))  # logits is ours: in place
     return logits.softmax(dim=-1).to(v.dtype) @ v

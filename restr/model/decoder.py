@@ -79,7 +79,8 @@ class CoarseToFineDecoder(nn.Module):
             # a channels-last (B, C, H, W) tensor is a contiguous (B, H, W, C) one
             if self.linear_first:
                 x = linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-                x = self.act(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+                x = F.leaky_relu_(x, self.act.negative_slope)  # in place: no second full-size tensor
             else:  # as drawn: what restr.cost counts, to compare with the paper's MACs
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
                 x = self.act(linear(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
