@@ -134,13 +134,15 @@ def score_batch(batch: dict, mask_logits: torch.Tensor) -> list[tuple[int, int, 
     from .metrics import intersection_union
 
     metas = LetterboxMeta.batch_from_tensor(batch["meta"])
-    targets = batch["orig_mask"]
-    out = []
+    rows_of: dict[LetterboxMeta, list[int]] = defaultdict(list)  # rows of one geometry resize together
     for i, meta in enumerate(metas):
-        pred = unletterbox(mask_logits[i], meta) >= 0
-        inter, union = intersection_union(pred, targets[i])
-        out.append((inter, union, pred))
-    return out
+        rows_of[meta].append(i)
+    preds: list[torch.Tensor] = [torch.empty(0)] * len(metas)
+    for meta, rows in rows_of.items():
+        for i, pred in zip(rows, unletterbox(mask_logits[rows], meta) >= 0):
+            preds[i] = pred
+    targets = batch["orig_mask"]
+    return [(*intersection_union(pred, target), pred) for pred, target in zip(preds, targets)]
 
 
 def expression_record(batch: dict, i: int, index: int, scores: tuple[int, int, float], bucket: str) -> dict:
