@@ -125,7 +125,7 @@ def test_evaluate_counts_must_be_positive(smoke_run, capsys):
     from restr.evaluate import main
 
     for option, value in (("--batch-size", "0"), ("--max-expressions", "-3"), ("--max-expressions", "0"),
-                          ("--workers", "-1")):
+                          ("--workers", "-1"), ("--threads", "0")):
         assert main(["--run", str(smoke_run), option, value, "--json", "--no-progress"]) == 2
         captured = capsys.readouterr()
         assert f"{option} {value}: must be" in captured.err and captured.out == ""
@@ -135,8 +135,13 @@ def test_evaluate_json_is_standard_json(smoke_run, tmp_path, capsys):
     from restr.evaluate import main
 
     out = tmp_path / "r.json"
-    assert main(["--run", str(smoke_run), "--max-expressions", "3", "--json", "--no-progress", "--workers", "0",
-                 "--output", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(["--run", str(smoke_run), "--max-expressions", "3", "--json", "--no-progress", "--workers", "0",
+                     "--threads", "3", "--output", str(out)]) == 0
+        assert torch.get_num_threads() == 3  # --threads is what the CPU evaluation ran with
+    finally:
+        torch.set_num_threads(threads)
     text = capsys.readouterr().out
     for doc in (text, out.read_text()):
         json.loads(doc, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
