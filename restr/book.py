@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -100,14 +101,16 @@ def _register_engine() -> None:
     papermill_engines.register(ENGINE, _ProgressEngine)
 
 
-def kernel_config():
-    """Kernels talk to papermill over Unix sockets in the user's runtime folder instead of
-    unencrypted loopback TCP (which ipykernel warns about at every start); POSIX only."""
+def kernel_config(socket_dir: Path):
+    """Kernels talk to papermill over Unix sockets in ``socket_dir`` instead of unencrypted
+    loopback TCP (which ipykernel warns about at every start); POSIX only. The sockets'
+    path is absolute: a relative one would put them in the notebooks' folder."""
     from traitlets.config import Config as KernelConfig
 
     c = KernelConfig()
     if os.name == "posix":
         c.KernelManager.transport = "ipc"
+        c.KernelManager.ip = str(Path(socket_dir).resolve() / "kernel")
     return c
 
 
@@ -133,43 +136,49 @@ def execute_notebooks(
     progress: BatchProgress | None = None,
 ) -> list[dict[str, Any]]:
     """Run each notebook with papermill; return one record per notebook (notebook, seconds, output)."""
-    import nbformat
-    import papermill as pm
 
     _register_engine()
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
-    for nb in notebooks or notebook_paths():
-        target = out_dir / nb.name
-        params = {
-            "profile": profile_name,
-            "data_root": notebook_path_param(data_root, nb.parent),
-            "runs_dir": notebook_path_param(runs_dir, nb.parent),
-            "interactive": False,
-        }
-        declared = pm.inspect_notebook(str(nb))
-        params = {k: v for k, v in params.items() if k in declared}
-        if progress is not None:  # the code cells, and the one papermill injects
-            progress.notebook_started(nb.stem, sum(c.cell_type == "code" for c in nbformat.read(nb, 4).cells) + 1)
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb), str(target), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                engine_name=ENGINE, on_cell=progress.cell_started if progress is not None else None,
-                config=kernel_config(), progress_bar=False, log_output=False,
-            )
-        except pm.PapermillExecutionError as exc:
-            if progress is not None:
-                progress.notebook_done(ok=False)
-            raise BookError(
-                f"notebook {nb.name} failed in cell {exc.exec_count} with {exc.ename}: {exc.evalue}\n"
-                f"(the executed copy with the error is {target})"
-            ) from None
-        seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="restr-kernels-") as sockets:  # removed with its sockets
+        return [_execute_one(nb, profile_name, data_root, out_dir, runs_dir, Path(sockets), progress)
+                for nb in notebooks or notebook_paths()]
+
+
+def _execute_one(nb: Path, profile_name: str, data_root: Path, out_dir: Path, runs_dir: Path, sockets: Path,
+                 progress: BatchProgress | None) -> dict[str, Any]:
+    """Run one notebook with papermill (see :func:`execute_notebooks`)."""
+    import nbformat
+    import papermill as pm
+
+    target = out_dir / nb.name
+    params = {
+        "profile": profile_name,
+        "data_root": notebook_path_param(data_root, nb.parent),
+        "runs_dir": notebook_path_param(runs_dir, nb.parent),
+        "interactive": False,
+    }
+    declared = pm.inspect_notebook(str(nb))
+    params = {k: v for k, v in params.items() if k in declared}
+    if progress is not None:  # the code cells, and the one papermill injects
+        progress.notebook_started(nb.stem, sum(c.cell_type == "code" for c in nbformat.read(nb, 4).cells) + 1)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(
+            str(nb), str(target), parameters=params, cwd=str(nb.parent), kernel_name="python3",
+            engine_name=ENGINE, on_cell=progress.cell_started if progress is not None else None,
+            config=kernel_config(sockets), progress_bar=False, log_output=False,
+        )
+    except pm.PapermillExecutionError as exc:
         if progress is not None:
-            progress.notebook_done()
-        records.append({"notebook": nb.name, "seconds": seconds, "output": str(target)})
-    return records
+            progress.notebook_done(ok=False)
+        raise BookError(
+            f"notebook {nb.name} failed in cell {exc.exec_count} with {exc.ename}: {exc.evalue}\n"
+            f"(the executed copy with the error is {target})"
+        ) from None
+    seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress.notebook_done()
+    return {"notebook": nb.name, "seconds": seconds, "output": str(target)}
 
 
 def build_site(executed_dir: Path, build_root: Path) -> Path:

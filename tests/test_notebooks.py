@@ -75,6 +75,8 @@ def test_batch_run_reports_progress_and_where_the_site_is(smoke_book):
     err = (smoke_book / "book.stderr").read_text()
     out = (smoke_book / "book.stdout").read_text()
     assert "without encryption" not in err  # kernels on Unix sockets: no transport warning
+    left = [p.name for p in (REPO / "notebooks").iterdir() if p.is_socket()]
+    assert not left, f"the kernels' sockets were left in notebooks/: {left}"
     n = len(NOTEBOOKS)
     for k, name in enumerate(NOTEBOOKS, 1):
         stem = name.removesuffix(".ipynb")
