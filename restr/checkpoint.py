@@ -32,7 +32,9 @@ corrupt/truncated file as a :class:`RunError` naming the file.
 
 Resuming (:meth:`Checkpointer.open`) starts from ``last.pt``, or from ``best.pt`` when
 asked (``resume="best"``); when ``last.pt`` is missing or corrupt and ``best.pt`` is
-intact, the error offers it. A finished run resumes to nothing at all. A run is trained
+intact, the error offers it. A run that died after its first ``best.pt`` and before its
+first ``last.pt`` (no ``last.json`` either) resumes from ``best.pt``: it is the newest
+state the run saved. A finished run resumes to nothing at all. A run is trained
 longer only when asked (``extend``): the lr schedule is then that of the new length.
 """
 from __future__ import annotations
@@ -396,7 +398,14 @@ class Checkpointer:
             self.source = last
             return state
         offer = self._offer_best()
-        if offer:
+        if offer and not last.with_suffix(".json").is_file():
+            # last.pt was never written (its summary neither): a validation saved best.pt before the
+            # run's first last.pt and the process died in between, so best.pt is the newest state
+            note(f"{self.run_dir} never saved {CKPT_DIR}/last.pt (the process died after its first best.pt): "
+                 f"best.pt is its newest checkpoint")
+            self.source = best
+            return load_checkpoint(best)
+        if offer:  # last.pt was there once: resuming from an older best.pt redoes steps, so ask first
             raise TrainingError(f"{self.run_dir} has no {CKPT_DIR}/last.pt;{offer}; or train into another --out to "
                                 f"start over")
         return None  # no checkpoint at all: the run starts from step 0

@@ -202,6 +202,28 @@ def test_resume_from_best_after_losing_last(data_root, tmp_path, capsys):
     assert strip(read_metrics(run)) == strip(read_metrics(ref))
 
 
+def test_a_run_killed_before_its_first_last_checkpoint_resumes_from_best(data_root, tmp_path):
+    """Validation every 4 steps, checkpoints every 8: killed after step 5, the run holds
+    best.pt (step 4) and never wrote last.pt (as a kill between the two writes of one step
+    leaves it). best.pt is then its newest state: --resume continues from it, and the run
+    ends with the weights and log of an uninterrupted one."""
+    common = [*data_args(data_root), "--iterations", "12", "--set", "train.ckpt_every=8",
+              "--set", "train.val_every=4", "--set", "train.log_every=2"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert cli("train", *common, "--out", str(ref)).returncode == 0
+    p = cli("train", *common, "--out", str(run), env={KILL_ENV: "5"})
+    assert p.returncode == -9, p.stderr
+    assert sorted(f.name for f in (run / "checkpoints").iterdir()) == ["best.json", "best.pt"]
+    p = cli("train", *common, "--out", str(run), "--resume")
+    assert p.returncode == 0, p.stderr
+    assert "never saved checkpoints/last.pt" in p.stderr
+    assert f"resuming {run} from {run / 'checkpoints' / 'best.pt'} (step 4 of 12)" in p.stderr
+    a, b = (load_checkpoint(r / "checkpoints" / "last.pt")["model"] for r in (ref, run))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert strip(read_metrics(run)) == strip(read_metrics(ref))
+
+
 # ----------------------------------------------------------------------------------------
 # item 10: a full disk
 
