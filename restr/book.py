@@ -71,7 +71,9 @@ def ensure_data(profile: BookProfile, data_root: Path) -> Path:
         if not refs.exists():
             print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
             sizes = {} if profile.synth.num_images is None else {"num_images": profile.synth.num_images}
-            generate(str(data_root), seed=profile.synth.seed, **sizes)
+            # a bar on a terminal; in a log (not a terminal) one line when it is done
+            done = generate(str(data_root), seed=profile.synth.seed, progress=sys.stderr.isatty(), **sizes)
+            print(f"generated {done['images']} images in {done['seconds']:.0f} s", file=sys.stderr)
     return data_root
 
 

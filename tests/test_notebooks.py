@@ -75,6 +75,8 @@ def test_batch_run_reports_progress_and_where_the_site_is(smoke_book):
     err = (smoke_book / "book.stderr").read_text()
     out = (smoke_book / "book.stdout").read_text()
     assert "without encryption" not in err  # kernels on Unix sockets: no transport warning
+    # the data set's generation: one line in a log, not a progress bar's hundreds
+    assert re.search(r"^generated \d+ images in \d+ s$", err, re.M) and "synthref images:" not in err, err[:2000]
     left = [p.name for p in (REPO / "notebooks").iterdir() if p.is_socket()]
     assert not left, f"the kernels' sockets were left in notebooks/: {left}"
     n = len(NOTEBOOKS)
