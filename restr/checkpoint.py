@@ -397,14 +397,18 @@ class Checkpointer:
                 raise RunError(f"{exc}{self._offer_best()}") from None
             self.source = last
             return state
-        offer = self._offer_best()
-        if offer and not last.with_suffix(".json").is_file():
+        if best.is_file() and not last.with_suffix(".json").is_file():
             # last.pt was never written (its summary neither): a validation saved best.pt before the
             # run's first last.pt and the process died in between, so best.pt is the newest state
+            try:
+                state = load_checkpoint(best)
+            except RunError:
+                return None  # nothing intact to resume: the run starts from step 0, as with no best.pt
             note(f"{self.run_dir} never saved {CKPT_DIR}/last.pt (the process died after its first best.pt): "
                  f"best.pt is its newest checkpoint")
             self.source = best
-            return load_checkpoint(best)
+            return state
+        offer = self._offer_best()
         if offer:  # last.pt was there once: resuming from an older best.pt redoes steps, so ask first
             raise TrainingError(f"{self.run_dir} has no {CKPT_DIR}/last.pt;{offer}; or train into another --out to "
                                 f"start over")

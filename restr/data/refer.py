@@ -610,13 +610,18 @@ class ReferDataset(torch.utils.data.Dataset):
     def _pair(self, ref: dict) -> tuple[np.ndarray, np.ndarray]:
         """The original image and the ref's mask, checked to be of one size."""
         image = self.load_image(ref["image_id"])
+        return image, self._checked_mask(ref, image.shape[:2])
+
+    def _checked_mask(self, ref: dict, image_hw: tuple[int, ...]) -> np.ndarray:
+        """The ref's original mask; an error names the ref when it fails to load or is not
+        of its image's size ``image_hw``."""
         try:
             mask = self.load_mask(ref["ann_id"])
         except DataError as exc:
             raise DataError(f"ref {ref['ref_id']}: {exc}") from None
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"ref {ref['ref_id']}: mask {mask.shape} and image {image.shape[:2]} differ in size")
-        return image, mask
+        if mask.shape != tuple(image_hw):
+            raise DataError(f"ref {ref['ref_id']}: mask {mask.shape} and image {tuple(image_hw)} differ in size")
+        return mask
 
     def _boxed_image(self, image: np.ndarray) -> tuple[torch.Tensor, LetterboxMeta]:
         boxed, meta = letterbox(image, self.image_size)
@@ -641,13 +646,7 @@ class ReferDataset(torch.utils.data.Dataset):
             self._last_image = (image_id, image.shape[:2], self._boxed_image(image))
             self._last_mask = None
         if self._last_mask is None or self._last_mask[0] != ann_id:
-            try:
-                mask = self.load_mask(ann_id)
-            except DataError as exc:
-                raise DataError(f"ref {ref['ref_id']}: {exc}") from None
-            if mask.shape != self._last_image[1]:
-                raise DataError(f"ref {ref['ref_id']}: mask {mask.shape} and image {self._last_image[1]} "
-                                "differ in size")
+            mask = self._checked_mask(ref, self._last_image[1])
             self._last_mask = (ann_id, (mask, self._boxed_mask(mask)))
         return self._last_image[2], self._last_mask[1]
 
