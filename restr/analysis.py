@@ -275,6 +275,62 @@ def whole_image_scores(scores, data_root, dataset: str, split_by: str, image_roo
     return out
 
 
+def all_objects_scores(scores, data_root, dataset: str, split_by: str, image_root=None):
+    """The scores of the language-blind floor for the expressions of ``scores`` (a frame of
+    :func:`expression_scores`): predicting the union of every annotated object of the
+    image, whatever the expression says. The target is one of them, so the intersection
+    is the target's pixels and the union that of all objects. A model that reads nothing
+    of the expression but knows what an object is scores this; the ``learned`` rule of
+    :mod:`restr.verdict` asks every model to beat it."""
+    from .data.refer import ReferData
+
+    data = ReferData(data_root, dataset, split_by, image_root)
+    objects_of: dict[int, list[int]] = {}
+    for ann_id, ann in data.anns.items():
+        objects_of.setdefault(int(ann["image_id"]), []).append(int(ann_id))
+    images = sorted(set(int(i) for i in scores["image_id"]))
+    union_area, masks = {}, {}
+    for image_id in images:
+        every = None
+        for ann_id in objects_of.get(image_id, []):
+            masks[ann_id] = data.load_mask(ann_id)
+            every = masks[ann_id] if every is None else (every | masks[ann_id])
+        union_area[image_id] = int(every.sum()) if every is not None else 0
+    out = scores[["index", "ref_id", "sent_id", "ann_id", "image_id", "length", "bucket"]].copy()
+    out["intersection"] = [int(masks[int(a)].sum()) for a in scores["ann_id"]]
+    out["union"] = [union_area[int(i)] for i in scores["image_id"]]
+    out["iou"] = out["intersection"] / out["union"]
+    return out
+
+
+def patch_ceiling_scores(run_dir, split: str = "val", max_expressions: int | None = None, batch_size: int = 64):
+    """The scores of a perfect patch-level map for the expressions :func:`expression_scores`
+    scores (the same ones, in the same order): the ground truth averaged over each P x P
+    patch of the run's input, upsampled bilinearly, thresholded at 0.5 and mapped back to
+    the original resolution, as every prediction is. No patch-level map scores higher on
+    average: it is the ceiling of the patch grid, which only the decoder's sub-patch detail
+    can pass."""
+    import pandas as pd
+
+    from .checkpoint import load_run
+    from .data.refer import collate
+    from .evaluate import score_batch, spread_indices, split_dataset
+
+    run = load_run(run_dir, "last", "cpu")
+    dataset = split_dataset(run, split)
+    p = run.cfg.model.patch_size
+    indices = spread_indices(len(dataset), max_expressions) if max_expressions else list(range(len(dataset)))
+    rows = []
+    for start in range(0, len(indices), batch_size):
+        batch = collate([dataset[i] for i in indices[start:start + batch_size]])
+        gt = batch["mask"][:, None].float()  # (B, 1, H, W) at the model's input
+        patch = F.interpolate(F.avg_pool2d(gt, p), size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        for i, (inter, union, _) in enumerate(score_batch(batch, (patch[:, 0] - 0.5) * 10)):
+            rows.append({"index": start + i, "sent_id": int(batch["sent_id"][i]), "intersection": int(inter),
+                         "union": int(union), "iou": inter / union if union else 1.0})
+    return pd.DataFrame(rows)
+
+
 def score_columns(scores, groups: Iterable[str] = (), group_column: str = "bucket") -> dict[str, np.ndarray]:
     """Per-expression columns of a scores frame for :class:`restr.verdict.Resampler`:
     ``intersection``, ``union``, ``iou``, ``hit@X`` (IoU >= X for Prec@X) and, for each

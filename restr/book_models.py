@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from .book import run_config
+from .claims import Arm, load_arm
 from .config import BookProfile, Config
+from .experiments import get_run
 from .paper import TABLE4
 
 TABLE3_VARIANTS = {  # Table 3(b)'s rows: request name -> model overrides (4 fusion layers, no decoder)
@@ -155,6 +157,16 @@ def model_config(profile: BookProfile, data_root: str | Path, name: str, seed: i
 def model_seeds(profile: BookProfile, name: str) -> tuple[int, ...]:
     """The seeds the book trains model ``name`` with."""
     return find_model(profile, name).seeds
+
+
+def arm(profile: BookProfile, data_root: str | Path, name: str, runs_dir: str | Path = "runs",
+        label: str | None = None, max_expressions: int | None = None, level: str = "pixel") -> Arm:
+    """The book's model ``name`` as an arm of a claim (:class:`restr.claims.Arm`): every
+    seed's run (found in ``runs_dir``, taken from the zoo, or trained), scored on the
+    profile's evaluation split (``max_expressions`` of it, spread; None: all of it)."""
+    seeds = model_seeds(profile, name)
+    runs = [get_run(model_config(profile, data_root, name, seed=s), runs_dir=runs_dir) for s in seeds]
+    return load_arm(label or name, runs, seeds, profile.eval_split, max_expressions, level)
 
 
 def runs_count(profile: BookProfile) -> int:

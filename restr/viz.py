@@ -185,6 +185,22 @@ def curve_over_seeds(ax, runs, x: str, y: str, label: str, seed: str = "seed", s
                  label=f"{label} ({seeds} seed{'s' if seeds != 1 else ''})", ax=ax)
 
 
+def arm_curves(ax, arms: Sequence, last_fraction: float = 0.2) -> None:
+    """The validation curves (cumulative IoU %) of a claim's arms (:class:`restr.claims.Arm`),
+    seeds as a band, overlaid; the shaded stretch is the last fifth of the schedule, which
+    the ``converged`` rule reads."""
+    import pandas as pd
+
+    for a in arms:
+        runs = pd.concat([c.assign(seed=s) for c, s in zip(a.curves, a.seeds)], ignore_index=True)
+        curve_over_seeds(ax, runs, x="step", y="IoU", label=a.name)
+    end = max(a.iterations for a in arms)
+    ax.axvspan((1 - last_fraction) * end, end, color="gray", alpha=0.15, label="the last fifth (converged rule)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("val cumulative IoU %")
+    ax.legend(fontsize=8)
+
+
 def line_series(ax, table, x: str, series: Mapping[str, str], ylabel: str = "") -> None:
     """Several columns of ``table`` against ``x`` as one line each (legend: the keys of
     ``series``, which map a label to a column)."""

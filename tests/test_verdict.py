@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from restr.analysis import bootstrap_ci
-from restr.verdict import (INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, RULES, Estimate, Resampler, Stat, all_of,
-                           cum_iou, greater, judge, mean_of, missing_part, part, relative_gain, within)
+from restr.verdict import (BIASED_SHARE, INCONCLUSIVE, MARGINAL, NOT_REPRODUCED, REPRODUCED, RULES, ArmCheck, Estimate,
+                           Resampler, Stat, Statement, above, all_of, convergence, cum_iou, greater, judge, mean_of,
+                           missing_part, part, relative_gain, within)
 
 
 def est(lo, hi, point=None):
@@ -32,7 +33,7 @@ def test_greater(lo, hi, label):
     (-0.2, 0.9, INCONCLUSIVE), (-1.0, 1.0, INCONCLUSIVE), (0.4, 0.7, INCONCLUSIVE),
     (float("nan"), 0.1, INCONCLUSIVE),
 ])
-def test_within(lo, hi, label):
+def test_within(lo, hi, label):  # the marginal rule
     assert within(est(lo, hi), 0.5) == label
 
 
@@ -43,29 +44,92 @@ def test_all_of():
     assert all_of([]) == INCONCLUSIVE
 
 
-def test_judge_combines_parts_then_the_learned_and_testable_rules():
-    good = [part("a - b", est(1.0, 2.0), 1.5), part("c - d", est(-0.2, 0.2), 0.0, rule="within", margin=0.5)]
-    v = judge(9, "a beats b", "1.5", "ours", good, learned={"a": est(5, 9), "b": est(1, 3)})
-    assert (v.label, v.measured) == (REPRODUCED, REPRODUCED)
-    assert [p.label for p in v.parts] == [REPRODUCED, REPRODUCED] and v.parts[1].rule == "within 0.5"
-    dead = judge(9, "a beats b", "1.5", "ours", good, learned={"a": est(5, 9), "b": est(-1, 3)})
-    assert (dead.label, dead.measured) == (INCONCLUSIVE, REPRODUCED)
-    assert dead.why.startswith("b did not learn")
-    two_dead = judge(9, "a beats b", "1.5", "ours", good, learned={"a": est(-1, 9), "b": est(-1, 3)})
-    assert two_dead.why.startswith("a and b did not learn") and "a - b +1.50 [+1.00, +2.00]: reproduced" in two_dead.why
-    untestable = judge(9, "a beats b", "1.5", "ours", good, untestable="our data lack it")
-    assert untestable.label == INCONCLUSIVE and untestable.measured == REPRODUCED
-    assert "our data lack it" in untestable.why and "'reproduced'" in untestable.why
-    refuted = judge(9, "a beats b", "1.5", "ours", [part("a - b", est(-3, -1), 1.5), missing_part("x", 1.0, "n/a")])
-    assert refuted.label == NOT_REPRODUCED and "x: inconclusive (n/a)" in refuted.why
-    assert set(refuted.row()) == {"claim", "paper", "ours (95 % interval)", "verdict", "why"}
+@pytest.mark.parametrize("lo, hi, threshold, label", [
+    (1.1, 3.0, 1.0, REPRODUCED), (-1.0, 0.9, 1.0, NOT_REPRODUCED), (0.5, 1.5, 1.0, INCONCLUSIVE),
+    (1.0, 2.0, 1.0, INCONCLUSIVE),  # touching the threshold is not above it
+    (-0.9, 0.5, -1.0, REPRODUCED), (-3.0, -1.1, -1.0, NOT_REPRODUCED), (81.0, 90.0, 80.0, REPRODUCED),
+    (float("nan"), 2.0, 1.0, INCONCLUSIVE),
+])
+def test_above(lo, hi, threshold, label):
+    assert above(est(lo, hi), threshold) == label
+
+
+def test_named_rules_use_the_protocols_margins():
+    assert MARGINAL == 1.0 and BIASED_SHARE == 80.0
+    fairly = part("4 - 2", est(1.2, 3.0), 4.69, rule="fairly")
+    assert (fairly.rule, fairly.label) == ("above +1", REPRODUCED)
+    # a real but small gain is not "fairly" an increase
+    assert part("4 - 2", est(0.2, 0.8), 4.69, rule="fairly").label == NOT_REPRODUCED
+    marginal = part("6 - 4", est(-0.6, 0.9), 0.03, rule="marginal")
+    assert (marginal.rule, marginal.label) == ("within ±1", REPRODUCED)
+    assert part("6 - 4", est(1.5, 2.5), 0.03, rule="marginal").label == NOT_REPRODUCED
+    loss = part("shared - unshared", est(-0.8, 3.0), -0.41, rule="marginal loss")
+    assert (loss.rule, loss.label) == ("above -1", REPRODUCED)  # a gain is no degradation at all
+    assert part("shared - unshared", est(-2.5, -1.2), -0.41, rule="marginal loss").label == NOT_REPRODUCED
+    share = part("a_v", est(85.0, 92.0), 94.5, rule="share")
+    assert (share.rule, share.label) == ("above 80 %", REPRODUCED)
+    assert part("a_v", est(55.0, 60.0), 94.5, rule="share").label == NOT_REPRODUCED
+    assert part("x", est(0.1, 0.4), None, rule="marginal", margin=0.5).rule == "within ±0.5"
     with pytest.raises(ValueError, match="unknown rule"):
         part("a", est(0, 1), None, rule="less")
 
 
+def test_convergence_fits_the_last_fifth():
+    steps = np.arange(125, 1501, 125)
+    flat = convergence(steps, 40 + 0.0 * steps, 1500)
+    assert flat.passed and flat.rise == pytest.approx(0.0, abs=1e-9) and flat.points == 3  # 1250, 1375, 1500
+    # 1 point every 100 steps: +3 over the last 300 steps, whatever happened before
+    rising = convergence(steps, 10 + steps / 100, 1500)
+    assert not rising.passed and rising.rise == pytest.approx(3.0)
+    # just under the margin passes, just over it fails
+    assert convergence(steps, steps * 0.9 / 300, 1500).passed
+    assert not convergence(steps, steps * 1.1 / 300, 1500).passed
+    # noise around a plateau: the fitted line, not the last two points
+    noisy = convergence([1250, 1375, 1500], [42.2, 41.7, 42.8], 1500)
+    assert noisy.rise == pytest.approx(np.polyfit([1250, 1375, 1500], [42.2, 41.7, 42.8], 1)[0] * 300)
+    # too few validations in the last fifth: not shown to have converged
+    sparse = convergence([750, 1500], [40.0, 40.0], 1500)
+    assert not sparse.passed and sparse.points == 1 and "fewer than 3" in sparse.fmt()
+
+
+def checked(name, over=(5.0, 9.0), rises=(0.2,), iterations=1500):
+    steps = np.array([1250, 1375, 1500])
+    curves = tuple(convergence(steps, 40 + r * (steps - 1250) / 300, iterations) for r in rises)  # fitted rise r
+    return ArmCheck(name, iterations, 64, tuple(range(len(rises))), est(*over), curves)
+
+
+def test_judge_combines_parts_then_the_gates():
+    good = [part("a - b", est(1.0, 2.0), 1.5), part("c - d", est(-0.2, 0.2), 0.0, rule="marginal")]
+    st = Statement("a beats b", "a is better than b", "Sec. 9")
+    v = judge("claim9", st, "1.5", "ours", good, [checked("a"), checked("b")])
+    assert (v.label, v.measured, v.tag, v.text) == (REPRODUCED, REPRODUCED, "", REPRODUCED)
+    assert (v.quote, v.source, v.reading) == ("a is better than b", "Sec. 9", False)
+    assert v.budgets() == ("a: 1,500 steps x 64 = 96,000 expressions, 1 seed; "
+                           "b: 1,500 steps x 64 = 96,000 expressions, 1 seed")
+    dead = judge("claim9", st, "1.5", "ours", good, [checked("a"), checked("b", over=(-1, 3))])
+    assert (dead.label, dead.measured, dead.text) == (INCONCLUSIVE, REPRODUCED, "inconclusive (did not learn)")
+    assert dead.why.startswith("b did not learn (not above the language-blind floor")
+    learning = judge("claim9", st, "1.5", "ours", good, [checked("a", rises=(0.2, 2.5, 0.4)), checked("b")])
+    assert learning.text == "inconclusive (still learning)" and learning.measured == REPRODUCED
+    assert "a rose +0.2, +2.5, +0.4 over the last fifth of its 1,500 steps" in learning.why
+    assert "'reproduced'" in learning.why and "a - b +1.50 [+1.00, +2.00]: reproduced" in learning.why
+    # every gate is listed, the first one names the verdict
+    both = judge("claim9", st, "1.5", "ours", good, [checked("a", rises=(2.0,)), checked("b", over=(-1, 3))])
+    assert both.tag == "did not learn" and "still learning" in both.why
+    untestable = judge("claim9", st, "1.5", "ours", good, [checked("a")], untestable="our data lack it")
+    assert untestable.text == "inconclusive (not testable here)" and "our data lack it" in untestable.why
+    refuted = judge("reading9", "a beats b", "1.5", "ours", [part("a - b", est(-3, -1), 1.5),
+                                                              missing_part("x", 1.0, "n/a")])
+    assert refuted.label == NOT_REPRODUCED and "x: inconclusive (n/a)" in refuted.why and refuted.reading
+    assert set(refuted.row()) == {"claim", "the paper says", "paper", "models (budget, seeds)",
+                                  "ours (95 % interval)", "verdict", "why"}
+
+
 def test_the_rules_are_stated():
-    assert set(RULES) == {"greater", "within", "learned", "hits", "all", "testable"}
+    assert set(RULES) == {"greater", "fairly", "marginal", "marginal loss", "share", "learned", "converged", "hits",
+                          "all", "testable"}
     assert all(len(text) > 40 for text in RULES.values())
+    assert "every object" in RULES["learned"] and "last fifth" in RULES["converged"]
 
 
 def test_estimate_format():
