@@ -46,6 +46,40 @@ def book_profile(name: str) -> BookProfile:
     return get_book_profile(name)
 
 
+PROTOCOL_PAGE = "book/protocol.md"
+
+
+def protocol_history(repo: Path = REPO) -> list[dict[str, str]]:
+    """Every commit that changed the protocol page (``book/protocol.md``), newest first:
+    ``{"commit", "date", "subject"}``; empty outside a git checkout. The status page shows
+    the newest (the protocol the verdicts were judged under) and lists them all."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "log", "--format=%h%x09%ad%x09%s", "--date=short", "--", PROTOCOL_PAGE],
+                             cwd=repo, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    rows = [line.split("\t", 2) for line in out.stdout.splitlines() if line.count("\t") >= 2]
+    return [{"commit": c, "date": d, "subject": s} for c, d, s in rows]
+
+
+def protocol_commit(repo: Path = REPO) -> str:
+    """``abc1234 (2026-12-03)``: the protocol page's newest commit, or why there is none
+    (not a git checkout; the page changed since its last commit)."""
+    history = protocol_history(repo)
+    if not history:
+        return "unknown (not a git checkout, or the page is not committed)"
+    import subprocess
+
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", PROTOCOL_PAGE], cwd=repo, capture_output=True,
+                           text=True).stdout.strip()
+    newest = f"{history[0]['commit']} ({history[0]['date']})"
+    return newest + (", with uncommitted changes" if dirty else "")
+
+
 def notebook_paths(folder: Path | None = None) -> list[Path]:
     folder = folder or REPO / "notebooks"
     paths = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
