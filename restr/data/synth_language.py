@@ -26,6 +26,7 @@ __all__ = [
     "MAX_WORDS",
     "Shape",
     "referents",
+    "attributes_single_out",
     "render_program",
     "raw_form",
 ]
@@ -183,6 +184,14 @@ def _extreme(cands: list[int], shapes: list[Shape], ordinal, margin: float) -> l
     if gap < margin:
         return None
     return [key[0]]
+
+
+def attributes_single_out(t: int, shapes: list[Shape]) -> bool:
+    """Is shape ``t`` the only one of its scene with its shape, colour and size? If not (it
+    has a twin), no attributes single it out: a location, a relation or an ordinal must."""
+    o = shapes[t]
+    return not any(j != t and s.shape == o.shape and s.colour == o.colour and s.size == o.size
+                   for j, s in enumerate(shapes))
 
 
 def referents(program: dict, shapes: list[Shape], width: int, height: int) -> list[int] | None:

@@ -144,7 +144,7 @@ class _Scene:
     full: tuple[np.ndarray, ...]            # each shape's pixels before occlusion
     visible: list[np.ndarray]               # ... and after
     polys: tuple[list[list[float]] | None, ...]
-    expressions: list[list[dict]]           # per shape: [{"text", "program"}]
+    expressions: list[list[dict]]           # per shape: [{"text", "program"} (version 2: and "redundant")]
 
 
 def scene_rules(version: int):
@@ -220,7 +220,9 @@ def _object_record(k: int, scene: _Scene, rng: np.random.Generator) -> dict:
         "segmentation": _segmentation(v, scene.polys[k], occluded),
         "area": int(v.sum()),
         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
-        "expressions": [{"text": e["text"], "raw": raw_form(e["text"], rng), "program": e["program"]}
+        # version 2's expressions also say which of their parts are redundant ("redundant")
+        "expressions": [{"text": e["text"], "raw": raw_form(e["text"], rng), "program": e["program"],
+                         **({"redundant": e["redundant"]} if "redundant" in e else {})}
                         for e in scene.expressions[k]],
     }
 
