@@ -22,9 +22,11 @@ region or relation with ``P_REDUNDANT_LOCATION``. Every expression is checked by
 :func:`.synth_language.referents` (the same meaning and safety margins as version 1) to
 pick out exactly its target, before and after the redundant words are added.
 
-So length follows need: a target alone of its kind gets one to four words, a twin gets
-an ordinal, a region or a relation. The rules below were fixed before any model was
-trained on this version, and are not tuned on a model's accuracy.
+So length follows need: a target alone of its kind gets one to four words (more only
+through a redundant clause), a twin gets an ordinal, a region or a relation. A scene in
+which some shape cannot be singled out at all is drawn again (:mod:`.synth_scenes`).
+The rules below were fixed before any model was trained on this version, and are not
+tuned on a model's accuracy.
 """
 from __future__ import annotations
 
