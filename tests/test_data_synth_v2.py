@@ -17,7 +17,7 @@ import pytest
 
 from restr import book
 from restr.config import BOOK_PROFILES, SynthData
-from restr.data import DataError, ReferData, load_glove, tokenize
+from restr.data import DataError, ReferData, bucket_of, load_glove, tokenize
 from restr.data import synth, synth_v2
 from restr.data.cli import main as data_main
 from restr.data.fingerprint import data_fingerprint
@@ -181,3 +181,22 @@ def test_book_refuses_a_folder_of_another_version(tmp_path):
     v1 = dataclasses.replace(v2, synth=SynthData(seed=1, num_images=8))
     with pytest.raises(book.BookError, match="holds synthref version 2, the smoke profile asks for version 1"):
         book.ensure_data(v1, root)
+
+
+def test_stats_by_bucket_agree_with_the_scenes(v2_root):
+    """length_stats' per-bucket numbers, recomputed here from scenes.json and the refs."""
+    expected: dict = {}
+    for scene, shapes, t, obj, sent, _program, redundant in _expressions(v2_root):
+        n = len(sent["tokens"])
+        rows = expected.setdefault((scene["split"], bucket_of(n, "synthref")), [])
+        rows.append((n, any(j != t and s.shape == shapes[t].shape for j, s in enumerate(shapes)),
+                     attributes_single_out(t, shapes), bool(redundant)))
+    stats = length_stats(ReferData(v2_root, "synthref", "unc"))
+    for (split, label), rows in expected.items():
+        b = stats[split]["buckets"][label]
+        assert b["count"] == len(rows)
+        assert b["mean_length"] == pytest.approx(sum(r[0] for r in rows) / len(rows))
+        for k, key in enumerate(("same_category", "attributes_suffice", "redundant"), start=1):
+            assert b[key] == pytest.approx(sum(r[k] for r in rows) / len(rows)), (split, label, key)
+    assert sum(b["count"] for e in stats.values() if isinstance(e, dict) for b in e["buckets"].values()) == \
+        sum(len(rows) for rows in expected.values())

@@ -339,22 +339,22 @@ def format_stats(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_COLUMNS = (("same_category", "same category"), ("attributes_suffice", "attributes suffice"),
-            ("redundant", "redundant words"))
+_COLUMNS = (("same_category", "same category", "its target shares its category with another object of its image"),
+            ("attributes_suffice", "attributes suffice",
+             "its target is the only object of its image with its shape, colour and size"),
+            ("redundant", "redundant words", "it holds words its generator added beyond need"))
 
 
 def _bucket_table(splits: dict[str, dict]) -> list[str]:
     """format_stats' table of :func:`length_stats`'s buckets: one row per split and bucket."""
-    shown = [(k, title) for k, title in _COLUMNS
+    shown = [(k, title, legend) for k, title, legend in _COLUMNS
              if any(b.get(k) is not None for e in splits.values() for b in e.get("bucket_stats", {}).values())]
-    lines = ["", "by length bucket: sentences, mean length, and the share whose target shares its category with "
-                 "another object of its image" + ("; whose attributes (shape, colour, size) alone single it out"
-                                                  if any(k == "attributes_suffice" for k, _ in shown) else "")
-             + ("; with words added beyond need" if any(k == "redundant" for k, _ in shown) else "") + ":",
-             f"  {'split':<8}{'bucket':<8}{'sentences':>10}{'mean len':>10}" + "".join(f"{t:>20}" for _, t in shown)]
+    lines = ["", "by length bucket: sentences, mean length (words), and the share of sentences where"]
+    lines += [f"  {title}: {legend}" for _, title, legend in shown]
+    lines.append(f"  {'split':<8}{'bucket':<8}{'sentences':>10}{'mean len':>10}"
+                 + "".join(f"{title:>20}" for _, title, _ in shown))
     for name, e in splits.items():
         for label, b in e.get("bucket_stats", {}).items():
-            cells = "".join(f"{'-' if b.get(k) is None else f'{100 * b[k]:.1f}%':>20}" for k, _ in shown)
+            cells = "".join(f"{'-' if b.get(k) is None else f'{100 * b[k]:.1f}%':>20}" for k, _, _ in shown)
             lines.append(f"  {name:<8}{label:<8}{b['count']:>10}{b['mean_length']:>10.2f}{cells}")
     return lines
-

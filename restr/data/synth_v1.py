@@ -3,8 +3,11 @@ expressions are searched. The model zoo (``data/zoo/``) was trained on this vers
 it stays the default until the zoo is retrained on version 2 (:mod:`.synth_v2`).
 
 Nothing else depends on this module but the version switch of
-:func:`.synth_scenes.scene_rules`: deleting version 1 is deleting this file, that
-switch's branch and the ``version`` choice of :func:`.synth.generate`.
+:func:`.synth_scenes.scene_rules`. Deleting version 1: this file; that switch's
+``version == 1`` branch; the version-1 branch of :func:`.synth.to_refer` (files without
+a version key); ``DEFAULT_VERSION`` in :mod:`.synth` and ``SynthData.version``'s default
+in :mod:`restr.config` set to 2 (or the choice dropped); and the ``VERSION_1_DIGEST``
+test in ``tests/test_data_synth.py``.
 
 The code is the former generator's, moved here unchanged: the same seed gives the same
 bytes (``tests/test_data_synth.py`` checks a small set against a hash taken before the move).
