@@ -92,6 +92,7 @@ def ensure_data(profile: BookProfile, data_root: Path) -> Path:
     """Generate the embedded data set at ``data_root`` if it is not there yet."""
     refs = data_root / profile.dataset / f"refs({profile.split_by}).p"
     if refs.exists():
+        _check_synth_version(profile, data_root)
         return data_root
     if profile.synth is None:
         raise BookError(
@@ -106,9 +107,26 @@ def ensure_data(profile: BookProfile, data_root: Path) -> Path:
             print(f"generating the embedded data set into {data_root} ...", file=sys.stderr)
             sizes = {} if profile.synth.num_images is None else {"num_images": profile.synth.num_images}
             # a bar on a terminal; in a log (not a terminal) one line when it is done
-            done = generate(str(data_root), seed=profile.synth.seed, progress=sys.stderr.isatty(), **sizes)
+            done = generate(str(data_root), seed=profile.synth.seed, version=profile.synth.version,
+                            progress=sys.stderr.isatty(), **sizes)
             print(f"generated {done['images']} images in {done['seconds']:.0f} s", file=sys.stderr)
     return data_root
+
+
+def _check_synth_version(profile: BookProfile, data_root: Path) -> None:
+    """Refuse an embedded data set of another version than the profile's (it is not regenerated
+    in place: runs may have been trained on it). A folder without ``scenes.json`` is not checked."""
+    if profile.synth is None or profile.dataset != "synthref" or not (data_root / "synthref" / "scenes.json").is_file():
+        return
+    from .data.synth import version_of
+
+    try:
+        found = version_of(data_root)
+    except (OSError, ValueError) as exc:
+        raise BookError(f"cannot read {data_root / profile.dataset / 'scenes.json'}: {exc}") from None
+    if found != profile.synth.version:
+        raise BookError(f"{data_root} holds synthref version {found}, the {profile.name} profile asks for version "
+                        f"{profile.synth.version}: pass another --data folder, or delete this one to generate it")
 
 
 ENGINE = "restr-progress"  # papermill engine name of :class:`_ProgressEngine`

@@ -563,6 +563,9 @@ class SynthData:
 
     seed: int = 0
     num_images: int | None = None  # None: the generator's default
+    # the data set version (restr.data.synth): 1, the model zoo's data, stays the default
+    # until the zoo is retrained; 2: look-alike distractors, expressions as long as the scene needs
+    version: int = 1
 
 
 @dataclass(frozen=True)

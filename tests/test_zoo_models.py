@@ -22,7 +22,7 @@ def quick_data(tmp_path_factory):
     synth = book_profile("quick").synth
     root = tmp_path_factory.mktemp("synthref")
     sizes = {} if synth.num_images is None else {"num_images": synth.num_images}
-    generate(root, seed=synth.seed, progress=False, **sizes)
+    generate(root, seed=synth.seed, version=synth.version, progress=False, **sizes)
     return root
 
 

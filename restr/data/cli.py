@@ -16,7 +16,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write synthref in the refer format under <out>/synthref/ "
                                    "(refs(unc).p, instances.json, scenes.json, images/). "
                                    "<out> is the data root to pass as --root / data.root.")
-    from .synth import DEFAULT_NUM_IMAGES
+    from .synth import DEFAULT_NUM_IMAGES, DEFAULT_VERSION, VERSIONS
 
     s.add_argument("--out", default="data/synthref", help="data root (default: data/synthref)")
     s.add_argument("--seed", type=int, default=0)
@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quality", type=int, default=92, help="JPEG quality (default 92)")
     s.add_argument("--scale", type=float, default=1.0,
                    help="canvas scale (default 1: 96-128 px sides; 5: 480-640 px, COCO-sized, for timing the loader)")
+    s.add_argument("--version", type=int, default=DEFAULT_VERSION, choices=VERSIONS,
+                   help=f"data set version (default {DEFAULT_VERSION}, the model zoo's data; 2: look-alike "
+                        "distractors, expressions as long as the scene needs; see data/README.md)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -50,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "synth":
-            from .synth import argument_problem, generate
+            from .synth import Pictures, argument_problem, generate
 
             problem = argument_problem(num_images=args.num_images, expressions_per_object=args.expressions,
-                                       jpeg_quality=args.quality, workers=args.workers, scale=args.scale)
+                                       jpeg_quality=args.quality, workers=args.workers, scale=args.scale,
+                                       version=args.version)
             if problem:
                 name, value, why = problem
                 option = {"expressions_per_object": "expressions", "jpeg_quality": "quality"}.get(name, name)
@@ -61,12 +65,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise DataError(f"--{option.replace('_', '-')} {shown}: {why}")
 
             summary = generate(args.out, seed=args.seed, num_images=args.num_images,
-                               expressions_per_object=args.expressions, jpeg_quality=args.quality,
-                               workers=args.workers, progress=not args.quiet, scale=args.scale)
+                               expressions_per_object=args.expressions, version=args.version,
+                               pictures=Pictures(scale=args.scale, jpeg_quality=args.quality),
+                               workers=args.workers, progress=not args.quiet)
             if args.json:
                 print(json.dumps(summary, indent=2))
             else:
-                print(f"synthref written in {summary['seconds']:.1f} s: {summary['images']} images, "
+                print(f"synthref version {summary['version']} written in {summary['seconds']:.1f} s: "
+                      f"{summary['images']} images, "
                       f"{summary['refs']} refs, {summary['sentences']} sentences")
                 for name, c in summary["splits"].items():
                     print(f"  {name:<6} {c['images']:>5} images {c['refs']:>6} refs {c['sentences']:>6} sentences")

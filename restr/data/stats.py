@@ -2,9 +2,13 @@
 
 Every file the data set touches is checked in one pass (refs, annotations, masks,
 images, expressions) and every problem is listed, rather than stopping at the first.
+:func:`length_stats` describes the expressions by length bucket (the paper's Table 2):
+how many, how long, and how often their scene needs words beyond the target's own
+attributes.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import Counter
@@ -24,7 +28,7 @@ from .refer import (
 )
 from .vocab import Vocabulary, load_glove, tokenize
 
-__all__ = ["dataset_stats", "format_stats"]
+__all__ = ["dataset_stats", "format_stats", "length_stats"]
 
 
 def dataset_stats(
@@ -74,8 +78,12 @@ def dataset_stats(
     train_texts = per_split.get("train", {}).get("texts") or [t for st in per_split.values() for t in st["texts"]]
     vocab = Vocabulary.from_sentences(train_texts)
     result["vocab_size"] = len(vocab)
+    by_length = length_stats(data, problems)
+    if dataset == "synthref":
+        result["synthref_version"] = by_length.pop("synthref_version", None)
     for split, st in per_split.items():
         result["splits"][split] = _split_entry(st, dataset, vocab, glove_words)
+        result["splits"][split]["bucket_stats"] = by_length.get(split, {}).get("buckets", {})
     result["problems"] = problems
     return result
 
@@ -161,6 +169,109 @@ def _with_progress(items: list, progress: bool, desc: str):
     return tqdm(items, desc=desc, unit="ref", file=sys.stderr)
 
 
+# ----------------------------------------------------------------------------------------
+# expressions by length bucket
+
+def length_stats(data: ReferData, problems: list[str] | None = None) -> dict[str, Any]:
+    """Per split of ``data`` (a :class:`~.refer.ReferData`): ``length_histogram`` (words after
+    tokenisation: sentences), ``mean_length``, and ``buckets``: per length bucket of the
+    paper's Table 2, ``count``, ``share`` of the split, ``mean_length``, and the share of
+    expressions whose target
+
+    - ``same_category``: shares its category with another object of its image (RefCOCO
+      was collected so that most do);
+    - ``attributes_suffice`` (synthref): is the only object of its image with its shape,
+      colour and size, so that no location, relation or ordinal word is needed;
+
+    and (synthref version 2) ``redundant``: the share of expressions holding words their
+    generator added beyond need. For synthref, ``synthref_version`` is also returned. A
+    ``scenes.json`` that cannot be read is reported in ``problems`` (or raised as a
+    :class:`DataError` if that is None) and its columns are left out.
+    """
+    same = _same_category(data)
+    facts, version = _synth_facts(data, problems)
+    rows: dict[str, list[tuple[int, int, int]]] = {}  # split -> (words, ann id, sentence index)
+    for r in data.refs:
+        if not isinstance(r, dict) or not isinstance(r.get("sentences"), list) or "ann_id" not in r:
+            continue
+        for k, sent in enumerate(r["sentences"]):
+            n = len(tokenize(data.sentence_text(sent))) if isinstance(sent, dict) else 0
+            if n:
+                rows.setdefault(str(r.get("split")), []).append((n, int(r["ann_id"]), k))
+    out: dict[str, Any] = {"synthref_version": version} if data.dataset == "synthref" else {}
+    for split, split_rows in rows.items():
+        lengths = Counter(n for n, _, _ in split_rows)
+        out[split] = {"length_histogram": {int(k): int(v) for k, v in sorted(lengths.items())},
+                      "mean_length": sum(n for n, _, _ in split_rows) / len(split_rows),
+                      "buckets": _by_bucket(split_rows, data.dataset, same, facts)}
+    return out
+
+
+def _by_bucket(rows: list[tuple[int, int, int]], dataset: str, same: dict[int, bool],
+               facts: dict[int, dict] | None) -> dict[str, dict[str, Any]]:
+    """:func:`length_stats`'s ``buckets`` of one split's ``(words, ann id, sentence index)`` rows."""
+    out = {}
+    for label in bucket_labels(dataset):
+        mine = [x for x in rows if bucket_of(x[0], dataset) == label]
+        n = len(mine)
+        entry: dict[str, Any] = {"count": n, "share": n / len(rows),
+                                 "mean_length": sum(x[0] for x in mine) / n if n else 0.0,
+                                 "same_category": _share(mine, lambda a, k: same.get(a))}
+        if facts is not None:
+            entry["attributes_suffice"] = _share(mine, lambda a, k: facts.get(a, {}).get("attributes_suffice"))
+            if any(f.get("redundant") is not None for f in facts.values()):
+                entry["redundant"] = _share(mine, lambda a, k: _redundant(facts.get(a), k))
+        out[label] = entry
+    return out
+
+
+def _share(rows: list[tuple[int, int, int]], flag) -> float | None:
+    """The share of ``rows`` for which ``flag(ann id, sentence index)`` is true, among those it
+    knows (None: unknown); None if it knows none."""
+    known = [bool(v) for _, a, k in rows if (v := flag(a, k)) is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _redundant(fact: dict | None, k: int) -> bool | None:
+    parts = (fact or {}).get("redundant")
+    return bool(parts[k]) if isinstance(parts, list) and k < len(parts) else None
+
+
+def _same_category(data: ReferData) -> dict[int, bool]:
+    """Per annotation: does another annotation of its image have its category?"""
+    per_image: Counter = Counter()
+    for a in data.anns.values():
+        per_image[(a.get("image_id"), a.get("category_id"))] += 1
+    return {ann_id: per_image[(a.get("image_id"), a.get("category_id"))] > 1 for ann_id, a in data.anns.items()}
+
+
+def _synth_facts(data: ReferData, problems: list[str] | None) -> tuple[dict[int, dict] | None, int | None]:
+    """synthref's ``scenes.json``: per annotation id, ``attributes_suffice`` and (version 2)
+    ``redundant`` (each expression's redundant parts); and the version. (None, None) for
+    other data sets or without the file."""
+    path = data.dir / "scenes.json"
+    if data.dataset != "synthref" or not path.is_file():
+        return None, None
+    from .synth import scene_shapes
+    from .synth_language import attributes_single_out
+
+    try:
+        scenes = json.loads(path.read_text())
+        facts = {}
+        for scene in scenes["images"]:
+            shapes = scene_shapes(scene)
+            for t, o in enumerate(scene["objects"]):
+                facts[int(o["ann_id"])] = {"attributes_suffice": attributes_single_out(t, shapes),
+                                           "redundant": o.get("redundant")}
+        return facts, int(scenes.get("version", 1))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        message = f"{path}: cannot read the scenes ({type(exc).__name__}: {exc})"
+        if problems is None:
+            raise DataError(message) from None
+        problems.append(message)
+        return None, None
+
+
 def _split_entry(st: dict[str, Any], dataset: str, vocab: Vocabulary, glove_words: set[str] | None) -> dict:
     lengths: Counter = st["lengths"]
     n = sum(lengths.values())
@@ -186,7 +297,8 @@ def _split_entry(st: dict[str, Any], dataset: str, vocab: Vocabulary, glove_word
 
 def format_stats(s: dict[str, Any]) -> str:
     """A plain-text report of :func:`dataset_stats`'s result."""
-    lines = [f"{s['dataset']} ({s['split_by']}) under {s['root']}"]
+    version = f" version {s['synthref_version']}" if s.get("synthref_version") else ""
+    lines = [f"{s['dataset']}{version} ({s['split_by']}) under {s['root']}"]
     if "refs_file" in s:
         lines.append(f"  refs: {s['refs_file']}\n  instances: {s['instances_file']}\n  images: {s['image_root']}")
     if s.get("splits"):
@@ -210,6 +322,7 @@ def format_stats(s: dict[str, Any]) -> str:
             total = sum(e["length_buckets"].values()) or 1
             cells = "  ".join(f"{b}: {c} ({100 * c / total:.1f}%)" for b, c in e["length_buckets"].items())
             lines.append(f"  {name:<8}{cells}")
+        lines += _bucket_table(s["splits"])
         lines += ["", "sentence length histogram (words: sentences):"]
         for name, e in s["splits"].items():
             lines.append(f"  {name:<8}" + " ".join(f"{k}:{v}" for k, v in e["length_histogram"].items()))
@@ -225,3 +338,23 @@ def format_stats(s: dict[str, Any]) -> str:
     lines += [f"  - {p}" for p in probs]
     return "\n".join(lines)
 
+
+_COLUMNS = (("same_category", "same category", "its target shares its category with another object of its image"),
+            ("attributes_suffice", "attributes suffice",
+             "its target is the only object of its image with its shape, colour and size"),
+            ("redundant", "redundant words", "it holds words its generator added beyond need"))
+
+
+def _bucket_table(splits: dict[str, dict]) -> list[str]:
+    """format_stats' table of :func:`length_stats`'s buckets: one row per split and bucket."""
+    shown = [(k, title, legend) for k, title, legend in _COLUMNS
+             if any(b.get(k) is not None for e in splits.values() for b in e.get("bucket_stats", {}).values())]
+    lines = ["", "by length bucket: sentences, mean length (words), and the share of sentences where"]
+    lines += [f"  {title}: {legend}" for _, title, legend in shown]
+    lines.append(f"  {'split':<8}{'bucket':<8}{'sentences':>10}{'mean len':>10}"
+                 + "".join(f"{title:>20}" for _, title, _ in shown))
+    for name, e in splits.items():
+        for label, b in e.get("bucket_stats", {}).items():
+            cells = "".join(f"{'-' if b.get(k) is None else f'{100 * b[k]:.1f}%':>20}" for k, _, _ in shown)
+            lines.append(f"  {name:<8}{label:<8}{b['count']:>10}{b['mean_length']:>10.2f}{cells}")
+    return lines

@@ -1,8 +1,11 @@
-"""synthref's pictures: placing shapes, their masks, drawing, and rendering one image.
+"""synthref's pictures: shapes' masks, drawing, and rendering one image.
 
 :func:`render_image` is the render stage's unit of work (one process per core): it
 samples a scene until every shape is visible enough and has its expressions, draws it,
 writes the JPEG, and returns the image's record (shapes, segmentations, expressions).
+Which shapes a scene holds and what their expressions say are the data set version's
+rules (:func:`scene_rules`: :mod:`.synth_v1` or :mod:`.synth_v2`); the canvas, the
+placement limits, the masks and the pixels are the same in both.
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import numpy as np
 from PIL import Image
 
 from ..utils import atomic_write_bytes
-from .synth_language import COLOURS, SHAPES, SIZES, SceneIndex, Shape, _pick, pick_expressions, raw_form
+from .synth_language import COLOURS, Shape, raw_form
 
-__all__ = ["ImageJob", "render_image"]
+__all__ = ["ImageJob", "render_image", "scene_rules", "VERSIONS"]
+
+VERSIONS = (1, 2)                         # the data set versions (see synth.py)
 
 CANVAS_SIDES = (96, 128)                  # width and height drawn from this range (at scale 1)
 SHAPES_PER_SCENE = {"sparse": (3, 4), "crowded": (5, 6)}
@@ -44,6 +49,7 @@ class ImageJob:
     per_object: int           # expressions per shape
     quality: int              # JPEG quality
     scale: float
+    version: int = 1          # the data set version whose rules draw the scene (VERSIONS)
 
 
 # ----------------------------------------------------------------------------------------
@@ -96,26 +102,6 @@ def _full_mask(o: Shape, h: int, w: int) -> tuple[np.ndarray, list[list[float]] 
     return m, polys
 
 
-def _place(rng: np.random.Generator, kind: str, w: int, h: int) -> list[Shape] | None:
-    """Shapes at random places (apart in a sparse scene, overlapping a little in a crowded one)."""
-    lo, hi = SHAPES_PER_SCENE[kind]
-    n = int(rng.integers(lo, hi + 1))
-    m = min(w, h)
-    shapes: list[Shape] = []
-    for _ in range(n):
-        size = _pick(rng, SIZES)
-        r = m * rng.uniform(*RADIUS[size])
-        for _try in range(PLACEMENT_TRIES):
-            cx = rng.uniform(r + 1, w - r - 1)
-            cy = rng.uniform(r + 1, h - r - 1)
-            if all(np.hypot(o.cx - cx, o.cy - cy) >= _min_distance(kind, o.r, r) for o in shapes):
-                break
-        else:
-            return None
-        shapes.append(Shape(_pick(rng, SHAPES), _pick(rng, list(COLOURS)), size, cx, cy, r))
-    return shapes
-
-
 def _min_distance(kind: str, r1: float, r2: float) -> float:
     return (r1 + r2 + SPARSE_GAP) if kind == "sparse" else CROWDED_OVERLAP * (r1 + r2)
 
@@ -158,17 +144,31 @@ class _Scene:
     full: tuple[np.ndarray, ...]            # each shape's pixels before occlusion
     visible: list[np.ndarray]               # ... and after
     polys: tuple[list[list[float]] | None, ...]
-    expressions: list[list[dict]]           # per shape: [{"text", "program"}]
+    expressions: list[list[dict]]           # per shape: [{"text", "program"} (version 2: and "redundant")]
+
+
+def scene_rules(version: int):
+    """The module holding version ``version``'s rules: ``place_shapes(rng, kind, w, h)`` (the
+    shapes of a scene, or None to draw again) and ``scene_expressions(shapes, w, h, rng,
+    per_object)`` (every shape's expressions)."""
+    if version == 1:
+        from . import synth_v1 as rules
+    elif version == 2:
+        from . import synth_v2 as rules
+    else:
+        raise ValueError(f"synthref version {version!r}: choose one of {VERSIONS}")
+    return rules
 
 
 def _sample_scene(job: ImageJob, rng: np.random.Generator) -> _Scene:
     """Draw scenes until every shape is visible enough and has at least two expressions."""
+    rules = scene_rules(job.version)
     for _attempt in range(SCENE_ATTEMPTS):
         lo, hi = CANVAS_SIDES
         w, h = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
         if job.scale != 1.0:  # a larger canvas, same kind of scene (scale 1 draws nothing extra)
             w, h = int(round(w * job.scale)), int(round(h * job.scale))
-        shapes = _place(rng, job.kind, w, h)
+        shapes = rules.place_shapes(rng, job.kind, w, h)
         if shapes is None:
             continue
         full, polys = zip(*(_full_mask(s, h, w) for s in shapes))
@@ -176,8 +176,7 @@ def _sample_scene(job: ImageJob, rng: np.random.Generator) -> _Scene:
         if any(v.sum() < MIN_VISIBLE_FRACTION * f.sum() or v.sum() < MIN_VISIBLE_PIXELS
                for v, f in zip(visible, full)):
             continue
-        index = SceneIndex(shapes, w, h, rng)
-        exprs = [pick_expressions(i, index, rng, job.per_object) for i in range(len(shapes))]
+        exprs = rules.scene_expressions(shapes, w, h, rng, job.per_object)
         if any(len(e) < min(2, job.per_object) for e in exprs):
             continue
         return _Scene(w, h, shapes, full, visible, polys, exprs)
@@ -221,7 +220,9 @@ def _object_record(k: int, scene: _Scene, rng: np.random.Generator) -> dict:
         "segmentation": _segmentation(v, scene.polys[k], occluded),
         "area": int(v.sum()),
         "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
-        "expressions": [{"text": e["text"], "raw": raw_form(e["text"], rng), "program": e["program"]}
+        # version 2's expressions also say which of their parts are redundant ("redundant")
+        "expressions": [{"text": e["text"], "raw": raw_form(e["text"], rng), "program": e["program"],
+                         **({"redundant": e["redundant"]} if "redundant" in e else {})}
                         for e in scene.expressions[k]],
     }
 
