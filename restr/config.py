@@ -23,7 +23,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-FUSION_VARIANTS = ("vme", "ime", "cme")
+CONV_FUSION = "concat-conv"  # the convolutional baseline of Table 2's comparison (restr.model.convfusion)
+FUSION_VARIANTS = ("vme", "ime", "cme", CONV_FUSION)
 LANG_BLOCK_STYLES = ("pre", "post")
 HEAD_STYLES = ("paper", "release")
 FUSION_OUT_NORMS = ("both", "seed")
@@ -75,8 +76,8 @@ class ModelConfig:
     lang_pos_precision: str = "float64"
     # --- multimodal fusion encoder ---------------------------------------------------
     dim: int = 768  # D
-    fusion: str = "cme"  # vme | ime | cme
-    fusion_layers: int = 4  # total; ime/cme split it evenly into two sub-encoders
+    fusion: str = "cme"  # vme | ime | cme | concat-conv (the convolutional baseline, not ReSTR)
+    fusion_layers: int = 4  # total; ime/cme split it evenly into two sub-encoders; concat-conv: conv layers
     fusion_heads: int = 12
     fusion_mlp_ratio: float = 4.0
     shared: bool = False  # weight sharing (CME-dagger): one block per sub-encoder
@@ -170,8 +171,10 @@ class ModelConfig:
             raise bad("fusion", f"choose one of {', '.join(FUSION_VARIANTS)}")
         if self.fusion in ("ime", "cme") and (self.fusion_layers < 2 or self.fusion_layers % 2):
             raise bad("fusion_layers", f"{self.fusion} needs an even number >= 2 (two sub-encoders)")
-        if self.fusion == "vme" and self.fusion_layers < 1:
+        if self.fusion in ("vme", CONV_FUSION) and self.fusion_layers < 1:
             raise bad("fusion_layers", "must be >= 1")
+        if self.fusion == CONV_FUSION and self.shared:
+            raise bad("shared", "concat-conv has no transformer blocks to share; leave model.shared off")
         self._validate_forms(bad)
         for name, width, heads in (
             ("vit_heads", self.vit_dim, self.vit_heads),
