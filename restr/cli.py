@@ -20,7 +20,8 @@ COMMANDS = {
     "train": ("restr.train", "train a model (single process, or under torchrun for DDP)"),
     "evaluate": ("restr.evaluate", "evaluate a run on a split with the paper's metrics"),
     "predict": ("restr.predict", "segment one image for one expression"),
-    "pretrain": ("restr.pretrain", "pretrain a small ViT on a data set's own images (dense category maps)"),
+    "pretrain": ("restr.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
+                 "image classification of generated pictures (--set model.vit_pretrain=classify)"),
     "zoo": ("restr.zoo", "the trained models shipped with the book: list, train what is missing"),
     "recipe": ("restr.recipe", "the sweep that found the tiny model's training recipe"),
     "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),

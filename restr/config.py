@@ -32,6 +32,9 @@ INIT_SCHEMES = ("default", "release")
 POS_RESIZE_MODES = ("bicubic_antialias", "bicubic")
 POS_PRECISIONS = ("float64", "float32")
 PATCH_LABEL_RULES = ("mean", "sum")
+# How vit_weights = "pretrain" pretrains the ViT (restr.pretrain): "dense" (per-pixel categories of the
+# training images) or "classify" (image-level labels of images generated apart from the data set)
+VIT_PRETRAIN_TASKS = ("dense", "classify")
 # timm's name of the release's ViT: ImageNet-21k pre-training, fine-tuned on ImageNet-1k at 384 px
 RELEASE_VIT = "vit_base_patch16_384.augreg_in21k_ft_in1k"
 
@@ -58,6 +61,11 @@ class ModelConfig:
     # (restr.pretrain, cached); otherwise a local file (.safetensors, .pth/.pt/.bin, .npz)
     # whose position embeddings are resized to the grid. The paper preset asks for "timm".
     vit_weights: str | None = None
+    # What "pretrain" pretrains the ViT on (restr.pretrain; one of VIT_PRETRAIN_TASKS):
+    # "dense" (per-pixel categories of the run's own training images) or "classify" (which
+    # shapes and colours an image holds, on images generated with a seed stream no split
+    # uses: a start like the paper's ImageNet classification). Unused by other vit_weights.
+    vit_pretrain: str = "dense"
     # How position embeddings pre-trained on another grid are resized when the weights
     # are loaded: "bicubic_antialias" (timm 1.x) or "bicubic" (timm 0.6, the release's).
     vit_pos_resize: str = "bicubic_antialias"
@@ -126,7 +134,8 @@ class ModelConfig:
         """The options that pick between the text's, the release's and our forms."""
         for name, allowed in (("lang_block", LANG_BLOCK_STYLES), ("head", HEAD_STYLES),
                               ("fusion_out_norm", FUSION_OUT_NORMS), ("init", INIT_SCHEMES),
-                              ("vit_pos_resize", POS_RESIZE_MODES), ("lang_pos_precision", POS_PRECISIONS)):
+                              ("vit_pos_resize", POS_RESIZE_MODES), ("lang_pos_precision", POS_PRECISIONS),
+                              ("vit_pretrain", VIT_PRETRAIN_TASKS)):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {', '.join(allowed)}")
         if not 0.0 <= self.drop_path < 1.0:
