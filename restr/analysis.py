@@ -483,6 +483,8 @@ def vit_start(model_cfg) -> str:
     weights = model_cfg.vit_weights
     if weights is None:
         return "trained from scratch"
+    if weights == "pretrain" and getattr(model_cfg, "vit_pretrain", "dense") == "classify":
+        return "pretrained to classify generated pictures the data set never uses (restr.pretrain)"
     if weights == "pretrain":
         return "pretrained on the training images' category maps (restr.pretrain)"
     if weights == "timm":

@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Any
 
-from .config import ConfigError, get_preset
+from .config import FUSION_VARIANTS, ConfigError, get_preset
 
 COMMANDS = {
     "cost": ("restr.cost", "parameters and MACs per module, measured under a FLOP counter"),
@@ -20,7 +20,8 @@ COMMANDS = {
     "train": ("restr.train", "train a model (single process, or under torchrun for DDP)"),
     "evaluate": ("restr.evaluate", "evaluate a run on a split with the paper's metrics"),
     "predict": ("restr.predict", "segment one image for one expression"),
-    "pretrain": ("restr.pretrain", "pretrain a small ViT on a data set's own images (dense category maps)"),
+    "pretrain": ("restr.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
+                 "image classification of generated pictures (--set model.vit_pretrain=classify)"),
     "zoo": ("restr.zoo", "the trained models shipped with the book: list, train what is missing"),
     "recipe": ("restr.recipe", "the sweep that found the tiny model's training recipe"),
     "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),
@@ -37,7 +38,7 @@ ALIASES = {"profile": "cost"}  # the command's name before 0.2
 def add_model_overrides(parser: argparse.ArgumentParser) -> None:
     """Options shared by commands that build a model from a preset."""
     parser.add_argument("--preset", default="paper", help="paper | release | tiny | smoke (default: paper)")
-    parser.add_argument("--fusion", choices=["vme", "ime", "cme"], help="fusion variant")
+    parser.add_argument("--fusion", choices=list(FUSION_VARIANTS), help="fusion variant (concat-conv: the baseline)")
     parser.add_argument("--fusion-layers", type=int, help="number of fusion layers (2, 4, 6 in Table 4)")
     parser.add_argument("--shared", action="store_true", default=None, help="weight sharing (CME-dagger)")
     parser.add_argument("--no-decoder", dest="decoder", action="store_false", default=None,

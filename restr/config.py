@@ -23,7 +23,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-FUSION_VARIANTS = ("vme", "ime", "cme")
+CONV_FUSION = "concat-conv"  # the convolutional baseline of Table 2's comparison (restr.model.convfusion)
+FUSION_VARIANTS = ("vme", "ime", "cme", CONV_FUSION)
 LANG_BLOCK_STYLES = ("pre", "post")
 HEAD_STYLES = ("paper", "release")
 FUSION_OUT_NORMS = ("both", "seed")
@@ -31,6 +32,9 @@ INIT_SCHEMES = ("default", "release")
 POS_RESIZE_MODES = ("bicubic_antialias", "bicubic")
 POS_PRECISIONS = ("float64", "float32")
 PATCH_LABEL_RULES = ("mean", "sum")
+# How vit_weights = "pretrain" pretrains the ViT (restr.pretrain): "dense" (per-pixel categories of the
+# training images) or "classify" (image-level labels of images generated apart from the data set)
+VIT_PRETRAIN_TASKS = ("dense", "classify")
 # timm's name of the release's ViT: ImageNet-21k pre-training, fine-tuned on ImageNet-1k at 384 px
 RELEASE_VIT = "vit_base_patch16_384.augreg_in21k_ft_in1k"
 
@@ -57,6 +61,11 @@ class ModelConfig:
     # (restr.pretrain, cached); otherwise a local file (.safetensors, .pth/.pt/.bin, .npz)
     # whose position embeddings are resized to the grid. The paper preset asks for "timm".
     vit_weights: str | None = None
+    # What "pretrain" pretrains the ViT on (restr.pretrain; one of VIT_PRETRAIN_TASKS):
+    # "dense" (per-pixel categories of the run's own training images) or "classify" (which
+    # shapes and colours an image holds, on images generated with a seed stream no split
+    # uses: a start like the paper's ImageNet classification). Unused by other vit_weights.
+    vit_pretrain: str = "dense"
     # How position embeddings pre-trained on another grid are resized when the weights
     # are loaded: "bicubic_antialias" (timm 1.x) or "bicubic" (timm 0.6, the release's).
     vit_pos_resize: str = "bicubic_antialias"
@@ -75,8 +84,8 @@ class ModelConfig:
     lang_pos_precision: str = "float64"
     # --- multimodal fusion encoder ---------------------------------------------------
     dim: int = 768  # D
-    fusion: str = "cme"  # vme | ime | cme
-    fusion_layers: int = 4  # total; ime/cme split it evenly into two sub-encoders
+    fusion: str = "cme"  # vme | ime | cme | concat-conv (the convolutional baseline, not ReSTR)
+    fusion_layers: int = 4  # total; ime/cme split it evenly into two sub-encoders; concat-conv: conv layers
     fusion_heads: int = 12
     fusion_mlp_ratio: float = 4.0
     shared: bool = False  # weight sharing (CME-dagger): one block per sub-encoder
@@ -125,7 +134,8 @@ class ModelConfig:
         """The options that pick between the text's, the release's and our forms."""
         for name, allowed in (("lang_block", LANG_BLOCK_STYLES), ("head", HEAD_STYLES),
                               ("fusion_out_norm", FUSION_OUT_NORMS), ("init", INIT_SCHEMES),
-                              ("vit_pos_resize", POS_RESIZE_MODES), ("lang_pos_precision", POS_PRECISIONS)):
+                              ("vit_pos_resize", POS_RESIZE_MODES), ("lang_pos_precision", POS_PRECISIONS),
+                              ("vit_pretrain", VIT_PRETRAIN_TASKS)):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {', '.join(allowed)}")
         if not 0.0 <= self.drop_path < 1.0:
@@ -170,8 +180,10 @@ class ModelConfig:
             raise bad("fusion", f"choose one of {', '.join(FUSION_VARIANTS)}")
         if self.fusion in ("ime", "cme") and (self.fusion_layers < 2 or self.fusion_layers % 2):
             raise bad("fusion_layers", f"{self.fusion} needs an even number >= 2 (two sub-encoders)")
-        if self.fusion == "vme" and self.fusion_layers < 1:
+        if self.fusion in ("vme", CONV_FUSION) and self.fusion_layers < 1:
             raise bad("fusion_layers", "must be >= 1")
+        if self.fusion == CONV_FUSION and self.shared:
+            raise bad("shared", "concat-conv has no transformer blocks to share; leave model.shared off")
         self._validate_forms(bad)
         for name, width, heads in (
             ("vit_heads", self.vit_dim, self.vit_heads),

@@ -12,7 +12,8 @@ counting, so its two matrix products are seen whatever kernel the device would p
 Rows: ``vision`` (the ViT), ``language`` (the language encoder without its
 word-embedding table), ``projection`` (the fusion input projections of Sec. 3.2),
 ``fusion`` (the fusion encoder's transformer layers, the seed and its final norm: what
-Table 3(b) counts), ``decoder`` (Eq. (9)-(10) and the coarse-to-fine decoder),
+Table 3(b) counts; for the ``concat-conv`` baseline its convolution layers),
+``decoder`` (Eq. (9)-(10), or the baseline's 1 x 1 patch logit, and the coarse-to-fine decoder),
 ``total`` (their sum). ``word_embeddings`` is reported separately and not included in
 the total: Table 5's count leaves the vocabulary-sized table out (FIDELITY.md).
 """
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from .cli import add_model_overrides, config_from_args
-from .config import ConfigError, ModelConfig
+from .config import CONV_FUSION, ConfigError, ModelConfig
 
 MODULES = ("vision", "language", "projection", "fusion", "decoder")
 
@@ -137,8 +138,12 @@ def measure(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
 def format_table(result: dict[str, Any]) -> str:
     p, m, c = result["params"], result["macs"], result["config"]
     h, w = c["image_size"]
+    if c["fusion"] == CONV_FUSION:  # the baseline: ReSTR's encoders and decoder around a convolutional fusion
+        title = f"concat-conv baseline, {c['fusion_layers']} convolution layers"
+    else:
+        title = f"ReSTR {c['fusion'].upper()}{' (shared)' if c['shared'] else ''}, {c['fusion_layers']} fusion layers"
     lines = [
-        f"ReSTR {c['fusion'].upper()}{' (shared)' if c['shared'] else ''}, {c['fusion_layers']} fusion layers, "
+        f"{title}, "
         f"{h}x{w} input, P={c['patch_size']} (N_v={c['num_patches']}, N_l={c['max_words']}), "
         f"decoder {'on' if c['decoder'] else 'off'}, head {c['head']}, language MLP {c['lang_mlp']}",
         f"{'module':<16}{'params':>14}{'MACs':>14}",

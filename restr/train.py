@@ -104,19 +104,19 @@ def set_cpu_threads(threads: int, workers: int, processes: int, d: Dist) -> None
 
 def vit_weights_for(cfg: Config, state: dict | None, d: Dist):
     """The model config to build, with ``model.vit_weights = "pretrain"`` resolved to the
-    ViT pretrained on this data set's training images (:mod:`restr.pretrain`; made once,
-    by the main process, and cached). A resumed run takes its weights from the checkpoint."""
+    ViT pretrained for this data set as ``model.vit_pretrain`` says (:mod:`restr.pretrain`;
+    made once, by the main process, and cached). A resumed run takes its weights from the checkpoint."""
     if cfg.model.vit_weights != PRETRAIN:
         return cfg.model
     if state is not None:
         return cfg.override({"model.vit_weights": None}).model
-    from .pretrain import ensure_pretrained
+    from .pretrain import ensure_vit_start
 
     data = cfg.data
     if d.main:
-        ensure_pretrained(cfg.model, data.root, data.dataset, data.split_by)
+        ensure_vit_start(cfg.model, data.root, data.dataset, data.split_by)
     d.barrier()
-    path = ensure_pretrained(cfg.model, data.root, data.dataset, data.split_by)
+    path = ensure_vit_start(cfg.model, data.root, data.dataset, data.split_by)
     return cfg.override({"model.vit_weights": str(path)}).model
 
 

@@ -1,4 +1,8 @@
-"""ReSTR assembled: vision and language encoders, fusion encoder, decoder."""
+"""ReSTR assembled: vision and language encoders, fusion encoder, decoder.
+
+``model.fusion = "concat-conv"`` swaps the fusion encoder and Eq. (9)'s adaptive
+classifier for the convolutional baseline (:mod:`.convfusion`); everything else is shared.
+"""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -8,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import CONV_FUSION, ModelConfig
+from .convfusion import ConcatConvFusion, ConvPatchHead
 from .decoder import CoarseToFineDecoder, PatchHead
 from .fusion import FusionEncoder, SeedAttention
 from .init import release_init_
@@ -49,8 +54,9 @@ class ReSTR(nn.Module):
             for proj in (self.vis_proj, self.lang_proj):
                 nn.init.normal_(proj.weight, std=cfg.proj_init_std)  # unit-norm input -> std-sized output
                 nn.init.zeros_(proj.bias)
-        self.fusion = FusionEncoder(cfg)
-        self.head = PatchHead(cfg)
+        conv = cfg.fusion == CONV_FUSION  # the convolutional baseline: its own fusion and patch logit
+        self.fusion = ConcatConvFusion(cfg) if conv else FusionEncoder(cfg)
+        self.head = ConvPatchHead(cfg) if conv else PatchHead(cfg)
         self.decoder = CoarseToFineDecoder(cfg) if cfg.decoder else None
 
     def forward(self, images: torch.Tensor, words: torch.Tensor, image_index: torch.Tensor | None = None,
@@ -80,7 +86,10 @@ class ReSTR(nn.Module):
         if not self.cfg.mask_padding:
             z_l = z_l * mask[..., None].to(z_l.dtype)  # release: projected padding positions zeroed
 
-        zv_fused, e_s, attn = self.fusion(z_v, z_l, word_mask, return_attention)
+        if isinstance(self.fusion, ConcatConvFusion):  # averages the real words; convolves on the grid
+            zv_fused, e_s, attn = self.fusion(z_v, z_l, mask, (gh, gw), return_attention)
+        else:
+            zv_fused, e_s, attn = self.fusion(z_v, z_l, word_mask, return_attention)
         patch_logits, masked = self.head(zv_fused, e_s)  # (B, N_v), (B, N_v, D)
         patch_map = patch_logits.view(B, 1, gh, gw)
 

@@ -1,0 +1,221 @@
+"""The classification start of the ViT (``model.vit_pretrain = "classify"``): its pictures
+share nothing with the data set, it learns, its cache entries are whole or absent, and
+the trainer loads its weights."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restr import pretrain
+from restr.config import ConfigError, get_preset
+from restr.data.synth import generate, load_scenes
+from restr.pretrain import (ClassifyConfig, ClassifyImages, average_precision, ensure_classify_pretrained,
+                            generator_seed, image_labels, render_pretraining_images)
+
+SEED = 6
+SMALL = ClassifyConfig(images=160, val_images=32, epochs=25, batch_size=32, lr=3e-3, largest_head=True)
+
+
+@pytest.fixture(scope="module")
+def data_set(tmp_path_factory) -> Path:
+    """A 60-image embedded data set (every split represented)."""
+    root = tmp_path_factory.mktemp("synthref")
+    generate(root, seed=SEED, num_images=60, progress=False)
+    return root
+
+
+def pixel_hash(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def data_set_pixels(root: Path) -> dict[str, int]:
+    """Every data set image's pixel hash -> its image id."""
+    instances = json.loads((root / "synthref" / "instances.json").read_text())
+    out = {}
+    for img in instances["images"]:
+        with Image.open(root / "synthref" / "images" / img["file_name"]) as im:
+            out[pixel_hash(np.asarray(im.convert("RGB")))] = img["id"]
+    return out
+
+
+def scene_key(objects) -> tuple:
+    return tuple((o["shape"], o["colour"], o["size"], round(o["cx"], 3), round(o["cy"], 3), round(o["r"], 3))
+                 for o in objects)
+
+
+def test_no_pretraining_picture_equals_or_shares_its_scene_with_a_data_set_image(data_set):
+    seed = generator_seed(data_set, "synthref")
+    assert seed == SEED
+    scenes = load_scenes(data_set)["images"]
+    assert {s["split"] for s in scenes} == {"train", "val", "testA", "testB"}
+    data_pixels = data_set_pixels(data_set)
+    data_scenes = {scene_key(s["objects"]) for s in scenes}
+    data_objects = {o for s in data_scenes for o in s}
+    files_before = sorted(p.name for p in (data_set / "synthref" / "images").iterdir())
+
+    images, records = render_pretraining_images(seed, 120)
+    assert len(images) == len(records) == 120
+    assert not {pixel_hash(im) for im in images} & set(data_pixels)
+    assert not {scene_key(r["objects"]) for r in records} & data_scenes
+    assert not {o for r in records for o in scene_key(r["objects"])} & data_objects  # not one shape placed alike
+    assert sorted(p.name for p in (data_set / "synthref" / "images").iterdir()) == files_before  # nothing written
+
+    # the control: the data set's own streams (seed, 0 ...) give its images back, so the
+    # checks above would have seen a shared picture or scene
+    same, same_records = render_pretraining_images(seed, 2, first_index=0, kinds=[s["kind"] for s in scenes[:2]],
+                                                   per_object=3)
+    assert [data_pixels.get(pixel_hash(im)) for im in same] == [1, 2]
+    assert [scene_key(r["objects"]) for r in same_records] == [scene_key(s["objects"]) for s in scenes[:2]]
+
+
+def test_the_pretraining_streams_are_past_any_data_set():
+    assert pretrain.CLASSIFY_FIRST_INDEX > 10**9  # the data set's images use (seed, 0 ... num_images - 1)
+
+
+def test_labels_are_the_shapes_and_colours_present_and_the_largest_shape(data_set):
+    from restr.data.synth import COLOURS, SHAPES
+
+    _, records = render_pretraining_images(SEED, 6)
+    for rec in records:
+        presence, largest = image_labels(rec)
+        shapes = {o["shape"] for o in rec["objects"]}
+        colours = {o["colour"] for o in rec["objects"]}
+        assert {SHAPES[k] for k in np.flatnonzero(presence[:len(SHAPES)])} == shapes
+        assert {list(COLOURS)[k] for k in np.flatnonzero(presence[len(SHAPES):])} == colours
+        assert SHAPES[largest] == max(rec["objects"], key=lambda o: o["area"])["shape"]
+
+
+def test_average_precision():
+    assert average_precision(np.array([0.9, 0.8, 0.1]), np.array([1, 0, 1])) == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision(np.array([0.9, 0.8]), np.array([1, 1])) == 1.0
+    assert np.isnan(average_precision(np.array([0.5]), np.array([0])))
+
+
+def test_a_flip_changes_no_label(data_set):
+    images, records = render_pretraining_images(SEED, 4)
+    ds = ClassifyImages(images, records, (32, 32), augment=True)
+    torch.manual_seed(0)
+    items = [ds[0] for _ in range(16)]
+    flipped = [torch.equal(it["image"], ds.images[0].flip(-1)) for it in items]
+    assert any(flipped) and not all(flipped)
+    assert all(torch.equal(it["presence"], ds.presence[0]) for it in items)
+
+
+def test_classification_pretraining_learns_and_is_cached_whole(data_set, tmp_path, monkeypatch):
+    model = get_preset("smoke").model
+    # no image, expression or mask of the data set is read
+    from restr.data.refer import ReferData
+
+    for name in ("load_image", "load_mask", "__init__"):
+        monkeypatch.setattr(ReferData, name, lambda *a, **k: pytest.fail("the data set was read"))
+    path = ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre",
+                                      progress=False)
+    info = json.loads((path.parent / "vit.json").read_text())
+    losses = info["epoch_losses"]
+    assert len(losses) == SMALL.epochs and losses[-1] < 0.9 * losses[0], losses  # 2.62 -> 2.04 measured
+    assert info["steps"] == SMALL.epochs * (SMALL.images // SMALL.batch_size)
+    assert info["first_index"] == pretrain.CLASSIFY_FIRST_INDEX and info["generator_seed"] == SEED
+    for key in ("mAP", "shape_mAP", "colour_mAP", "label_accuracy", "exact_match", "largest_accuracy"):
+        assert 0.0 <= info[key] <= 1.0, key
+    assert info["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+    # found again without training
+    monkeypatch.setattr(pretrain, "pretrain_classify", lambda *a, **k: pytest.fail("pretrained again"))
+    assert ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre") == path
+
+
+def test_a_half_entry_or_an_abandoned_write_is_reported_and_redone(data_set, tmp_path, monkeypatch, capsys):
+    model = get_preset("smoke").model
+    calls = []
+
+    def fake(model_cfg, seed, c, progress=True):  # the training itself is tested above
+        calls.append(seed)
+        return {"w": torch.full((2,), float(len(calls)))}, {"steps": 1}
+
+    monkeypatch.setattr(pretrain, "pretrain_classify", fake)
+    folder = tmp_path / "pre"
+    path = ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, folder)
+    entry = path.parent
+    assert sorted(p.name for p in folder.iterdir()) == [entry.name]  # no temporary folder left
+
+    # a kill before the rename: the temporary folder of a process that no longer runs
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    abandoned = folder / f".{entry.name}.{dead.pid}.deadbeef.tmp"
+    abandoned.mkdir()
+    (abandoned / "vit.safetensors").write_bytes(b"half")
+    (entry / "vit.json").unlink()  # and an entry missing its record
+    assert ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, folder) == path
+    err = capsys.readouterr().err
+    assert f"removed {abandoned}" in err and "vit.json is missing" in err and "pretraining again" in err
+    assert not abandoned.exists() and len(calls) == 2
+    assert pretrain.entry_problem(entry) is None
+
+    # weights replaced after the fact
+    (entry / "vit.safetensors").write_bytes(b"other")
+    ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, folder)
+    assert "does not match the sha256" in capsys.readouterr().err and len(calls) == 3
+
+
+def test_a_write_stopped_before_the_rename_leaves_no_entry(data_set, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "pretrain_classify", lambda *a, **k: ({"w": torch.ones(2)}, {"steps": 1}))
+
+    def stopped(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain.os, "rename", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_classify_pretrained(get_preset("smoke").model, str(data_set), "synthref", "unc", SMALL,
+                                   tmp_path / "pre")
+    assert list((tmp_path / "pre").iterdir()) == []
+
+
+def test_data_that_the_generator_did_not_write_is_refused(tmp_path):
+    (tmp_path / "refcoco").mkdir()
+    with pytest.raises(ConfigError, match="not a generated data set"):
+        generator_seed(tmp_path, "refcoco")
+    with pytest.raises(ConfigError, match="model.vit_pretrain = 'xyz'"):
+        get_preset("smoke", model={"vit_pretrain": "xyz"})
+    with pytest.raises(ConfigError, match="images = 0"):
+        ClassifyConfig(images=0).validate()
+
+
+def test_the_trainer_loads_the_classification_weights(data_set, tmp_path, monkeypatch):
+    """``vit_weights = "pretrain"`` with ``vit_pretrain = "classify"``: the trainer makes the
+    entry (default folder data/pretrained, relative to the working folder) and the model it
+    builds starts from exactly those weights."""
+    from safetensors.torch import load_file
+
+    from restr.distributed import Dist
+    from restr.model import build_model
+    from restr.train import vit_weights_for
+
+    monkeypatch.chdir(tmp_path)
+    small = ClassifyConfig(images=64, val_images=8, epochs=1, batch_size=32)
+    monkeypatch.setattr(pretrain, "ClassifyConfig", lambda: small)
+    cfg = get_preset("smoke", model={"vit_weights": "pretrain", "vit_pretrain": "classify"},
+                     data={"root": str(data_set)})
+    model_cfg = vit_weights_for(cfg, None, Dist())
+    path = Path(model_cfg.vit_weights)
+    assert path.parent.parent == Path("data/pretrained") and path.parent.name.startswith("vit-classify-")
+    saved = load_file(str(path))
+    vit = build_model(model_cfg).vision.vit.state_dict()
+    assert set(saved) == set(vit)
+    for key, value in saved.items():
+        assert torch.equal(vit[key], value), key
+    assert get_preset("tiny").model.vit_pretrain == "dense"  # until the zoo is retrained from the new start
+
+
+def test_the_book_names_the_start():
+    from restr.analysis import vit_start
+
+    assert vit_start(get_preset("tiny", model={"vit_pretrain": "classify"}).model).startswith(
+        "pretrained to classify generated pictures")
+    assert vit_start(get_preset("tiny").model).startswith("pretrained on the training images")
