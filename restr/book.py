@@ -5,7 +5,9 @@
    ``_build/executed/<profile>/``, injecting the profile's parameters, and stops with
    the failing notebook's name and cell on error; meanwhile it shows each notebook's
    cell and, while a model trains, its step, loss, speed and ETA (:mod:`restr.progress`);
-3. builds the site from the executed notebooks into ``_build/html/`` (:mod:`restr.site`;
+3. records that profile as the last run's in ``_build/executed/last-run.json`` (the
+   notebooks ``jupyter-book build .`` shows), builds the site from the executed
+   notebooks into ``_build/html/`` as ``jupyter-book build .`` does (:mod:`restr.site`;
    the site's own execution is off, so it shows exactly what papermill ran), and ends
    with the time per notebook and the site's address. ``--serve`` serves that site.
 
@@ -318,8 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         with progress:
             progress.message(f"book ({args.profile} profile): {len(paths)} notebook{'s' if len(paths) != 1 else ''}")
             ensure_data(profile, data_root)
+            site.forget_last_run(build / "executed", args.profile)  # its folder is about to change
             records = execute_notebooks(args.profile, data_root, build / "executed" / args.profile,
                                         Path(args.runs), paths, progress=progress)
+            site.record_last_run(build / "executed", args.profile, [r["notebook"] for r in records])
             if not args.no_site:
                 progress.message("building the site ...")
                 t = time.perf_counter()

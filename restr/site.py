@@ -1,16 +1,29 @@
-"""The book's web site: staged from the executed notebooks, built by Sphinx, served locally.
+"""The book's web site: built by Jupyter Book from the executed notebooks, served locally.
 
-* :func:`stage` lays out a copy of the book's sources with papermill's executed
-  notebooks in place; the cell papermill injects (the batch run's parameters) is tagged
-  ``remove-cell`` there, so the site shows each notebook's own ``parameters`` cell only.
-* :func:`build` writes the Sphinx configuration with ``jupyter-book config sphinx`` and
-  runs ``sphinx-build`` into ``<build>/html``; a value glued into a page's prose that
-  cannot be found or formatted stops the build (:func:`glue_problems`).
-* This module is also the Sphinx extension ``restr.site`` (listed in ``_config.yml``):
-  it copies the pinned MathJax of the PyPI package ``django-static-mathjax`` (MathJax's
-  own ``es5`` distribution; Django is not needed) into the site's ``_static/mathjax``,
-  and ``_config.yml`` points ``mathjax_path`` at it, so equations render offline. It
-  also drops the second copy of a script that Sphinx lists twice (sphinx-thebe's).
+* ``python -m restr book`` executes the notebooks with papermill into
+  ``<build>/executed/<profile>/`` (default ``_build/executed/quick/``) and, when all of
+  them ran, records that profile in ``<build>/executed/last-run.json``
+  (:func:`record_last_run`).
+* This module is the Sphinx extension ``restr.site`` (listed in ``_config.yml``), and it
+  makes ``jupyter-book build .`` build the real site: each notebook page is read from its
+  executed copy instead of the committed notebook (which has no outputs), through
+  Sphinx's ``source-read`` event, with the cell papermill injects (the batch run's
+  parameters) tagged ``remove-cell``, so the page shows the notebook's own ``parameters``
+  cell only. Which copies: those of the last finished ``python -m restr book`` run, the
+  profile named in ``_build/executed/last-run.json``. With none, the build stops at once
+  with one message that names the command to run first (:func:`last_run_folder`); a
+  notebook without an executed copy stops it too. A page is read again when its copy or
+  the record changes, so a new batch run updates an incremental build.
+* :func:`build` (the site step of ``python -m restr book``) runs Jupyter Book's own
+  build (``jupyter_book.sphinx.build_sphinx``, what ``jupyter-book build .`` calls) with
+  the same configuration, pointed at the folder it just executed, into ``<build>/html``:
+  one way to build, so both commands make the same site. A value glued into a page's
+  prose that cannot be found or formatted stops that build (:func:`glue_problems`).
+* The extension also copies the pinned MathJax of the PyPI package
+  ``django-static-mathjax`` (MathJax's own ``es5`` distribution; Django is not needed)
+  into the site's ``_static/mathjax``, and ``_config.yml`` points ``mathjax_path`` at it,
+  so equations render offline; and it drops the second copy of a script that Sphinx lists
+  twice (sphinx-thebe's).
 * :func:`serve` serves a built site on the loopback interface.
 """
 from __future__ import annotations
@@ -22,6 +35,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,10 +43,16 @@ MATHJAX_PACKAGE = "django-static-mathjax"  # the requirements.txt line that ship
 MATHJAX_STATIC = "mathjax"  # folder under the site's _static/
 INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds
 HIDDEN_TAG = "remove-cell"  # myst-nb leaves such a cell out of the page
+BOOK_COMMAND = "python -m restr book"
+EXECUTED = Path("_build") / "executed"  # where BOOK_COMMAND executes the notebooks, under the book's folder
+LAST_RUN = "last-run.json"  # in EXECUTED: the profile of the last run that executed all its notebooks
+# Sphinx config value: the folder of executed notebooks to show (BOOK_COMMAND sets it; empty: the last run's)
+EXECUTED_CONFIG = "restr_executed_notebooks"
+NOTEBOOK_FOLDER = "notebooks"  # the pages read from executed copies: the notebooks BOOK_COMMAND runs
 
 
 class SiteError(RuntimeError):
-    """A site that could not be staged, built or served."""
+    """A site that could not be built or served, or has no executed notebooks to show."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -72,17 +92,67 @@ def _unique_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = unique
 
 
-def setup(app):
-    """Sphinx extension: the pinned MathJax is copied into every HTML build; no page lists
-    a script twice."""
-    mathjax_dir()  # fail at the start of the build, not after it
-    app.connect("build-finished", _copy_mathjax)
-    app.connect("html-page-context", _unique_scripts, priority=990)  # after the handlers that add scripts
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
+# ----------------------------------------------------------------------------------------
+# which executed notebooks: the record of the last finished batch run
+
+
+def record_last_run(executed_root: Path, profile: str, notebooks: list[str]) -> Path:
+    """Record that ``python -m restr book`` has executed all its notebooks into
+    ``<executed_root>/<profile>/``: ``jupyter-book build .`` shows that folder until the
+    next run finishes. Returns the record (``last-run.json``)."""
+    from .utils import atomic_write_text
+
+    record = executed_root / LAST_RUN
+    data = {"profile": profile, "notebooks": sorted(notebooks), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_text(record, json.dumps(data, indent=1) + "\n")  # a build never reads half a record
+    return record
+
+
+def forget_last_run(executed_root: Path, profile: str) -> None:
+    """Before a run overwrites ``<executed_root>/<profile>/``: drop the record if it names
+    that folder, so that a run which stops half-way leaves no record of a finished one. A
+    record of another profile (a folder this run does not touch) stays; one that names no
+    profile is of no use and goes too."""
+    from .config import BOOK_PROFILES
+
+    record = executed_root / LAST_RUN
+    try:
+        named = json.loads(record.read_text()).get("profile")
+    except (OSError, ValueError, AttributeError):  # missing, or not a record
+        named = None
+    if named == profile or not isinstance(named, str) or named not in BOOK_PROFILES:
+        record.unlink(missing_ok=True)
+
+
+def last_run_folder(executed_root: Path) -> Path:
+    """The folder of the notebooks the last finished ``python -m restr book`` executed, as
+    ``<executed_root>/last-run.json`` names it; a :class:`SiteError` saying what to run
+    when there is none."""
+    from .config import BOOK_PROFILES
+
+    record = executed_root / LAST_RUN
+    if not record.is_file():
+        raise SiteError(
+            f"no executed notebooks to build the site from ({record} is missing). The site shows the notebooks "
+            f"as `{BOOK_COMMAND}` executes them: run `{BOOK_COMMAND}` first (it builds the site too); "
+            f"`jupyter-book build .` then builds it again from those notebooks.")
+    try:
+        profile = json.loads(record.read_text())["profile"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SiteError(f"{record} is not a record of a `{BOOK_COMMAND}` run ({type(exc).__name__}: {exc}); "
+                        f"run `{BOOK_COMMAND}` to write it again") from None
+    if not isinstance(profile, str) or profile not in BOOK_PROFILES:
+        raise SiteError(f"{record} names the profile {profile!r}, which is none of {', '.join(BOOK_PROFILES)}; "
+                        f"run `{BOOK_COMMAND}` to write it again")
+    folder = executed_root / profile
+    if not folder.is_dir():
+        raise SiteError(f"{record} names the {profile} profile, but there is no {folder}; "
+                        f"run `{BOOK_COMMAND} --profile {profile}`")
+    return folder
 
 
 # ----------------------------------------------------------------------------------------
-# staging and building
+# the Sphinx extension: notebook pages read from their executed copies
 
 
 def hide_injected_parameters(nb: dict) -> int:
@@ -96,21 +166,142 @@ def hide_injected_parameters(nb: dict) -> int:
     return n
 
 
-def stage(executed_dir: Path, stage_dir: Path) -> Path:
-    """A copy of the book's sources (``_config.yml``, ``_toc.yml``, ``book/``) with the
-    executed notebooks under ``notebooks/``."""
-    if stage_dir.exists():
-        shutil.rmtree(stage_dir)
-    stage_dir.mkdir(parents=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(REPO / name, stage_dir / name)
-    shutil.copytree(REPO / "book", stage_dir / "book")
-    (stage_dir / "notebooks").mkdir()
-    for path in sorted(executed_dir.glob("*.ipynb")):
-        nb = json.loads(path.read_text())
-        hide_injected_parameters(nb)
-        (stage_dir / "notebooks" / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    return stage_dir
+def executed_text(copy: Path) -> str:
+    """A notebook as its page shows it: the executed copy, papermill's cell hidden."""
+    try:
+        nb = json.loads(copy.read_text())
+    except (OSError, ValueError) as exc:
+        raise SiteError(f"{copy} cannot be read as a notebook ({exc}); run `{BOOK_COMMAND}` again") from None
+    hide_injected_parameters(nb)
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def cell_sources(text: str) -> list[tuple[str, str]]:
+    """A notebook's cells as (type, source), papermill's injected cell left out."""
+    nb = json.loads(text)
+    return [(c.get("cell_type", ""), "".join(c.get("source", ""))) for c in nb.get("cells", [])
+            if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+
+
+def _logger():
+    from sphinx.util import logging  # Sphinx only when it runs the extension
+
+    return logging.getLogger(__name__)
+
+
+def _stop(exc: SiteError):
+    """End the build with the message alone: Jupyter Book answers any exception with a
+    traceback and "There was an error in building your book. Look above for the cause.",
+    so the message leaves as ``SystemExit`` (exit status 1), which it lets through."""
+    raise SystemExit(f"error: {exc}")
+
+
+def _executed_copy(app, docname: str) -> Path | None:
+    """The executed copy a page is read from; None for a page that is not one of the notebooks."""
+    folder, _, name = docname.rpartition("/")
+    if folder != NOTEBOOK_FOLDER or not app.env.doc2path(docname, False).endswith(".ipynb"):
+        return None
+    return Path(app.config[EXECUTED_CONFIG]) / f"{name}.ipynb"
+
+
+def _choose_executed(app, config) -> None:
+    """``config-inited``: the folder of executed notebooks, stored resolved in the config
+    value (a different folder than the last build's is then a changed config: every page is
+    read again)."""
+    try:
+        if config[EXECUTED_CONFIG]:
+            folder = Path(config[EXECUTED_CONFIG])
+            if not folder.is_dir():
+                raise SiteError(f"{EXECUTED_CONFIG} = {folder}: there is no such folder of executed notebooks")
+        else:
+            folder = last_run_folder(Path(app.srcdir) / EXECUTED)
+    except SiteError as exc:
+        _stop(exc)
+    config[EXECUTED_CONFIG] = str(folder.resolve())
+    _logger().info("restr.site: the notebooks as executed in %s", config[EXECUTED_CONFIG])
+
+
+def _check_copies(app, env, added, changed, removed) -> list[str]:
+    """``env-get-outdated``: before any page is read, every notebook has an executed copy."""
+    missing = [d for d in sorted(env.found_docs) if (copy := _executed_copy(app, d)) and not copy.is_file()]
+    if missing:
+        folder = Path(app.config[EXECUTED_CONFIG])
+        _stop(SiteError(f"{folder} has no executed copy of {', '.join(missing)}: the last `{BOOK_COMMAND}` "
+                        f"run did not execute {'it' if len(missing) == 1 else 'them'}; run "
+                        f"`{BOOK_COMMAND} --profile {folder.name}`, which executes every notebook"))
+    return []
+
+
+def _read_executed(app, docname: str, source: list[str]) -> None:
+    """``source-read``: a notebook page gets its executed copy's content instead of the
+    committed notebook's. Every page is read again when the run record or an executed
+    notebook changes (the prose pages paste values glued in the notebooks)."""
+    folder = Path(app.config[EXECUTED_CONFIG])
+    for dependency in [folder.parent / LAST_RUN, *sorted(folder.glob("*.ipynb"))]:
+        if dependency.is_file():
+            app.env.note_dependency(str(dependency))
+    copy = _executed_copy(app, docname)
+    if copy is None:
+        return
+    try:
+        text = executed_text(copy)
+    except SiteError as exc:
+        _stop(exc)
+    try:
+        edited = cell_sources(source[0]) != cell_sources(text)
+    except (ValueError, AttributeError, TypeError):
+        edited = True
+    if edited:  # a notebook edited since the run: say which page is behind it
+        _logger().warning("the notebook differs from its copy that `%s` executed (%s): the page shows that "
+                          "copy; run `%s` to show the notebook as it is now", BOOK_COMMAND, copy, BOOK_COMMAND,
+                          location=docname, type="restr", subtype="executed")
+    source[0] = text
+
+
+def _copy_executed_sources(app, exception) -> None:
+    """``build-finished``: the notebook a page offers for download (its ``_sources/`` copy)
+    is the one the page shows, not the committed notebook Sphinx copied."""
+    if exception is not None or app.builder.format != "html" or not app.config.html_copy_source:
+        return
+    link_suffix = app.config.html_sourcelink_suffix
+    for docname in sorted(app.env.found_docs):
+        copy = _executed_copy(app, docname)
+        target = Path(app.outdir) / "_sources" / (docname + ".ipynb" + (link_suffix if link_suffix != ".ipynb" else ""))
+        if copy is not None and target.is_file():
+            target.write_text(executed_text(copy))
+
+
+def setup(app):
+    """Sphinx extension: notebook pages from the executed notebooks; the pinned MathJax is
+    copied into every HTML build; no page lists a script twice."""
+    mathjax_dir()  # fail at the start of the build, not after it
+    app.add_config_value(EXECUTED_CONFIG, "", "env", types=[str])
+    app.connect("config-inited", _choose_executed)
+    app.connect("env-get-outdated", _check_copies)
+    app.connect("source-read", _read_executed)
+    app.connect("build-finished", _copy_executed_sources)
+    app.connect("build-finished", _copy_mathjax)
+    app.connect("html-page-context", _unique_scripts, priority=990)  # after the handlers that add scripts
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+# ----------------------------------------------------------------------------------------
+# the batch run's build
+
+
+def jupyter_book_build(executed_dir: str, html: str) -> int:
+    """What ``jupyter-book build <repository>`` runs (``jupyter_book.cli.main.build``: the
+    configuration of ``_config.yml`` and ``_toc.yml``), into ``html`` (the doctrees next to
+    it, in ``.doctrees``), with the notebooks of ``executed_dir`` and a fresh environment;
+    returns the exit status."""
+    from jupyter_book.sphinx import build_sphinx
+
+    overrides = {"external_toc_path": (REPO / "_toc.yml").as_posix(), "latex_individualpages": False,
+                 EXECUTED_CONFIG: str(Path(executed_dir).resolve())}
+    result = build_sphinx(REPO, Path(html).resolve(), use_external_toc=True, noconfig=True,
+                          path_config=str(REPO / "_config.yml"), confoverrides=overrides, builder="html",
+                          freshenv=True, quiet=True)
+    return result if isinstance(result, int) else 1  # an exception: Sphinx has reported it
 
 
 def _run(cmd: list[str], log: Path, what: str) -> subprocess.CompletedProcess:
@@ -130,17 +321,17 @@ def glue_problems(sphinx_output: str) -> list[str]:
 
 
 def build(executed_dir: Path, build_root: Path) -> Path:
-    """Build the site from the executed notebooks into ``<build_root>/html``; returns that folder."""
-    src = stage(executed_dir, build_root / "site-src")
+    """Build the site from the executed notebooks into ``<build_root>/html`` as
+    ``jupyter-book build .`` does (:func:`jupyter_book_build`, in a process of its own);
+    returns that folder."""
     html = build_root / "html"
+    build_root.mkdir(parents=True, exist_ok=True)
     log = build_root / "site-build.log"
     log.write_text("")
-    jb = Path(sys.executable).parent / "jupyter-book"
-    _run([str(jb) if jb.exists() else "jupyter-book", "config", "sphinx", str(src)], log, "jupyter-book config sphinx")
     if html.exists():
         shutil.rmtree(html)  # no page of an earlier build survives
-    proc = _run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-d", str(build_root / "site-doctrees"), str(src),
-                 str(html)], log, "sphinx-build")
+    script = "import sys; from restr.site import jupyter_book_build; sys.exit(jupyter_book_build(*sys.argv[1:]))"
+    proc = _run([sys.executable, "-c", script, str(executed_dir), str(html)], log, "the site's build (Jupyter Book)")
     problems = glue_problems(proc.stderr)
     if problems:
         raise SiteError(f"{len(problems)} glued value(s) missing from the site (see {log}):\n"

@@ -1,4 +1,6 @@
-"""restr.site without a browser: staging, the MathJax it serves, --serve."""
+"""restr.site without a browser: which executed notebooks the site shows, the MathJax it serves, --serve.
+
+``jupyter-book build .`` itself, after a smoke book and without one: tests/test_jupyter_book.py."""
 from __future__ import annotations
 
 import json
@@ -32,16 +34,59 @@ def test_only_the_injected_parameters_cell_is_hidden():
     assert site.hide_injected_parameters(nb) == 0  # already hidden
 
 
-def test_stage_lays_out_the_book_with_the_executed_notebooks(tmp_path):
-    executed = tmp_path / "executed"
-    executed.mkdir()
-    (executed / "01_x.ipynb").write_text(json.dumps(notebook([code("a = 1", ["injected-parameters"])])))
-    out = site.stage(executed, tmp_path / "stage")
-    assert (out / "_config.yml").read_text() == (REPO / "_config.yml").read_text()
-    assert (out / "book" / "intro.md").is_file() and (out / "book" / "_static" / "book.css").is_file()
-    staged = json.loads((out / "notebooks" / "01_x.ipynb").read_text())
-    assert "remove-cell" in staged["cells"][0]["metadata"]["tags"]
-    assert "remove-cell" not in (executed / "01_x.ipynb").read_text()  # the executed copy is left as it is
+def test_a_page_shows_the_executed_copy_with_the_injected_cell_hidden(tmp_path):
+    copy = tmp_path / "01_x.ipynb"
+    copy.write_text(json.dumps(notebook([code('profile = "smoke"', ["injected-parameters"]), code("a = 1")])))
+    shown = json.loads(site.executed_text(copy))
+    assert [c["metadata"]["tags"] for c in shown["cells"]] == [["injected-parameters", "remove-cell"], []]
+    assert "remove-cell" not in copy.read_text()  # the executed copy is left as it is
+    copy.write_text("{not json")
+    with pytest.raises(site.SiteError, match=f"{copy}.*python -m restr book"):
+        site.executed_text(copy)
+
+
+def test_cell_sources_leave_out_the_injected_cell():
+    committed = notebook([code('profile = "quick"', ["parameters"]), code("x = 1")])
+    executed = notebook([code('profile = "quick"', ["parameters"]), code('profile = "smoke"', ["injected-parameters"]),
+                         code(["x", " = 1"])])
+    assert site.cell_sources(json.dumps(committed)) == site.cell_sources(json.dumps(executed))
+    edited = notebook([code('profile = "quick"', ["parameters"]), code("x = 2")])
+    assert site.cell_sources(json.dumps(edited)) != site.cell_sources(json.dumps(executed))
+
+
+def test_the_last_finished_run_names_the_folder_the_site_shows(tmp_path):
+    executed = tmp_path / "_build" / "executed"
+    (executed / "quick").mkdir(parents=True)
+    (executed / "smoke").mkdir()
+    record = site.record_last_run(executed, "quick", ["02_b.ipynb", "01_a.ipynb"])
+    assert json.loads(record.read_text())["notebooks"] == ["01_a.ipynb", "02_b.ipynb"]
+    assert site.last_run_folder(executed) == executed / "quick"
+    site.forget_last_run(executed, "smoke")  # a smoke run starts: the quick folder is still whole
+    assert site.last_run_folder(executed) == executed / "quick"
+    site.record_last_run(executed, "smoke", ["01_a.ipynb"])
+    assert site.last_run_folder(executed) == executed / "smoke"  # the most recent finished run
+    site.forget_last_run(executed, "smoke")  # a smoke run starts again and overwrites its folder
+    with pytest.raises(site.SiteError) as err:
+        site.last_run_folder(executed)  # until it finishes, no folder is known to be whole
+    assert "no executed notebooks" in str(err.value) and "run `python -m restr book` first" in str(err.value)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "is not a record"),
+    ('{"notebooks": []}', "is not a record"),
+    ('["quick"]', "is not a record"),
+    ('{"profile": "../../etc"}', "names the profile '../../etc', which is none of smoke"),
+    ('{"profile": "full"}', "names the full profile, but there is no .*full; "
+                            "run `python -m restr book --profile full`"),
+])
+def test_a_bad_run_record_is_named(tmp_path, text, match):
+    (tmp_path / "quick").mkdir()
+    (tmp_path / site.LAST_RUN).write_text(text)
+    with pytest.raises(site.SiteError, match=match) as err:
+        site.last_run_folder(tmp_path)
+    assert str(tmp_path / site.LAST_RUN) in str(err.value)
+    site.forget_last_run(tmp_path, "quick")  # an unreadable record is dropped when a run starts
+    assert (tmp_path / site.LAST_RUN).exists() == ("full" in text)  # full's record is not quick's
 
 
 def test_config_points_mathjax_at_the_served_copy():
