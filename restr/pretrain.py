@@ -319,7 +319,14 @@ class ClassifyConfig:
 
 def generator_seed(root: str | os.PathLike, dataset: str) -> int:
     """The seed the embedded data set at ``root/dataset`` was generated with (its ``scenes.json``),
-    after checking that this code's generator is the one that wrote it."""
+    after checking that this code's generator draws the version that wrote it."""
+    return generator_stream(root, dataset)[0]
+
+
+def generator_stream(root: str | os.PathLike, dataset: str) -> tuple[int, int]:
+    """The seed and the generator version of the embedded data set at ``root/dataset`` (its
+    ``scenes.json``): the pretraining pictures are drawn by the same version's rules, from
+    image streams the data set never uses."""
     from .data import synth
     from .data.errors import DataError
 
@@ -333,19 +340,20 @@ def generator_seed(root: str | os.PathLike, dataset: str) -> int:
         seed = scenes["seed"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a synthref scene record ({type(exc).__name__}: {exc})") from None
-    # a generator that changes what it draws says so by synth.VERSION and scenes.json's "version"
-    written, current = scenes.get("version", 1), getattr(synth, "VERSION", 1)
-    if written != current:
-        raise DataError(f"{path}: the data set was written by generator version {written}, this code draws "
-                        f"version {current}; generate the data set again (python -m restr data synth)")
+    # a generator version draws scenes by its own rules (scenes.json's "version"; 1 when absent)
+    version = scenes.get("version", 1)
+    if version not in synth.VERSIONS:
+        raise DataError(f"{path}: the data set was written by generator version {version!r}, this code draws "
+                        f"versions {', '.join(map(str, synth.VERSIONS))}; generate the data set again "
+                        "(python -m restr data synth)")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise DataError(f"{path}: seed {seed!r} is not a whole number")
-    return seed
+    return seed, int(version)
 
 
 def render_pretraining_images(seed: int, count: int, first_index: int = CLASSIFY_FIRST_INDEX,
                               kinds: list[str] | None = None, per_object: int = 1,
-                              workers: int | None = None) -> tuple[list[np.ndarray], list[dict]]:
+                              workers: int | None = None, version: int = 1) -> tuple[list[np.ndarray], list[dict]]:
     """``count`` pictures drawn by the data set generator's renderer from the image streams
     ``(seed, first_index + i)`` (the data set's images use ``(seed, 0 ... N - 1)``); return
     their pixels (H, W, 3) uint8, decoded from the JPEG the renderer writes, and its records
@@ -368,7 +376,7 @@ def render_pretraining_images(seed: int, count: int, first_index: int = CLASSIFY
     turns = list(SHAPES_PER_SCENE)  # the generator's scene kinds
     kinds = kinds if kinds is not None else [turns[i % len(turns)] for i in range(count)]
     with tempfile.TemporaryDirectory(prefix="restr-pretrain-") as folder:
-        jobs = [ImageJob(seed, first_index + i, i + 1, kinds[i], folder, per_object, JPEG_QUALITY, 1.0)
+        jobs = [ImageJob(seed, first_index + i, i + 1, kinds[i], folder, per_object, JPEG_QUALITY, 1.0, version)
                 for i in range(count)]
         records = render(jobs, workers, progress=False)
         images = []
@@ -481,8 +489,8 @@ def classification_metrics(vision: nn.Module, head: ImageHead, dataset: Classify
     return out
 
 
-def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig,
-                      progress: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig, progress: bool = True,
+                      version: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Render the pictures of generator seed ``seed`` (:func:`render_pretraining_images`),
     train the ViT of ``model_cfg`` (random start) to classify them; return its state dict
     and a summary (seconds rendering and training, losses, held-out metrics)."""
@@ -493,7 +501,7 @@ def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig,
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cpu_threads(0))
     t0 = time.perf_counter()
-    images, records = render_pretraining_images(seed, c.images + c.val_images)
+    images, records = render_pretraining_images(seed, c.images + c.val_images, version=version)
     hw = model_cfg.image_hw
     train_set = ClassifyImages(images[:c.images], records[:c.images], hw, augment=True)
     held = ClassifyImages(images[c.images:], records[c.images:], hw, augment=False)
@@ -504,7 +512,8 @@ def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig,
     head = ImageHead(vision.dim, train_set.presence.shape[1], len(SHAPES) if c.largest_head else None)
     amp = resolve_amp(c.amp, torch.device("cpu"))
     losses, steps, train_s = _classify_loop(vision, head, train_set, c, amp, progress)
-    summary = {"task": "classify", "generator_seed": seed, "first_index": CLASSIFY_FIRST_INDEX,
+    summary = {"task": "classify", "generator_seed": seed, "generator_version": version,
+               "first_index": CLASSIFY_FIRST_INDEX,
                "images": c.images, "held_out_images": c.val_images, "steps": steps,
                "render_seconds": render_s, "train_seconds": train_s, "seconds": time.perf_counter() - t0,
                "final_loss": float(np.mean(losses[-20:])),
@@ -650,8 +659,8 @@ def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, 
         print(f"notice: pretraining entry {entry} is incomplete ({problem}): removed, pretraining again",
               file=sys.stderr)
         shutil.rmtree(entry)
-    seed = generator_seed(root, dataset)
-    state, summary = pretrain_classify(model_cfg, seed, c, progress)
+    seed, version = generator_stream(root, dataset)
+    state, summary = pretrain_classify(model_cfg, seed, c, progress, version)
     info = {"data": {"root": str(root), "dataset": dataset, "split_by": split_by, "instances_sha256": fingerprint},
             "classify": asdict(c), "vit": {"image_size": list(model_cfg.image_hw), "patch_size": model_cfg.patch_size,
                                            "dim": model_cfg.vit_dim, "depth": model_cfg.vit_depth}, **summary}

@@ -17,7 +17,8 @@ from restr import pretrain
 from restr.config import ConfigError, get_preset
 from restr.data.synth import generate, load_scenes
 from restr.pretrain import (ClassifyConfig, ClassifyImages, average_precision, ensure_classify_pretrained,
-                            generator_seed, image_labels, render_pretraining_images)
+                            generator_seed, generator_stream, image_labels,
+                            render_pretraining_images)
 
 SEED = 6
 SMALL = ClassifyConfig(images=160, val_images=32, epochs=25, batch_size=32, lr=3e-3, largest_head=True)
@@ -29,6 +30,14 @@ def data_set(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthref")
     generate(root, seed=SEED, num_images=60, progress=False)
     return root
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def any_version(request, tmp_path_factory) -> tuple[Path, int]:
+    """A 60-image embedded data set of each generator version."""
+    root = tmp_path_factory.mktemp(f"synthref-v{request.param}")
+    generate(root, seed=SEED, num_images=60, progress=False, version=request.param)
+    return root, request.param
 
 
 def pixel_hash(pixels: np.ndarray) -> str:
@@ -50,9 +59,10 @@ def scene_key(objects) -> tuple:
                  for o in objects)
 
 
-def test_no_pretraining_picture_equals_or_shares_its_scene_with_a_data_set_image(data_set):
-    seed = generator_seed(data_set, "synthref")
-    assert seed == SEED
+def test_no_pretraining_picture_equals_or_shares_its_scene_with_a_data_set_image(any_version):
+    data_set, version = any_version
+    seed, drawn_by = generator_stream(data_set, "synthref")
+    assert (seed, drawn_by) == (SEED, version) and generator_seed(data_set, "synthref") == SEED
     scenes = load_scenes(data_set)["images"]
     assert {s["split"] for s in scenes} == {"train", "val", "testA", "testB"}
     data_pixels = data_set_pixels(data_set)
@@ -60,7 +70,7 @@ def test_no_pretraining_picture_equals_or_shares_its_scene_with_a_data_set_image
     data_objects = {o for s in data_scenes for o in s}
     files_before = sorted(p.name for p in (data_set / "synthref" / "images").iterdir())
 
-    images, records = render_pretraining_images(seed, 120)
+    images, records = render_pretraining_images(seed, 120, version=version)
     assert len(images) == len(records) == 120
     assert not {pixel_hash(im) for im in images} & set(data_pixels)
     assert not {scene_key(r["objects"]) for r in records} & data_scenes
@@ -70,7 +80,7 @@ def test_no_pretraining_picture_equals_or_shares_its_scene_with_a_data_set_image
     # the control: the data set's own streams (seed, 0 ...) give its images back, so the
     # checks above would have seen a shared picture or scene
     same, same_records = render_pretraining_images(seed, 2, first_index=0, kinds=[s["kind"] for s in scenes[:2]],
-                                                   per_object=3)
+                                                   per_object=3, version=version)
     assert [data_pixels.get(pixel_hash(im)) for im in same] == [1, 2]
     assert [scene_key(r["objects"]) for r in same_records] == [scene_key(s["objects"]) for s in scenes[:2]]
 
@@ -135,7 +145,7 @@ def test_a_half_entry_or_an_abandoned_write_is_reported_and_redone(data_set, tmp
     model = get_preset("smoke").model
     calls = []
 
-    def fake(model_cfg, seed, c, progress=True):  # the training itself is tested above
+    def fake(model_cfg, seed, c, progress=True, version=1):  # the training itself is tested above
         calls.append(seed)
         return {"w": torch.full((2,), float(len(calls)))}, {"steps": 1}
 
