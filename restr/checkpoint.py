@@ -81,16 +81,52 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _checkpoint_globals() -> list:
+    """The only Python globals a restr checkpoint names: NumPy's random state (a uint32
+    array inside ``rng[i]["numpy"]``) is pickled through these (array, dtype, the uint32
+    dtype's class, and NumPy's array rebuilder). Everything else is tensors, dicts, lists,
+    tuples, strings and numbers, which ``weights_only`` admits."""
+    from numpy._core import multiarray
+
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), multiarray._reconstruct,
+            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]  # written under NumPy 1.x
+
+
+def _refused_global(exc: BaseException) -> str | None:
+    """The global a ``weights_only`` load refused (``"os.system"``), from its message."""
+    import re
+
+    if "Weights only load failed" not in str(exc):
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(exc))
+    return next(g for g in found.groups() if g) if found else "(unnamed)"
+
+
+def _torch_load(path: Path, map_location) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain data only (and the
+    NumPy globals of :func:`_checkpoint_globals`); a file naming any other global is refused,
+    so no code in a checkpoint ever runs."""
+    with torch.serialization.safe_globals(_checkpoint_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; clear errors for bad files."""
+    """Load a checkpoint written by :func:`save_checkpoint`; clear errors for bad files.
+
+    Only plain data is read (``weights_only``); a checkpoint that names a Python global a
+    restr checkpoint never holds is a :class:`RunError` naming the file and the global."""
     path = Path(path)
     if path.is_dir():
         raise RunError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise RunError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = _torch_load(path, map_location)
     except Exception as exc:  # noqa: BLE001 - torch.load raises anything its unpickler meets
+        refused = _refused_global(exc)
+        if refused is not None:
+            raise RunError(f"{path}: refused to load: it names the Python global {refused}, which a restr checkpoint "
+                           f"never holds (a foreign or crafted file; nothing in it was run)") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         with open(path, "rb") as fh:
             zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format: a zip archive
@@ -265,6 +301,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def planned_iterations(state: dict) -> int | None:
+    """The ``train.iterations`` a checkpoint's config planned (None for a checkpoint without one)."""
+    try:
+        return int(state["config"]["train"]["iterations"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 # Fields that may change between a run and its resumption: they do not affect the weights.
 RESUME_MUTABLE = ("data.num_workers", "train.log_every")
 
@@ -295,6 +339,7 @@ class Checkpointer:
         self.source: Path | None = None  # the checkpoint a resume starts from
         self.extended_from: int | None = None  # the run's length before --extend
         self.kept: tuple[Path, int] | None = None  # the last good checkpoint on disk and its step
+        self.kept_plan: int | None = None  # the iterations that checkpoint's config planned
 
     def path(self, which: str) -> Path:
         return checkpoint_path(self.run_dir, which)
@@ -452,9 +497,20 @@ class Checkpointer:
             kept = "no checkpoint had been saved yet"
         what = "the checkpoint" if exc.path.suffix == ".pt" else exc.path.name
         free = f", {human_size(exc.free)} free on {exc.path.parent}" if exc.free is not None else ""
-        then = "resume with --resume" if (self.run_dir / CONFIG_FILE).is_file() else "run the same command again"
+        then = self._after_disk_full(step is None)
         return TrainingError(f"disk full: run {self.run_dir} could not write {exc.path.name}{at}; {kept}: {what} "
                              f"needs {human_size(exc.needed)}{free}. Free some space, then {then}.")
+
+    def _after_disk_full(self, starting: bool) -> str:
+        """The command that goes on after a full disk, for the run's state on disk."""
+        if starting:  # nothing of this command reached the disk, or only files it writes again
+            return "run the same command again"
+        command = f"`python -m restr train --out {self.run_dir} --resume"
+        if self.extended_from is not None and self.kept_plan == self.extended_from:
+            # config.json says the longer run, the kept checkpoint the shorter one: --resume alone is refused
+            return (f"resume with {command} --extend` (its config.json is already the extended run's, its kept "
+                    f"checkpoint the {self.extended_from}-iteration run's)")
+        return f"resume with {command}`"
 
     def restore(self, state: dict | None, step, rank: int = 0) -> LoopState:
         """Load ``state`` (a checkpoint, or None for a new run) into the TrainStep ``step``
@@ -469,6 +525,7 @@ class Checkpointer:
                          float(state.get("best_val", -math.inf)), float(state.get("train_s", 0.0)))
         step.set_step(loop.step)
         self.kept = (self.source or self.path("last"), loop.step)
+        self.kept_plan = planned_iterations(state)
         if "log_window" in state:
             step.load_window(state["log_window"])
         rngs = state["rng"]
@@ -492,7 +549,7 @@ class Checkpointer:
         })
         atomic_write_text(path.with_suffix(".json"), json.dumps(loop.summary(cfg.train.iterations, finished)) + "\n")
         if which == "last":
-            self.kept = (path, loop.step)
+            self.kept, self.kept_plan = (path, loop.step), cfg.train.iterations
         return path
 
     def load_best(self, model: torch.nn.Module) -> int:

@@ -20,6 +20,7 @@ read once; images are decoded on demand and never kept in memory.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -284,15 +285,48 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "segment
 # ----------------------------------------------------------------------------------------
 # the files of one dataset/split_by
 
+# the only globals a refs file may name: the set types (a Python 2 pickle writes a set as a
+# call of __builtin__.set); everything else in a refs file is a list, dict, tuple, string,
+# number, bool or None, which pickle writes without naming any global
+_REFS_GLOBALS = {(module, name) for module in ("builtins", "__builtin__") for name in ("set", "frozenset")}
+
+
+class _RefsUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain data only: it refuses every global but the set types,
+    so a crafted refs file cannot make it import or call anything (no code runs)."""
+
+    def __init__(self, raw: bytes, path: str | os.PathLike, **kwargs: Any):
+        super().__init__(io.BytesIO(raw), **kwargs)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _REFS_GLOBALS:
+            return set if name == "set" else frozenset
+        raise DataError(f"{self.path}: refused to unpickle the Python global {module}.{name}: a refs file holds "
+                        f"only lists, dicts, strings and numbers, so this one is not a refer refs file (it may have "
+                        f"been crafted to run code; nothing in it was run)")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(f"{self.path}: refused a pickle persistent id: a refs file holds only plain data")
+
+
+def _unpickle_refs(raw: bytes, path: str | os.PathLike) -> Any:
+    try:
+        return _RefsUnpickler(raw, path).load()
+    except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+        return _RefsUnpickler(raw, path, encoding="latin1").load()
+
+
 def load_refs(path: str | os.PathLike) -> list[dict]:
-    """The list of ref dicts pickled in a ``refs(<split_by>).p`` file (Python 2 pickles too)."""
+    """The list of ref dicts pickled in a ``refs(<split_by>).p`` file (Python 2 pickles too).
+
+    Read by a restricted unpickler (:class:`_RefsUnpickler`): plain data only, never code."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read()  # one read: unpickling from a file object reads it in thousands of small pieces
-        try:
-            refs = pickle.loads(raw)
-        except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
-            refs = pickle.loads(raw, encoding="latin1")
+        refs = _unpickle_refs(raw, path)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
