@@ -161,6 +161,15 @@ def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: st
     atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(d, indent=2) + "\n")
 
 
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a config.json that :func:`write_run_config` wrote."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and d.get("vocab_file") == VOCAB_FILE and "config_hash" in d
+
+
 def read_run_fingerprint(run_dir: str | os.PathLike) -> dict | None:
     """The data fingerprint recorded in a run's config.json (None for runs from before)."""
     try:
@@ -358,15 +367,18 @@ class Checkpointer:
 
     # -- a run's checkpoints ------------------------------------------------------------
     def open(self, cfg: Config, resume: bool | str = False, extend: bool = False,
-             fingerprint: dict | None = None) -> tuple[Any, dict | None]:
+             fingerprint: dict | None = None, force: bool = False) -> tuple[Any, dict | None]:
         """Check the run directory against the command: ``(vocabulary, checkpoint)`` of the
         run being resumed (``resume``: True or "last", or "best"), or ``(None, None)`` for a
         new run. ``extend``: the command may ask for more iterations than the run had.
-        ``fingerprint``: the data's (:mod:`restr.data.fingerprint`), checked against the run's."""
+        ``fingerprint``: the data's (:mod:`restr.data.fingerprint`), checked against the run's.
+        A new run refuses a folder holding files that are not a run's, unless ``force``."""
         from .data.vocab import Vocabulary
 
         out = self.run_dir
         self.fingerprint = fingerprint
+        if not resume and not force:
+            self._refuse_foreign_files()
         if not (out / CONFIG_FILE).is_file():
             if resume:
                 why = f"has no {CONFIG_FILE}" if self.existed else "does not exist"
@@ -392,6 +404,37 @@ class Checkpointer:
                                         f"at step {state['step']}; ask for more than that")
                 self.extended_from = old
         return vocab, state
+
+    def foreign_files(self) -> list[str]:
+        """The names in the run folder that are not a run's own files (the user's): anything
+        but config.json, vocab.json, metrics.jsonl, checkpoints/, the lock and temporaries,
+        and a config.json or vocab.json that a run did not write."""
+        from .data.errors import DataError
+        from .data.vocab import Vocabulary
+        from .runlock import LOCK_NAME
+
+        if not self.run_dir.is_dir():
+            return []
+        own = {CONFIG_FILE, VOCAB_FILE, METRICS_FILE, CKPT_DIR, LOCK_NAME, "scores"}  # scores/: restr.analysis
+        names = [p.name for p in self.run_dir.iterdir() if p.name not in own and not p.name.endswith(".tmp")]
+        config = self.run_dir / CONFIG_FILE
+        if config.exists() and not _is_run_config(config):
+            names.append(CONFIG_FILE)
+        if (self.run_dir / VOCAB_FILE).exists():
+            try:
+                Vocabulary.load(self.run_dir / VOCAB_FILE)
+            except DataError:
+                names.append(VOCAB_FILE)
+        return sorted(names)
+
+    def _refuse_foreign_files(self) -> None:
+        foreign = self.foreign_files()
+        if foreign:
+            shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+            raise TrainingError(f"{self.run_dir} is not a run folder: it holds {shown}, which a run does not write "
+                                f"(a new run writes {CONFIG_FILE}, {VOCAB_FILE}, {METRICS_FILE} and {CKPT_DIR}/ "
+                                f"there, over files of those names); choose a new --out, or pass --force to train "
+                                f"there anyway")
 
     def _check_same(self, stored: Config, requested: Config, where: str, extend: bool) -> None:
         diff = config_mismatch(stored, requested)
