@@ -3,7 +3,10 @@
 A run directory (written by ``python -m restr train``, rank 0 only) holds::
 
     config.json          the full resolved Config (``Config.to_dict()``; model.vocab_size
-                         is the data's vocabulary size) plus "vocab_file" and "config_hash"
+                         is the data's vocabulary size) plus "vocab_file", "config_hash" and
+                         "vocab_sha256" (the hash of vocab.json's words in order, checked
+                         whenever the run is read: the same words in another order are
+                         another vocabulary)
     vocab.json           the training split's vocabulary (restr.data.vocab.Vocabulary)
     metrics.jsonl        one JSON object per line: training logs, validations, events
     checkpoints/last.pt  the latest checkpoint, checkpoints/last.json its summary
@@ -153,9 +156,13 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
 
 def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: str | None = None,
                      fingerprint: dict | None = None) -> None:
+    from .data.vocab import Vocabulary
+
     d = cfg.to_dict()
     d["vocab_file"] = VOCAB_FILE
     d["config_hash"] = requested_hash or cfg.hash()
+    if (Path(run_dir) / VOCAB_FILE).is_file():  # written before config.json, by every writer of runs
+        d["vocab_sha256"] = Vocabulary.load(Path(run_dir) / VOCAB_FILE).sha256()
     if fingerprint is not None:
         d["data_fingerprint"] = fingerprint  # restr.data.fingerprint: what the run was trained on
     atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(d, indent=2) + "\n")
@@ -168,6 +175,21 @@ def _is_run_config(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(d, dict) and d.get("vocab_file") == VOCAB_FILE and "config_hash" in d
+
+
+def check_run_vocab(run_dir: str | os.PathLike, vocab) -> None:
+    """A :class:`RunError` naming both files if ``vocab`` (the run's vocab.json) is not the
+    vocabulary its config.json records (by the hash of its words in order; runs from before
+    the hash was recorded are checked by count only, in :func:`load_run`)."""
+    run_dir = Path(run_dir)
+    try:
+        recorded = json.loads((run_dir / CONFIG_FILE).read_text()).get("vocab_sha256")
+    except (OSError, ValueError, AttributeError):
+        return  # read_run_config reports an unreadable config.json
+    if recorded is not None and recorded != vocab.sha256():
+        raise RunError(f"{run_dir / VOCAB_FILE} is not the vocabulary the run was trained with: its words (in order) "
+                       f"hash to {vocab.sha256()[:12]}..., {run_dir / CONFIG_FILE} records {str(recorded)[:12]}... "
+                       f"(words changed, added, removed or reordered); restore the run's own {VOCAB_FILE}")
 
 
 def read_run_fingerprint(run_dir: str | os.PathLike) -> dict | None:
@@ -231,6 +253,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "last", device: str | torc
     if len(vocab) != cfg.model.vocab_size:
         raise RunError(f"{run_dir / VOCAB_FILE} has {len(vocab)} words but config.json says "
                        f"model.vocab_size = {cfg.model.vocab_size}")
+    check_run_vocab(run_dir, vocab)
     state = load_checkpoint(ckpt, map_location="cpu")
     model_cfg = cfg.override({"model.vit_weights": None}).model  # the checkpoint holds the weights
     model = build_model(model_cfg)
@@ -391,6 +414,7 @@ class Checkpointer:
             note(f"{out} holds a run that never saved a checkpoint: starting it afresh")
             return None, None
         vocab = Vocabulary.load(out / VOCAB_FILE)
+        check_run_vocab(out, vocab)
         requested = cfg.override({"model.vocab_size": len(vocab)})
         self._check_same(read_run_config(out), requested, f"the run's {out / CONFIG_FILE}", extend)
         self._check_data(cfg)

@@ -397,7 +397,21 @@ class ReferData:
         name = img.get("file_name")
         if not name:
             raise DataError(f"image id {image_id} has no file_name in {self.instances_path}")
+        problem = self.image_name_problem(name)
+        if problem:
+            raise DataError(f"image id {image_id} in {self.instances_path}: {problem}")
         return self.image_root / name
+
+    def image_name_problem(self, name: Any) -> str | None:
+        """Why an image's ``file_name`` is refused (None if it is not): it must be a relative
+        path that stays inside the image folder (no absolute path, no ``..``), so that a data
+        set's files open nothing outside ``image_root``."""
+        if not isinstance(name, str):
+            return f"file_name {name!r} is not a string"
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or "\0" in name:
+            return f"file_name {name!r} leaves the image folder {self.image_root} (refused)"
+        return None
 
     def load_image(self, image_id: int) -> np.ndarray:
         img = self.images.get(int(image_id))
@@ -429,6 +443,16 @@ class ReferData:
         return text if isinstance(text, str) else ""
 
     # -- validation ---------------------------------------------------------------------
+    def _image_file_problems(self, rid: Any, img: dict) -> list[tuple[str, str]]:
+        name = img.get("file_name")
+        problem = self.image_name_problem(name) if name else None
+        if problem:
+            return [("image", f"ref {rid}: image {img.get('id')} in {self.instances_path.name}: {problem}")]
+        path = self.image_root / str(name or "")
+        if not name or not path.is_file():
+            return [("image", f"ref {rid}: image file not found: {path}")]
+        return []
+
     def structural_problems(self, refs: Iterable[dict], check_files: bool = True) -> list[tuple[str, str]]:
         """``(kind, message)`` for every problem found without decoding images or masks."""
         problems: list[tuple[str, str]] = []
@@ -453,9 +477,7 @@ class ReferData:
                 problems.append(("image", f"ref {rid}: image {r['image_id']} is not in {self.instances_path}"))
             elif check_files and int(r["image_id"]) not in seen_images:
                 seen_images.add(int(r["image_id"]))
-                path = self.image_root / str(img.get("file_name", ""))
-                if not img.get("file_name") or not path.is_file():
-                    problems.append(("image", f"ref {rid}: image file not found: {path}"))
+                problems.extend(self._image_file_problems(rid, img))
             sents = r["sentences"]
             if not isinstance(sents, list) or not sents:
                 problems.append(("sentence", f"ref {rid}: has no sentences"))
