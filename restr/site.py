@@ -180,10 +180,11 @@ class SiteRequestHandler(http.server.SimpleHTTPRequestHandler):
         return not target.exists() or target.is_file() or target.is_dir()  # not a FIFO, socket or device
 
 
-def serve(html: Path, port: int = 8000, host: str = "127.0.0.1") -> None:
-    """Serve a built site until interrupted (Ctrl-C): its regular files only (:class:`SiteRequestHandler`)."""
+def serve(html: Path, port: int = 8000, host: str = "127.0.0.1", build_command: str = "python -m restr book") -> None:
+    """Serve a built site until interrupted (Ctrl-C): its regular files only (:class:`SiteRequestHandler`).
+    ``build_command``: the command that builds this site, printed when there is none."""
     if not (html / "index.html").is_file():
-        raise SiteError(f"no site at {html}: build it first with `python -m restr book`")
+        raise SiteError(f"no site at {html}: build it first with `{build_command}`")
     handler = functools.partial(SiteRequestHandler, directory=str(html))
     with http.server.ThreadingHTTPServer((host, port), handler) as server:
         print(f"serving {html} at http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)

@@ -490,13 +490,20 @@ class ReferData:
         return problems
 
 
-def _raise_problems(problems: list[tuple[str, str]], context: str) -> None:
+def stats_command(data: ReferData) -> str:
+    """The command that checks every file of ``data`` and lists its problems."""
+    default = data.image_root == default_image_root(data.root, data.dataset)
+    return (f"python -m restr data stats --root {data.root} --dataset {data.dataset} --split-by {data.split_by}"
+            + ("" if default else f" --image-root {data.image_root}"))
+
+
+def _raise_problems(problems: list[tuple[str, str]], context: str, data: ReferData) -> None:
     if not problems:
         return
     shown = [m for _, m in problems[:20]]
     more = ""
     if len(problems) > 20:
-        more = f"\n  ... and {len(problems) - 20} more (run `python -m restr data stats` to list all)"
+        more = f"\n  ... and {len(problems) - 20} more (run `{stats_command(data)}` to list all)"
     text = f"{context}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more
     if all(k == "empty" for k, _ in problems):
         raise EmptyExpressionError(text)
@@ -584,7 +591,7 @@ class ReferDataset(torch.utils.data.Dataset):
         if not self.refs:
             raise DataError(f"no refs with split {split!r} in {self.data.refs_path}")
         _raise_problems(self.data.structural_problems(self.refs),
-                        f"{self.data.refs_path} split {split!r}")
+                        f"{self.data.refs_path} split {split!r}", self.data)
         self._items = [(ri, si) for ri, r in enumerate(self.refs) for si in range(len(r["sentences"]))]
         if vocab is None:
             vocab = Vocabulary.from_sentences(self.sentences())
