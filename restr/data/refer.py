@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from .errors import DataError, EmptyExpressionError
+from .errors import DataError, EmptyExpressionError, UnsafeFileError
 from .images import read_image
 from .transforms import augment as _augment
 from .transforms import LetterboxMeta, letterbox, letterbox_mask, normalize
@@ -302,12 +302,12 @@ class _RefsUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _REFS_GLOBALS:
             return set if name == "set" else frozenset
-        raise DataError(f"{self.path}: refused to unpickle the Python global {module}.{name}: a refs file holds "
+        raise UnsafeFileError(f"{self.path}: refused to unpickle the Python global {module}.{name}: a refs file holds "
                         f"only lists, dicts, strings and numbers, so this one is not a refer refs file (it may have "
                         f"been crafted to run code; nothing in it was run)")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise DataError(f"{self.path}: refused a pickle persistent id: a refs file holds only plain data")
+        raise UnsafeFileError(f"{self.path}: refused a pickle persistent id: a refs file holds only plain data")
 
 
 def _unpickle_refs(raw: bytes, path: str | os.PathLike) -> Any:
@@ -360,6 +360,8 @@ class ReferData:
         self.cats: dict[int, dict] = {}
         try:
             self.refs = self._load_refs()
+        except UnsafeFileError:
+            raise
         except DataError as exc:
             errors.append(str(exc))
         try:
