@@ -43,10 +43,11 @@ def cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 
 
 
 def printed_command(message: str) -> list[str]:
-    """The arguments after ``python -m restr`` of the first `python -m restr ...` in backticks."""
-    found = re.search(r"`python -m restr ([^`]+)`", message)
+    """The arguments after ``python -m restr`` of the last `python -m restr ...` in backticks
+    (the advice; an earlier one may say what was run before)."""
+    found = re.findall(r"`python -m restr ([^`]+)`", message)
     assert found, f"no command in: {message}"
-    return shlex.split(found.group(1))
+    return shlex.split(found[-1])
 
 
 def data_args(root: Path) -> list[str]:
@@ -411,3 +412,48 @@ def test_the_data_stats_command_printed_after_synth_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if "python -m restr data stats" in x)
     assert cli(*shlex.split(line.split("python -m restr ", 1)[1])).returncode == 0
+
+
+# ----------------------------------------------------------------------------------------
+# 2./3. the zoo: a profile's models never replace another's; the retrain advice runs
+
+def test_zoo_models_of_two_profiles_never_replace_each_other_and_the_advice_runs(tmp_path):
+    from restr.zoo import ZooError, checked_file, read_manifest, retrain_command
+
+    zoo, env = tmp_path / "zoo", {"RESTR_ZOO": str(tmp_path / "zoo")}
+    shipped = json.loads((ROOT / "data" / "zoo" / "manifest.json").read_text())["models"]
+    quick_main = next(m for m in shipped if m["name"] == "main-s0")
+    assert retrain_command(quick_main) == "python -m restr zoo train --profile quick --only main --seeds 0 --retrain"
+    zoo.mkdir()
+    (zoo / "manifest.json").write_text(json.dumps({"models": [quick_main]}))  # the quick model, its file absent
+    train_smoke = ["zoo", "train", "--profile", "smoke", "--only", "main", "--seeds", "0", "--runs", "runs"]
+    proc = cli(*train_smoke, cwd=tmp_path, env=env)  # cwd: the smoke profile's data goes under tmp_path
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(m["name"] for m in read_manifest(zoo))
+    assert names == ["main-s0", "smoke-main-s0"]  # the quick entry is still there, untouched
+    assert next(m for m in read_manifest(zoo) if m["name"] == "main-s0") == quick_main
+
+    # an entry of another config under the smoke model's name: refused, then replaced on request
+    models = read_manifest(zoo)
+    smoke = next(m for m in models if m["name"] == "smoke-main-s0")
+    smoke["config"]["train"]["lr"] *= 2
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    before = (zoo / "manifest.json").read_bytes()
+    proc = cli(*train_smoke, cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "already holds a model called 'smoke-main-s0'" in proc.stderr
+    assert (zoo / "manifest.json").read_bytes() == before
+    proc = cli(*printed_command(proc.stderr), "--runs", "runs", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    smoke = next(m for m in read_manifest(zoo) if m["name"] == "smoke-main-s0")
+    assert checked_file(smoke, zoo).is_file()
+
+    # a corrupt file: the printed command puts it back
+    weights = zoo / smoke["file"]
+    weights.write_bytes(weights.read_bytes()[:-1] + b"x")
+    with pytest.raises(ZooError, match="corrupt or was replaced") as err:
+        checked_file(smoke, zoo)
+    args = printed_command(str(err.value))
+    assert args == ["zoo", "train", "--profile", "smoke", "--only", "main", "--seeds", "0", "--retrain"]
+    proc = cli(*args, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert checked_file(next(m for m in read_manifest(zoo) if m["name"] == "smoke-main-s0"), zoo).is_file()
