@@ -127,6 +127,24 @@ def test_a_checkpoint_written_today_loads_weights_only(smoke_run):
     assert load_run(smoke_run).step == 4
 
 
+def test_a_checkpoint_written_under_numpy_1_loads(smoke_run, tmp_path):
+    """NumPy 1.x pickles its arrays through numpy.core.multiarray (2.x: numpy._core): the
+    same checkpoint with the old module name loads to the same state."""
+    import zipfile
+
+    src, old = smoke_run / "checkpoints" / "last.pt", tmp_path / "numpy1.pt"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(old, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                assert b"cnumpy._core.multiarray\n" in data
+                data = data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+            zout.writestr(info.filename, data)
+    new_state, old_state = load_checkpoint(src), load_checkpoint(old)
+    assert np.array_equal(new_state["rng"][0]["numpy"][1], old_state["rng"][0]["numpy"][1])
+    assert all(torch.equal(new_state["model"][k], old_state["model"][k]) for k in new_state["model"])
+
+
 @pytest.mark.parametrize("where", ["model", "top"])
 def test_a_checkpoint_that_would_run_code_is_refused_by_name(run_copy, tmp_path, where):
     marker = tmp_path / "marker"
@@ -457,3 +475,17 @@ def test_zoo_models_of_two_profiles_never_replace_each_other_and_the_advice_runs
     proc = cli(*args, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     assert checked_file(next(m for m in read_manifest(zoo) if m["name"] == "smoke-main-s0"), zoo).is_file()
+
+
+@pytest.mark.slow
+def test_book_serve_without_a_site_prints_the_command_that_builds_it(tmp_path):
+    """`book --serve --build B` with nothing built names `python -m restr book --build B`;
+    that command (its data and runs kept under tmp_path) builds the site --serve then serves."""
+    build = tmp_path / "build"
+    proc = cli("book", "--serve", "--build", str(build))
+    assert proc.returncode == 1 and f"no site at {build / 'html'}" in proc.stderr
+    args = printed_command(proc.stderr)
+    assert args == ["book", "--build", str(build)]
+    done = cli(*args, "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), timeout=3600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (build / "html" / "index.html").is_file()
