@@ -102,7 +102,21 @@ def _refused_global(exc: BaseException) -> str | None:
     if "Weights only load failed" not in str(exc):
         return None
     found = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(exc))
-    return next(g for g in found.groups() if g) if found else "(unnamed)"
+    return next(g for g in found.groups() if g) if found else None
+
+
+def _load_error_detail(exc: BaseException) -> str:
+    """The line of a ``torch.load`` error that says what is wrong (not its advice boilerplate)."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        for line in text.splitlines():
+            if "WeightsUnpickler error:" in line and line.split("WeightsUnpickler error:", 1)[1].strip():
+                return line.split("WeightsUnpickler error:", 1)[1].strip()
+        lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+        useful = [line for line in lines if not line.startswith(("Please file", "Check the documentation", "(1)",
+                                                                 "(2)", "WeightsUnpickler error:"))]
+        return useful[0] if useful else "not a plain checkpoint"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _torch_load(path: Path, map_location) -> Any:
@@ -130,7 +144,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if refused is not None:
             raise RunError(f"{path}: refused to load: it names the Python global {refused}, which a restr checkpoint "
                            f"never holds (a foreign or crafted file; nothing in it was run)") from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _load_error_detail(exc)
         with open(path, "rb") as fh:
             zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format: a zip archive
         if not zipped:
