@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     build = Path(args.build)
     if args.serve:
         try:
-            site.serve(build / "html", args.port)
+            site.serve(build / "html", args.port, build_command="python -m restr book" + (
+                "" if build == Path(DEFAULT_BUILD) else f" --build {build}"))
         except (site.SiteError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -3,7 +3,10 @@
 A run directory (written by ``python -m restr train``, rank 0 only) holds::
 
     config.json          the full resolved Config (``Config.to_dict()``; model.vocab_size
-                         is the data's vocabulary size) plus "vocab_file" and "config_hash"
+                         is the data's vocabulary size) plus "vocab_file", "config_hash" and
+                         "vocab_sha256" (the hash of vocab.json's words in order, checked
+                         whenever the run is read: the same words in another order are
+                         another vocabulary)
     vocab.json           the training split's vocabulary (restr.data.vocab.Vocabulary)
     metrics.jsonl        one JSON object per line: training logs, validations, events
     checkpoints/last.pt  the latest checkpoint, checkpoints/last.json its summary
@@ -81,17 +84,67 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _checkpoint_globals() -> list:
+    """The only Python globals a restr checkpoint names: NumPy's random state (a uint32
+    array inside ``rng[i]["numpy"]``) is pickled through these (array, dtype, the uint32
+    dtype's class, and NumPy's array rebuilder). Everything else is tensors, dicts, lists,
+    tuples, strings and numbers, which ``weights_only`` admits."""
+    from numpy._core import multiarray
+
+    return [np.ndarray, np.dtype, type(np.dtype(np.uint32)), multiarray._reconstruct,
+            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]  # written under NumPy 1.x
+
+
+def _refused_global(exc: BaseException) -> str | None:
+    """The global a ``weights_only`` load refused (``"os.system"``), from its message."""
+    import re
+
+    if "Weights only load failed" not in str(exc):
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(exc))
+    return next(g for g in found.groups() if g) if found else None
+
+
+def _load_error_detail(exc: BaseException) -> str:
+    """The line of a ``torch.load`` error that says what is wrong (not its advice boilerplate)."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        for line in text.splitlines():
+            if "WeightsUnpickler error:" in line and line.split("WeightsUnpickler error:", 1)[1].strip():
+                return line.split("WeightsUnpickler error:", 1)[1].strip()
+        lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+        useful = [line for line in lines if not line.startswith(("Please file", "Check the documentation", "(1)",
+                                                                 "(2)", "WeightsUnpickler error:"))]
+        return useful[0] if useful else "not a plain checkpoint"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _torch_load(path: Path, map_location) -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors and plain data only (and the
+    NumPy globals of :func:`_checkpoint_globals`); a file naming any other global is refused,
+    so no code in a checkpoint ever runs."""
+    with torch.serialization.safe_globals(_checkpoint_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; clear errors for bad files."""
+    """Load a checkpoint written by :func:`save_checkpoint`; clear errors for bad files.
+
+    Only plain data is read (``weights_only``); a checkpoint that names a Python global a
+    restr checkpoint never holds is a :class:`RunError` naming the file and the global."""
     path = Path(path)
     if path.is_dir():
         raise RunError(f"{path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise RunError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = _torch_load(path, map_location)
     except Exception as exc:  # noqa: BLE001 - torch.load raises anything its unpickler meets
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        refused = _refused_global(exc)
+        if refused is not None:
+            raise RunError(f"{path}: refused to load: it names the Python global {refused}, which a restr checkpoint "
+                           f"never holds (a foreign or crafted file; nothing in it was run)") from None
+        first = _load_error_detail(exc)
         with open(path, "rb") as fh:
             zipped = fh.read(4) == b"PK\x03\x04"  # torch.save's format: a zip archive
         if not zipped:
@@ -117,12 +170,40 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
 
 def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: str | None = None,
                      fingerprint: dict | None = None) -> None:
+    from .data.vocab import Vocabulary
+
     d = cfg.to_dict()
     d["vocab_file"] = VOCAB_FILE
     d["config_hash"] = requested_hash or cfg.hash()
+    if (Path(run_dir) / VOCAB_FILE).is_file():  # written before config.json, by every writer of runs
+        d["vocab_sha256"] = Vocabulary.load(Path(run_dir) / VOCAB_FILE).sha256()
     if fingerprint is not None:
         d["data_fingerprint"] = fingerprint  # restr.data.fingerprint: what the run was trained on
     atomic_write_text(Path(run_dir) / CONFIG_FILE, json.dumps(d, indent=2) + "\n")
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a config.json that :func:`write_run_config` wrote."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and d.get("vocab_file") == VOCAB_FILE and "config_hash" in d
+
+
+def check_run_vocab(run_dir: str | os.PathLike, vocab) -> None:
+    """A :class:`RunError` naming both files if ``vocab`` (the run's vocab.json) is not the
+    vocabulary its config.json records (by the hash of its words in order; runs from before
+    the hash was recorded are checked by count only, in :func:`load_run`)."""
+    run_dir = Path(run_dir)
+    try:
+        recorded = json.loads((run_dir / CONFIG_FILE).read_text()).get("vocab_sha256")
+    except (OSError, ValueError, AttributeError):
+        return  # read_run_config reports an unreadable config.json
+    if recorded is not None and recorded != vocab.sha256():
+        raise RunError(f"{run_dir / VOCAB_FILE} is not the vocabulary the run was trained with: its words (in order) "
+                       f"hash to {vocab.sha256()[:12]}..., {run_dir / CONFIG_FILE} records {str(recorded)[:12]}... "
+                       f"(words changed, added, removed or reordered); restore the run's own {VOCAB_FILE}")
 
 
 def read_run_fingerprint(run_dir: str | os.PathLike) -> dict | None:
@@ -186,6 +267,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "last", device: str | torc
     if len(vocab) != cfg.model.vocab_size:
         raise RunError(f"{run_dir / VOCAB_FILE} has {len(vocab)} words but config.json says "
                        f"model.vocab_size = {cfg.model.vocab_size}")
+    check_run_vocab(run_dir, vocab)
     state = load_checkpoint(ckpt, map_location="cpu")
     model_cfg = cfg.override({"model.vit_weights": None}).model  # the checkpoint holds the weights
     model = build_model(model_cfg)
@@ -265,6 +347,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def planned_iterations(state: dict) -> int | None:
+    """The ``train.iterations`` a checkpoint's config planned (None for a checkpoint without one)."""
+    try:
+        return int(state["config"]["train"]["iterations"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 # Fields that may change between a run and its resumption: they do not affect the weights.
 RESUME_MUTABLE = ("data.num_workers", "train.log_every")
 
@@ -295,6 +385,7 @@ class Checkpointer:
         self.source: Path | None = None  # the checkpoint a resume starts from
         self.extended_from: int | None = None  # the run's length before --extend
         self.kept: tuple[Path, int] | None = None  # the last good checkpoint on disk and its step
+        self.kept_plan: int | None = None  # the iterations that checkpoint's config planned
 
     def path(self, which: str) -> Path:
         return checkpoint_path(self.run_dir, which)
@@ -313,15 +404,18 @@ class Checkpointer:
 
     # -- a run's checkpoints ------------------------------------------------------------
     def open(self, cfg: Config, resume: bool | str = False, extend: bool = False,
-             fingerprint: dict | None = None) -> tuple[Any, dict | None]:
+             fingerprint: dict | None = None, force: bool = False) -> tuple[Any, dict | None]:
         """Check the run directory against the command: ``(vocabulary, checkpoint)`` of the
         run being resumed (``resume``: True or "last", or "best"), or ``(None, None)`` for a
         new run. ``extend``: the command may ask for more iterations than the run had.
-        ``fingerprint``: the data's (:mod:`restr.data.fingerprint`), checked against the run's."""
+        ``fingerprint``: the data's (:mod:`restr.data.fingerprint`), checked against the run's.
+        A new run refuses a folder holding files that are not a run's, unless ``force``."""
         from .data.vocab import Vocabulary
 
         out = self.run_dir
         self.fingerprint = fingerprint
+        if not resume and not force:
+            self._refuse_foreign_files()
         if not (out / CONFIG_FILE).is_file():
             if resume:
                 why = f"has no {CONFIG_FILE}" if self.existed else "does not exist"
@@ -334,6 +428,7 @@ class Checkpointer:
             note(f"{out} holds a run that never saved a checkpoint: starting it afresh")
             return None, None
         vocab = Vocabulary.load(out / VOCAB_FILE)
+        check_run_vocab(out, vocab)
         requested = cfg.override({"model.vocab_size": len(vocab)})
         self._check_same(read_run_config(out), requested, f"the run's {out / CONFIG_FILE}", extend)
         self._check_data(cfg)
@@ -347,6 +442,37 @@ class Checkpointer:
                                         f"at step {state['step']}; ask for more than that")
                 self.extended_from = old
         return vocab, state
+
+    def foreign_files(self) -> list[str]:
+        """The names in the run folder that are not a run's own files (the user's): anything
+        but config.json, vocab.json, metrics.jsonl, checkpoints/, the lock and temporaries,
+        and a config.json or vocab.json that a run did not write."""
+        from .data.errors import DataError
+        from .data.vocab import Vocabulary
+        from .runlock import LOCK_NAME
+
+        if not self.run_dir.is_dir():
+            return []
+        own = {CONFIG_FILE, VOCAB_FILE, METRICS_FILE, CKPT_DIR, LOCK_NAME, "scores"}  # scores/: restr.analysis
+        names = [p.name for p in self.run_dir.iterdir() if p.name not in own and not p.name.endswith(".tmp")]
+        config = self.run_dir / CONFIG_FILE
+        if config.exists() and not _is_run_config(config):
+            names.append(CONFIG_FILE)
+        if (self.run_dir / VOCAB_FILE).exists():
+            try:
+                Vocabulary.load(self.run_dir / VOCAB_FILE)
+            except DataError:
+                names.append(VOCAB_FILE)
+        return sorted(names)
+
+    def _refuse_foreign_files(self) -> None:
+        foreign = self.foreign_files()
+        if foreign:
+            shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+            raise TrainingError(f"{self.run_dir} is not a run folder: it holds {shown}, which a run does not write "
+                                f"(a new run writes {CONFIG_FILE}, {VOCAB_FILE}, {METRICS_FILE} and {CKPT_DIR}/ "
+                                f"there, over files of those names); choose a new --out, or pass --force to train "
+                                f"there anyway")
 
     def _check_same(self, stored: Config, requested: Config, where: str, extend: bool) -> None:
         diff = config_mismatch(stored, requested)
@@ -452,9 +578,20 @@ class Checkpointer:
             kept = "no checkpoint had been saved yet"
         what = "the checkpoint" if exc.path.suffix == ".pt" else exc.path.name
         free = f", {human_size(exc.free)} free on {exc.path.parent}" if exc.free is not None else ""
-        then = "resume with --resume" if (self.run_dir / CONFIG_FILE).is_file() else "run the same command again"
+        then = self._after_disk_full(step is None)
         return TrainingError(f"disk full: run {self.run_dir} could not write {exc.path.name}{at}; {kept}: {what} "
                              f"needs {human_size(exc.needed)}{free}. Free some space, then {then}.")
+
+    def _after_disk_full(self, starting: bool) -> str:
+        """The command that goes on after a full disk, for the run's state on disk."""
+        if starting:  # nothing of this command reached the disk, or only files it writes again
+            return "run the same command again"
+        command = f"`python -m restr train --out {self.run_dir} --resume"
+        if self.extended_from is not None and self.kept_plan == self.extended_from:
+            # config.json says the longer run, the kept checkpoint the shorter one: --resume alone is refused
+            return (f"resume with {command} --extend` (its config.json is already the extended run's, its kept "
+                    f"checkpoint the {self.extended_from}-iteration run's)")
+        return f"resume with {command}`"
 
     def restore(self, state: dict | None, step, rank: int = 0) -> LoopState:
         """Load ``state`` (a checkpoint, or None for a new run) into the TrainStep ``step``
@@ -469,6 +606,7 @@ class Checkpointer:
                          float(state.get("best_val", -math.inf)), float(state.get("train_s", 0.0)))
         step.set_step(loop.step)
         self.kept = (self.source or self.path("last"), loop.step)
+        self.kept_plan = planned_iterations(state)
         if "log_window" in state:
             step.load_window(state["log_window"])
         rngs = state["rng"]
@@ -492,7 +630,7 @@ class Checkpointer:
         })
         atomic_write_text(path.with_suffix(".json"), json.dumps(loop.summary(cfg.train.iterations, finished)) + "\n")
         if which == "last":
-            self.kept = (path, loop.step)
+            self.kept, self.kept_plan = (path, loop.step), cfg.train.iterations
         return path
 
     def load_best(self, model: torch.nn.Module) -> int:

@@ -82,8 +82,8 @@ def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing:
     if not train_if_missing:
         status = run_status(run_dir)
         what = f"unfinished (step {status['step']})" if status["exists"] else "missing"
-        raise RunMissing(f"run {run_dir} for this config is {what}; call get_run(..., train_if_missing=True) "
-                         f"or `python -m restr train ... --out {run_dir}`" + "".join(f"\n{s}" for s in stale))
+        raise RunMissing(f"run {run_dir} for this config is {what}; call get_run(..., train_if_missing=True) to "
+                         f"train it" + "".join(f"\n{s}" for s in stale))
     for line in stale:
         print(f"notice: {line}; training {run_dir} for the current data", file=sys.stderr)
     with RunLock(run_dir, wait=True):  # another process training it: wait, then use its run

@@ -237,25 +237,23 @@ def ensure_pretrained(model_cfg: ModelConfig, root: str, dataset: str, split_by:
     from safetensors.torch import save
 
     from .data.refer import ReferData
-    from .utils import atomic_write_bytes, atomic_write_text
 
     p = (p or PretrainConfig()).validate()
     data = ReferData(root, dataset, split_by)
     path = pretrained_path(model_cfg, p, data_fingerprint(data), folder)
-    if path.is_file():
+    if _cached(path):
         return path
     train_ids = sorted({int(r["image_id"]) for r in data.refs if r.get("split") == "train"})
     if len(train_ids) <= p.val_images + p.batch_size:
         raise ConfigError(f"pretraining needs more than {p.val_images + p.batch_size} training images; "
                           f"{root}/{dataset} has {len(train_ids)}")
     state, summary = pretrain_vit(model_cfg, data, train_ids, p)
-    atomic_write_bytes(path, save({k: v.contiguous() for k, v in state.items()}))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(
-        {"data": {"root": str(root), "dataset": dataset, "split_by": split_by,
-                  "instances_sha256": data_fingerprint(data)},
-         "pretrain": asdict(p), "vit": {"image_size": list(model_cfg.image_hw), "patch_size": model_cfg.patch_size,
-                                        "dim": model_cfg.vit_dim, "depth": model_cfg.vit_depth},
-         **summary}, indent=2) + "\n")
+    _write_cache(path, save({k: v.contiguous() for k, v in state.items()}), {
+        "data": {"root": str(root), "dataset": dataset, "split_by": split_by,
+                 "instances_sha256": data_fingerprint(data)},
+        "pretrain": asdict(p), "vit": {"image_size": list(model_cfg.image_hw), "patch_size": model_cfg.patch_size,
+                                       "dim": model_cfg.vit_dim, "depth": model_cfg.vit_depth},
+        **summary})
     return path
 
 
@@ -708,6 +706,30 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _cached(path: Path) -> bool:
+    """Whether the cache holds a complete entry at ``path``: its record (``.json``) and its
+    weights. Half an entry (a pretraining killed between the two writes, or a file deleted
+    by hand) is reported on stderr and does not count: the pretraining is done again."""
+    record, weights = path.with_suffix(".json"), path
+    if record.is_file() and weights.is_file():
+        return True
+    if record.is_file() or weights.is_file():
+        have, lack = (record, weights) if record.is_file() else (weights, record)
+        print(f"notice: the pretrained ViT cache holds {have} without {lack} (a pretraining was cut short, or a "
+              f"file was removed): pretraining it again", file=sys.stderr, flush=True)
+    return False
+
+
+def _write_cache(path: Path, weights: bytes, record: dict) -> None:
+    """Write a cache entry so that a kill at any moment leaves nothing or all of it: the
+    record first, the weights last (each file atomically); :func:`_cached` counts an entry
+    only when both are there, and the next pretraining overwrites a lone record."""
+    from .utils import atomic_write_bytes, atomic_write_text
+
+    atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    atomic_write_bytes(path, weights)
 
 
 def main(argv: list[str] | None = None) -> int:

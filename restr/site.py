@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import functools
+import http
 import http.server
 import importlib.util
 import json
@@ -345,11 +346,37 @@ def build(executed_dir: Path, build_root: Path) -> Path:
 # serving
 
 
-def serve(html: Path, port: int = 8000, host: str = "127.0.0.1") -> None:
-    """Serve a built site until interrupted (Ctrl-C)."""
+class SiteRequestHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site's own regular files (and its folders' index pages) only: a path that
+    is or passes through a symlink, or is not a regular file or folder, is a 404, so a link
+    inside the site folder cannot serve a file from elsewhere."""
+
+    def send_head(self):
+        if not self.servable(Path(self.translate_path(self.path))):
+            self.send_error(http.HTTPStatus.NOT_FOUND, "File not found")
+            return None
+        return super().send_head()
+
+    def servable(self, target: Path) -> bool:
+        """Whether ``target`` (a request's path in the site folder) may be served."""
+        try:
+            relative = target.relative_to(self.directory)
+        except ValueError:
+            return False
+        walked = Path(self.directory)
+        for part in relative.parts:  # no symlink on the way, even one pointing inside the site
+            walked = walked / part
+            if walked.is_symlink():
+                return False
+        return not target.exists() or target.is_file() or target.is_dir()  # not a FIFO, socket or device
+
+
+def serve(html: Path, port: int = 8000, host: str = "127.0.0.1", build_command: str = "python -m restr book") -> None:
+    """Serve a built site until interrupted (Ctrl-C): its regular files only (:class:`SiteRequestHandler`).
+    ``build_command``: the command that builds this site, printed when there is none."""
     if not (html / "index.html").is_file():
-        raise SiteError(f"no site at {html}: build it first with `python -m restr book`")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+        raise SiteError(f"no site at {html}: build it first with `{build_command}`")
+    handler = functools.partial(SiteRequestHandler, directory=str(html))
     with http.server.ThreadingHTTPServer((host, port), handler) as server:
         print(f"serving {html} at http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
         try:

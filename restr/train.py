@@ -28,7 +28,7 @@ import sys
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -225,15 +225,17 @@ def data_stats_hint(cfg: Config) -> str:
 
 
 def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, device: str = "auto", progress: bool = True,
-          dtype: torch.dtype = torch.float32, requested_hash: str | None = None, extend: bool = False) -> Path:
+          dtype: torch.dtype = torch.float32, requested_hash: str | None = None, allow: Iterable[str] = ()) -> Path:
     """Train ``cfg`` into the run directory ``out`` (or resume it); return the run directory.
 
     ``resume``: False for a new run; True (or "last") continues from checkpoints/last.pt,
-    "best" from checkpoints/best.pt. A finished run resumes to nothing. ``extend``: the
-    run may be given more iterations than it had; its lr schedule becomes that of the new
-    length (a notice gives the lr before and after). ``dtype=torch.float64`` trains in
-    double precision (used by the tests to compare runs exactly). Only one process at a
-    time trains in ``out`` (:mod:`restr.runlock`).
+    "best" from checkpoints/best.pt. A finished run resumes to nothing. ``allow`` holds what
+    the command may do beyond that: "extend", give a resumed run more iterations than it
+    had (its lr schedule becomes that of the new length; a notice gives the lr before and
+    after); "force", start a new run in an ``out`` that holds files a run does not write
+    (the user's; refused otherwise). ``dtype=torch.float64`` trains in double precision
+    (used by the tests to compare runs exactly). Only one process at a time trains in
+    ``out`` (:mod:`restr.runlock`).
 
     Raises :class:`TrainingError` on a diverged loss, a full disk, a run folder held by
     another process or one that does not fit the command; :class:`ConfigError` on a bad
@@ -246,6 +248,10 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
     cfg.train.validate(world=d.world)  # every value checked before anything touches the disk
     if resume not in RESUME_CHOICES:
         raise ConfigError(f"resume = {resume!r}: choose False, True, 'last' or 'best'")
+    unknown = set(allow) - {"extend", "force"}
+    if unknown:
+        raise ConfigError(f"allow = {sorted(unknown)}: choose among 'extend' and 'force'")
+    extend = "extend" in allow
     if extend and not resume:
         raise ConfigError("--extend lengthens an existing run: use it with --resume")
     if not resume:  # a resumed run takes its ViT and word vectors from its checkpoint
@@ -253,7 +259,7 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
     ckpt = Checkpointer(out, main=d.main)
     take_run_folder(ckpt, d)
     try:
-        vocab, state = ckpt.open(cfg, resume, extend, data_fingerprint(cfg.data))
+        vocab, state = ckpt.open(cfg, resume, extend, data_fingerprint(cfg.data), force="force" in allow)
         iterations = cfg.train.iterations
         if state is not None and state.get("finished") and int(state["step"]) == iterations:
             if d.main:
@@ -401,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extend", action="store_true",
                         help="with --resume and more --iterations than the run had: train it for longer; the lr "
                              "schedule becomes that of the new length (the lr before and after is printed)")
+    parser.add_argument("--force", action="store_true",
+                        help="start a new run in an --out that holds other files (a run's own files there are "
+                             "written over; the others are left alone)")
     parser.add_argument("--wait", action="store_true",
                         help="if another process holds the run folder, wait for it instead of stopping")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: each rank's GPU)")
@@ -443,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg.train.validate()
             lock.acquire(wait=True)  # train() takes it again (re-entrant)
         train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress,
-              dtype=torch.float64 if args.dtype == "float64" else torch.float32, extend=args.extend)
+              dtype=torch.float64 if args.dtype == "float64" else torch.float32,
+              allow=[a for a in ("extend", "force") if getattr(args, a)])
     except (ConfigError, TrainingError, DistributedError, RunError, DataError) as exc:
         if rank == 0:
             print(f"error: {exc}", file=sys.stderr)

@@ -48,6 +48,11 @@ class DiskFullError(OSError):
         super().__init__(errno.ENOSPC, f"no space left on the device to write {self.path} "
                                        f"({human_size(needed)} needed{room})")
 
+    def __reduce__(self):
+        """Pickled with its own arguments: a worker process's error reaches the parent whole
+        (OSError's default pickling would call ``__init__(errno, message)``)."""
+        return type(self), (self.path, self.needed, self.free)
+
 
 def _free_bytes(folder: Path) -> int | None:
     try:

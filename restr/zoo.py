@@ -26,10 +26,16 @@ that promise. The identity cannot see a change of what an existing option *means
 (``model.head = "release"`` changed its Eq. (10) when the release's form was corrected):
 a model trained before such a change no longer loads into its config, which
 :func:`materialize` reports by name, and it must be retrained
-(``python -m restr zoo train --only NAME --retrain``).
+(``python -m restr zoo train --profile quick --only MODEL --seeds N --retrain``, the
+command the error prints).
+
+Names: the quick profile's models (the ones shipped) are ``<model>-s<seed>``; another
+profile's carry it in front (``smoke-main-s0``), so that training one profile's models
+never replaces another's. ``zoo train`` never replaces an entry of another config under
+the same name unless asked (``--retrain``).
 
 ``python -m restr zoo list`` prints the manifest; ``python -m restr zoo train`` trains
-what the book needs and is missing (``--only NAME``, ``--retrain``).
+what the book needs and is missing (``--only MODEL``, ``--seeds N``, ``--retrain``).
 """
 from __future__ import annotations
 
@@ -54,6 +60,7 @@ ZOO_DIR = REPO / "data" / "zoo"  # $RESTR_ZOO names another folder (tests)
 MANIFEST = "manifest.json"
 # config fields that do not shape the weights: left out of a model's identity
 NOT_IDENTITY = ("data.root", "data.image_root", "data.num_workers", "train.log_every", "train.threads")
+ZOO_PROFILE = "quick"  # the book profile whose models the repository ships: their names carry no profile
 EVAL_SLICE = {"split": "val", "max_expressions": 1000}  # the manifest's metrics: reproduced by the zoo test
 
 
@@ -138,17 +145,38 @@ def current_identity(entry: dict[str, Any]) -> str:
     return identity(cfg, entry["data_fingerprint"])
 
 
+def entry_name(model: str, seed: int, profile: str) -> str:
+    """The zoo name of a book model's seed: ``main-s0`` for the quick profile's, ``smoke-main-s0``
+    for the smoke profile's (see the module doc)."""
+    return f"{model}-s{seed}" if profile == ZOO_PROFILE else f"{profile}-{model}-s{seed}"
+
+
+def retrain_command(entry: dict[str, Any]) -> str:
+    """The command that trains the entry again and puts it back in the zoo."""
+    import re
+
+    profile = entry.get("profile")
+    if profile is None:  # entries from before "profile" was recorded: their command names it
+        found = re.search(r"--profile (\S+)", str(entry.get("command", "")))
+        profile = found.group(1) if found else ZOO_PROFILE
+    seed = int(entry["seed"])
+    model = entry["name"].removesuffix(f"-s{seed}")
+    if profile != ZOO_PROFILE:
+        model = model.removeprefix(f"{profile}-")
+    return f"python -m restr zoo train --profile {profile} --only {model} --seeds {seed} --retrain"
+
+
 def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None) -> Path:
     """The entry's weights file, after checking it is there and its sha256 matches."""
     path = zoo_folder(zoo_dir) / entry["file"]
     if not path.is_file():
         raise ZooError(f"zoo model {entry['name']!r}: {path} is missing (the manifest lists it); restore it with "
-                       f"git, or retrain it with `python -m restr zoo train --only {entry['name']} --retrain`")
+                       f"git, or retrain it with `{retrain_command(entry)}`")
     digest = file_sha256(path)
     if digest != entry["sha256"]:
         raise ZooError(f"zoo model {entry['name']!r}: {path} is corrupt or was replaced (sha256 {digest[:12]}..., "
                        f"the manifest says {entry['sha256'][:12]}...); restore it with git, or retrain it with "
-                       f"`python -m restr zoo train --only {entry['name']} --retrain`")
+                       f"`{retrain_command(entry)}`")
     return path
 
 
@@ -213,9 +241,10 @@ def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
 
 
 def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: float,
-               zoo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+               zoo_dir: str | os.PathLike | None = None, profile: str | None = None) -> dict[str, Any]:
     """Export a finished run into the zoo as ``name`` (fp16 weights, its log, a manifest
-    entry); evaluates the slice with the fp32 and the fp16 weights."""
+    entry; ``profile``: the book profile it was trained for); evaluates the slice with the
+    fp32 and the fp16 weights."""
     from safetensors.torch import save
 
     from .checkpoint import load_checkpoint, read_run_config
@@ -235,7 +264,8 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     entry = {
         "name": name, "file": weights.name, "sha256": file_sha256(weights), "metrics_file": f"{name}.metrics.jsonl",
         "identity": identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
-        "seed": cfg.train.seed, "commit": _git_commit(), "command": command, "wall_s": round(wall_s, 1),
+        "seed": cfg.train.seed, "profile": profile, "commit": _git_commit(), "command": command,
+        "wall_s": round(wall_s, 1),
         "cpu": _cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",
         "vocab": Vocabulary.load(run_dir / "vocab.json").words, "eval": dict(EVAL_SLICE), "fp32_metrics": fp32,
     }
@@ -319,18 +349,36 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
         if only and m.name not in only:
             continue
         for seed in [s for s in m.seeds if not seeds or s in seeds]:
-            cfg, name = m.config(profile, data_root, seed), f"{m.name}-s{seed}"
+            cfg, name = m.config(profile, data_root, seed), entry_name(m.name, seed, profile_name)
             if not retrain and find(cfg, zoo_dir) is not None:
                 print(f"zoo: {name} is in the zoo already", file=sys.stderr)
                 continue
+            command = f"python -m restr zoo train --profile {profile_name} --only {m.name} --seeds {seed}"
+            if not retrain:
+                refuse_replacing(name, cfg, command, zoo_dir)
             print(f"zoo: training {name} ({cfg.train.iterations} steps)", file=sys.stderr)
             run = get_run(cfg, Path(runs_dir) / "zoo" if retrain else runs_dir, use_zoo=False)
             seconds = max((r.get("elapsed_s") or 0.0 for r in read_jsonl(Path(run) / "metrics.jsonl")
                            if r.get("split")), default=0.0)
-            command = f"python -m restr zoo train --profile {profile_name} --only {m.name} --seeds {seed}"
-            add_to_zoo(run, name, command, seconds, zoo_dir)
+            add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name)
             added.append(name)
     return added
+
+
+def refuse_replacing(name: str, cfg: Config, command: str, zoo_dir: str | os.PathLike | None = None) -> None:
+    """A :class:`ZooError` if the zoo holds a model called ``name`` of another config (or data)
+    than ``cfg``: training ``cfg`` (by ``command``) would replace it; ``--retrain`` asks for that."""
+    entry = next((e for e in read_manifest(zoo_dir) if e["name"] == name), None)
+    if entry is None:
+        return
+    try:
+        same = current_identity(entry) == identity(cfg, data_fingerprint(cfg))
+    except ZooError:
+        same = False  # its config no longer loads: it is another config now
+    if not same:
+        raise ZooError(f"the zoo already holds a model called {name!r} ({zoo_folder(zoo_dir) / entry['file']}) of "
+                       f"another config or data (trained by `{entry.get('command', '?')}`); not replacing it with this "
+                       f"config's model. To replace it: `{command} --retrain`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,7 +134,7 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)  # the smoke profile's data root is relative
     monkeypatch.setattr("restr.book.REPO", tmp_path)
     added = zoo_train("smoke", only=["main"], runs_dir=str(tmp_path / "runs"))
-    assert added == ["main-s0"]
+    assert added == ["smoke-main-s0"]  # the profile in the name: never the shipped quick model main-s0
     assert zoo_train("smoke", only=["main"], runs_dir=str(tmp_path / "runs")) == []  # in the zoo already
 
     prof = book_profile("smoke")

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..utils import DiskFullError, human_size
 from .errors import DataError
 
 
@@ -92,4 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if result["problems"] else 0
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DiskFullError as exc:  # from this process or, whole, from an image worker's
+        room = f", {human_size(exc.free)} free" if exc.free is not None else ""
+        print(f"error: disk full: could not write {exc.path} ({human_size(exc.needed)} needed{room}); free some "
+              f"space, then run the same command again", file=sys.stderr)
         return 2

@@ -26,6 +26,11 @@ class DataError(ValueError):
         super().__init__(*args)
 
 
+class UnsafeFileError(DataError):
+    """A file that asks to run code when read (a pickle naming a Python global a data file
+    never holds): refused, never a mere problem of a data set to list among others."""
+
+
 def _original_message(text: str, kind: type) -> str | None:
     """The message of the exception at the end of a formatted worker traceback."""
     names = {f"{k.__module__}.{k.__qualname__}" for k in kind.__mro__} | {k.__qualname__ for k in kind.__mro__}

@@ -20,6 +20,7 @@ read once; images are decoded on demand and never kept in memory.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -31,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from .errors import DataError, EmptyExpressionError
+from .errors import DataError, EmptyExpressionError, UnsafeFileError
 from .images import read_image
 from .transforms import augment as _augment
 from .transforms import LetterboxMeta, letterbox, letterbox_mask, normalize
@@ -284,15 +285,48 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "segment
 # ----------------------------------------------------------------------------------------
 # the files of one dataset/split_by
 
+# the only globals a refs file may name: the set types (a Python 2 pickle writes a set as a
+# call of __builtin__.set); everything else in a refs file is a list, dict, tuple, string,
+# number, bool or None, which pickle writes without naming any global
+_REFS_GLOBALS = {(module, name) for module in ("builtins", "__builtin__") for name in ("set", "frozenset")}
+
+
+class _RefsUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain data only: it refuses every global but the set types,
+    so a crafted refs file cannot make it import or call anything (no code runs)."""
+
+    def __init__(self, raw: bytes, path: str | os.PathLike, **kwargs: Any):
+        super().__init__(io.BytesIO(raw), **kwargs)
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _REFS_GLOBALS:
+            return set if name == "set" else frozenset
+        raise UnsafeFileError(f"{self.path}: refused to unpickle the Python global {module}.{name}: a refs file holds "
+                        f"only lists, dicts, strings and numbers, so this one is not a refer refs file (it may have "
+                        f"been crafted to run code; nothing in it was run)")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafeFileError(f"{self.path}: refused a pickle persistent id: a refs file holds only plain data")
+
+
+def _unpickle_refs(raw: bytes, path: str | os.PathLike) -> Any:
+    try:
+        return _RefsUnpickler(raw, path).load()
+    except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+        return _RefsUnpickler(raw, path, encoding="latin1").load()
+
+
 def load_refs(path: str | os.PathLike) -> list[dict]:
-    """The list of ref dicts pickled in a ``refs(<split_by>).p`` file (Python 2 pickles too)."""
+    """The list of ref dicts pickled in a ``refs(<split_by>).p`` file (Python 2 pickles too).
+
+    Read by a restricted unpickler (:class:`_RefsUnpickler`): plain data only, never code."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read()  # one read: unpickling from a file object reads it in thousands of small pieces
-        try:
-            refs = pickle.loads(raw)
-        except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
-            refs = pickle.loads(raw, encoding="latin1")
+        refs = _unpickle_refs(raw, path)
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
@@ -326,6 +360,8 @@ class ReferData:
         self.cats: dict[int, dict] = {}
         try:
             self.refs = self._load_refs()
+        except UnsafeFileError:
+            raise
         except DataError as exc:
             errors.append(str(exc))
         try:
@@ -363,7 +399,21 @@ class ReferData:
         name = img.get("file_name")
         if not name:
             raise DataError(f"image id {image_id} has no file_name in {self.instances_path}")
+        problem = self.image_name_problem(name)
+        if problem:
+            raise DataError(f"image id {image_id} in {self.instances_path}: {problem}")
         return self.image_root / name
+
+    def image_name_problem(self, name: Any) -> str | None:
+        """Why an image's ``file_name`` is refused (None if it is not): it must be a relative
+        path that stays inside the image folder (no absolute path, no ``..``), so that a data
+        set's files open nothing outside ``image_root``."""
+        if not isinstance(name, str):
+            return f"file_name {name!r} is not a string"
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or "\0" in name:
+            return f"file_name {name!r} leaves the image folder {self.image_root} (refused)"
+        return None
 
     def load_image(self, image_id: int) -> np.ndarray:
         img = self.images.get(int(image_id))
@@ -395,6 +445,16 @@ class ReferData:
         return text if isinstance(text, str) else ""
 
     # -- validation ---------------------------------------------------------------------
+    def _image_file_problems(self, rid: Any, img: dict) -> list[tuple[str, str]]:
+        name = img.get("file_name")
+        problem = self.image_name_problem(name) if name else None
+        if problem:
+            return [("image", f"ref {rid}: image {img.get('id')} in {self.instances_path.name}: {problem}")]
+        path = self.image_root / str(name or "")
+        if not name or not path.is_file():
+            return [("image", f"ref {rid}: image file not found: {path}")]
+        return []
+
     def structural_problems(self, refs: Iterable[dict], check_files: bool = True) -> list[tuple[str, str]]:
         """``(kind, message)`` for every problem found without decoding images or masks."""
         problems: list[tuple[str, str]] = []
@@ -419,9 +479,7 @@ class ReferData:
                 problems.append(("image", f"ref {rid}: image {r['image_id']} is not in {self.instances_path}"))
             elif check_files and int(r["image_id"]) not in seen_images:
                 seen_images.add(int(r["image_id"]))
-                path = self.image_root / str(img.get("file_name", ""))
-                if not img.get("file_name") or not path.is_file():
-                    problems.append(("image", f"ref {rid}: image file not found: {path}"))
+                problems.extend(self._image_file_problems(rid, img))
             sents = r["sentences"]
             if not isinstance(sents, list) or not sents:
                 problems.append(("sentence", f"ref {rid}: has no sentences"))
@@ -434,13 +492,20 @@ class ReferData:
         return problems
 
 
-def _raise_problems(problems: list[tuple[str, str]], context: str) -> None:
+def stats_command(data: ReferData) -> str:
+    """The command that checks every file of ``data`` and lists its problems."""
+    default = data.image_root == default_image_root(data.root, data.dataset)
+    return (f"python -m restr data stats --root {data.root} --dataset {data.dataset} --split-by {data.split_by}"
+            + ("" if default else f" --image-root {data.image_root}"))
+
+
+def _raise_problems(problems: list[tuple[str, str]], context: str, data: ReferData) -> None:
     if not problems:
         return
     shown = [m for _, m in problems[:20]]
     more = ""
     if len(problems) > 20:
-        more = f"\n  ... and {len(problems) - 20} more (run `python -m restr data stats` to list all)"
+        more = f"\n  ... and {len(problems) - 20} more (run `{stats_command(data)}` to list all)"
     text = f"{context}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more
     if all(k == "empty" for k, _ in problems):
         raise EmptyExpressionError(text)
@@ -528,7 +593,7 @@ class ReferDataset(torch.utils.data.Dataset):
         if not self.refs:
             raise DataError(f"no refs with split {split!r} in {self.data.refs_path}")
         _raise_problems(self.data.structural_problems(self.refs),
-                        f"{self.data.refs_path} split {split!r}")
+                        f"{self.data.refs_path} split {split!r}", self.data)
         self._items = [(ri, si) for ri, r in enumerate(self.refs) for si in range(len(r["sentences"]))]
         if vocab is None:
             vocab = Vocabulary.from_sentences(self.sentences())

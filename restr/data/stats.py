@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from .errors import DataError
+from .errors import DataError, UnsafeFileError
 from .refer import (
     DATASETS,
     RLE_DICT,
@@ -54,6 +54,8 @@ def dataset_stats(
                               "splits": {}, "problems": []}
     try:
         data = ReferData(root, dataset, split_by, image_root)
+    except UnsafeFileError:
+        raise  # refused, not a problem to list: the command exits 2
     except DataError as exc:
         result["problems"] = str(exc).split("\n")
         return result

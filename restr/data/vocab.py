@@ -14,6 +14,7 @@ any dimension, e.g. 840B 300d for the paper's setting).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -111,6 +112,11 @@ class Vocabulary:
                 continue
             out.append(self.words[i] if 0 <= i < len(self.words) else UNK)
         return " ".join(out)
+
+    def sha256(self) -> str:
+        """A hash of the words in their order (the ids): two vocabularies with the same words
+        in another order encode every expression differently, and hash differently."""
+        return hashlib.sha256(json.dumps(self.words, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
