@@ -16,6 +16,7 @@ from restr.checkpoint import RunError, load_checkpoint, load_run, read_metrics
 from restr.config import ConfigError, get_preset
 from restr.data.order import ResumableSampler, item_seed
 from restr.train import KILL_ENV, TrainingError, train
+from restr.utils import cpu_has_fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,9 +206,12 @@ def test_bf16_autocast_trains_with_fp32_weights(data_root, tmp_path, eager_fp32_
     assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
     ref, got = _losses(eager_fp32_run), _losses(run)
     assert len(got) == len(ref) == 4
-    # bf16 keeps 8 bits of mantissa: the losses agree to ~1 %, not to the last digit
-    assert got == pytest.approx(ref, rel=0.02)
-    assert got != ref
+    if cpu_has_fast_bf16():
+        # bf16 keeps 8 bits of mantissa: the losses agree to ~1 %, not to the last digit
+        assert got == pytest.approx(ref, rel=0.02)
+        assert got != ref
+    else:  # a CPU without native bf16 (AVX512-BF16 or AMX) computes in fp32 instead, with a notice
+        assert got == ref
     out = load_run(run).model(torch.zeros(1, 3, 32, 32), torch.ones(1, 20, dtype=torch.long))
     assert out.mask_logits.isfinite().all()
 
