@@ -342,7 +342,8 @@ def run_config(profile: BookProfile, data_root: str | Path, iterations: int | No
                **model: Any) -> Config:
     """The full config of one of the book's training runs: the profile's preset on its data,
     with ``model`` overrides (e.g. ``fusion="vme"``) and ``iterations`` (default: the
-    profile's main-run length); validation and checkpoints every quarter of the run.
+    profile's main-run length) and the profile's own overrides; ``profile.curve_points``
+    validations and a checkpoint every quarter of the run.
     Notebooks do not call it: they ask :func:`restr.book_models.model_config` for one of
     the book's models by name, which calls it."""
     its = int(iterations or profile.iterations)
@@ -353,8 +354,9 @@ def run_config(profile: BookProfile, data_root: str | Path, iterations: int | No
         "data.split_by": profile.split_by,
         "train.iterations": its,
         "train.seed": seed,
-        "train.val_every": max(its // 12, 1),  # a learning curve of 12 points
+        "train.val_every": max(its // profile.curve_points, 1),  # a learning curve of curve_points points
         "train.ckpt_every": max(its // 4, 1),
+        **dict(profile.overrides),
     }
     overrides.update({f"model.{k}": v for k, v in model.items()})
     overrides.update(book_overrides())

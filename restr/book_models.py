@@ -15,15 +15,21 @@ A notebook never builds a training config itself: it asks for a model by name an
     Table 4's rows at the profile's depths (``profile.table4_layers``): ``L`` fusion
     layers, weight sharing, decoder (chapter 3);
 ``head-release``
-    chapter 3's head comparison: ``table4-4L-dec`` with the release's form of Eq. (9)-(10).
+    chapter 3's head comparison: ``table4-4L-dec`` with the release's form of Eq. (9)-(10);
+``table2-conv`` (profiles with ``"conv"`` in ``profile.arms``)
+    claim 6's convolutional baseline (``model.fusion = "concat-conv"``, the decoder on);
+``start-dense``, ``start-none`` (profiles with ``"starts"``)
+    the main model from the other backbone starts: dense in-domain pretraining, and no
+    pretraining (the fidelity page's backbone-start row).
 
 Every model but ``main`` is trained for the profile's ``variant_iterations``.
 
 Seeds: the headline models (Table 3's four variants and the decoder on/off pair at 4
 layers, ``table4-4L`` and ``table4-4L-dec``: the comparisons the verdicts rest on) are
 trained with every seed of ``profile.seeds``; every other model, ``main`` included, with
-the first seed only. ``main`` is the longest run by far (6x a variant's steps), and no
-verdict compares it across seeds: chapters 1, 4 and 5 read one trained model.
+the first seed only. A profile with ``claim_seeds`` (the converged zoo) trains every
+model a claim compares with every seed, and only the fidelity models (``head-release``,
+the starts) with the first.
 
 Identical configs are one model: requests whose configs are equal (``table4-4L`` *is*
 ``table3-cme``; ``table4-4L-dec`` is ``main`` when the profile trains its variants as
@@ -50,6 +56,8 @@ TABLE3_VARIANTS = {  # Table 3(b)'s rows: request name -> model overrides (4 fus
     "CME†": ("table3-cme-dagger", {"fusion": "cme", "shared": True}),
 }
 HEADLINE = ("table3-vme", "table3-ime", "table3-cme", "table3-cme-dagger", "table4-4L", "table4-4L-dec")
+FIDELITY = ("head-release", "start-dense", "start-none")  # one seed in every profile
+STARTS = {"start-dense": {"vit_pretrain": "dense"}, "start-none": {"vit_weights": None}}
 
 
 class UnknownModel(KeyError):
@@ -104,7 +112,8 @@ def table4_name(layers: int, shared: bool, decoder: bool) -> str:
 def requests(profile: BookProfile) -> list[Request]:
     """Every model the profile's notebooks ask for, in the book's order (see the module doc)."""
     def req(name: str, main: bool = False, **model: Any) -> Request:
-        return Request(name, tuple(sorted(model.items())), main, name in HEADLINE)
+        seeded = name in HEADLINE or (profile.claim_seeds and name not in FIDELITY)
+        return Request(name, tuple(sorted(model.items())), main, seeded)
 
     out = [req("main", main=True, fusion="cme", fusion_layers=4, decoder=True)]
     out += [req(name, fusion_layers=4, decoder=False, **kw) for name, kw in TABLE3_VARIANTS.values()]
@@ -114,6 +123,10 @@ def requests(profile: BookProfile) -> list[Request]:
                            fusion_layers=row["layers"], shared=row["shared"], decoder=row["decoder"]))
     if 4 in profile.table4_layers:
         out.append(req("head-release", fusion="cme", fusion_layers=4, decoder=True, head="release"))
+    if "conv" in profile.arms:
+        out.append(req("table2-conv", fusion="concat-conv", fusion_layers=4, decoder=True))
+    if "starts" in profile.arms:
+        out += [req(name, main=True, fusion="cme", fusion_layers=4, decoder=True, **kw) for name, kw in STARTS.items()]
     return out
 
 

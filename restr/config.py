@@ -601,6 +601,15 @@ class BookProfile:
     # first one (restr.book_models)
     seeds: tuple[int, ...] = (0,)
     bench_steps: int = 10  # timed steps per round of chapter 6's side-by-side benchmark
+    # True: every arm of every claim (not only the headline ones) is trained with every
+    # seed; the fidelity arms (the release's head, the backbone starts) with the first
+    claim_seeds: bool = False
+    curve_points: int = 12  # validations per run (the converged rule fits the last fifth of them)
+    # overrides of every run's config (``(("model.vit_pretrain", "classify"),)``)
+    overrides: tuple[tuple[str, Any], ...] = ()
+    # the optional arms the profile trains: "conv" (the convolutional baseline, claim 6),
+    # "starts" (the main arm from the other backbone starts: the fidelity page)
+    arms: tuple[str, ...] = ()
 
 
 # quick: the default, the README's main job: the tiny preset's recipe and length for the

@@ -73,6 +73,31 @@ def test_seeds_of_the_headline_models_and_of_the_rest():
         bm.model_config(SMOKE, "d", "table4-6L")
 
 
+def test_a_converged_profile_seeds_every_claim_arm_and_trains_the_new_arms():
+    """The converged zoo's profile shape: one budget for every arm, every claim arm with every
+    seed, the fidelity arms with one; the baseline and the backbone starts; profile overrides
+    reach every run (the start arms override them back)."""
+    conv = dataclasses.replace(QUICK, name="c", variant_iterations=QUICK.iterations, claim_seeds=True,
+                               curve_points=25, overrides=(("model.vit_pretrain", "classify"),),
+                               arms=("conv", "starts"))
+    names = [m.name for m in bm.book_models(conv)]
+    assert "table4-4L-dec" not in names and bm.find_model(conv, "table4-4L-dec").name == "main"
+    for name in ("main", "table3-vme", "table4-2L", "table4-6L-shared", "table2-conv"):
+        assert bm.model_seeds(conv, name) == (0, 1, 2), name
+    for name in ("head-release", "start-dense", "start-none"):
+        assert bm.model_seeds(conv, name) == (0,), name
+    base = bm.model_config(conv, "d", "table2-conv")
+    assert (base.model.fusion, base.model.decoder, base.train.iterations) == ("concat-conv", True, QUICK.iterations)
+    assert base.model.vit_pretrain == "classify" and base.train.val_every == QUICK.iterations // 25
+    dense, none = bm.model_config(conv, "d", "start-dense"), bm.model_config(conv, "d", "start-none")
+    assert (dense.model.vit_pretrain, dense.model.vit_weights) == ("dense", "pretrain")
+    assert none.model.vit_weights is None
+    assert len({bm.model_config(conv, "d", n).hash() for n in ("main", "start-dense", "start-none")}) == 3
+    assert bm.runs_count(conv) == 11 * 3 + 3  # eleven claim arms, three fidelity arms
+    # the quick profile trains none of them
+    assert not {"table2-conv", "start-dense", "start-none"} & {r.name for r in bm.requests(QUICK)}
+
+
 def test_the_quick_book_fits_the_zoo_budget():
     """About 20 tiny models, 80 MB of fp16 weights (issue 12)."""
     assert len(bm.book_models(QUICK)) == 12 and bm.runs_count(QUICK) == 22
