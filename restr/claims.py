@@ -517,9 +517,9 @@ def decoder_precision(on: Arm, off: Arm, floor: pd.DataFrame, samples: int = 100
 # ----------------------------------------------------------------------------------------
 # claim 6: Table 2
 
-SYNTHREF_LENGTH = ("our long expressions are short ones with relations to uniquely described landmarks and regions "
-                   "added, so they carry more identifying information, while RefCOCO's long expressions describe "
-                   "harder targets")
+SYNTHREF_LENGTH = ("in version 1 of the embedded data, long expressions are short ones with relations to uniquely "
+                   "described landmarks and regions added, so they carry more identifying information, while "
+                   "RefCOCO's long expressions describe harder targets")
 NO_BASELINE = "the convolutional baseline is not trained in this build"
 
 
