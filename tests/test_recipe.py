@@ -6,7 +6,8 @@ import pandas as pd
 
 from restr import analysis
 from restr.config import get_preset
-from restr.recipe import BEFORE, SWEEP, sweep_configs
+from restr import recipe
+from restr.recipe import BEFORE, CONVERGED, SWEEP, sweep_configs
 
 
 def test_sweep_rows_add_one_change_each_from_the_old_preset():
@@ -29,6 +30,28 @@ def test_sweep_rows_add_one_change_each_from_the_old_preset():
     last, tiny = recipe, get_preset("tiny")
     keep = {"train.iterations", "train.val_every", "train.ckpt_every", "train.val_max_expressions", "data.root"}
     assert [d for d in last.diff(tiny) if d.split(":")[0] not in keep] == []
+
+
+def test_the_converged_sweep_tries_each_change_alone_against_the_final_start(tmp_path, capsys):
+    rows = sweep_configs("data/synthref-v2", expressions=12800, sweep="converged")
+    assert [c.name for c, _ in rows] == [c.name for c in CONVERGED]
+    start = rows[0][1]
+    assert start.model.vit_pretrain == "classify" and start.model.vit_weights == "pretrain"
+    assert start.data.root == "data/synthref-v2" and start.train.iterations == 12800 // 64
+    for change, cfg in rows[1:]:
+        diff = {line.split(":")[0] for line in start.diff(cfg)}
+        changed = set(change.overrides) | {"train.iterations", "train.val_every", "train.ckpt_every"}
+        assert diff and diff <= changed, (change.name, diff - changed)  # the first row plus this change only
+        assert cfg.train.iterations * cfg.train.batch_size == 12800
+    # data of the other generator version is refused by name, with the command that makes the right one
+    from restr.data.synth import generate
+
+    generate(tmp_path, seed=1, num_images=8, progress=False)  # version 1
+    assert recipe.main(["sweep", "--sweep", "converged", "--data", str(tmp_path), "--only", "final start"]) == 2
+    err = capsys.readouterr().err
+    assert "runs on version 2 of the embedded data" in err and f"--out {tmp_path} --version 2" in err
+    assert recipe.main(["sweep", "--sweep", "converged", "--only", "no such row"]) == 2
+    assert "the rows of --sweep converged are: final start, 8 per image" in capsys.readouterr().err
 
 
 def test_expression_kinds_from_programs():
