@@ -117,7 +117,6 @@ class _Step:
     """One training or inference step on fixed synthetic tensors."""
 
     def __init__(self, cfg: ModelConfig, setup: BenchSetup, device: torch.device):
-        from .losses import restr_loss
         from .model import build_model
 
         torch.manual_seed(0)
@@ -133,7 +132,6 @@ class _Step:
         self.masks = (torch.rand(setup.batch, h, w, generator=g) > 0.7).float().to(device)
         self.index = (torch.arange(n_images).repeat_interleave(setup.per_image).to(device)
                       if setup.per_image > 1 else None)
-        self.loss_fn = restr_loss
         self.amp = torch.bfloat16 if setup.dtype == "bf16" else None
         self.train_step = None
         if setup.mode == "train":
@@ -167,7 +165,7 @@ class _Step:
         with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             if self.mode == "train":
                 out = self.model(self.images, self.words, self.index)
-                loss, _ = self.loss_fn(out.mask_logits, out.patch_logits, self.masks)
+                loss, _ = self.train_step.loss(out, self.masks)  # the family's loss, as the step computes it
                 loss.backward()
                 self.model.zero_grad(set_to_none=True)
             else:

@@ -46,6 +46,8 @@ def add_model_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, nargs="+", metavar="PX", help="side, or height width")
     parser.add_argument("--lang-mlp", type=int, help="language MLP width (text: 3072, release: 1200)")
     parser.add_argument("--head", choices=["paper", "release"], help="Eq. (9)-(10) form")
+    parser.add_argument("--family", choices=["restr", "m3att"],
+                        help="model family: ReSTR (default) or M3Att on the same encoders (model.family)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="any other override, e.g. --set model.lang_block=post (repeatable)")
 
@@ -73,6 +75,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["model.lang_mlp"] = args.lang_mlp
     if args.head is not None:
         overrides["model.head"] = args.head
+    if getattr(args, "family", None) is not None:
+        overrides["model.family"] = args.family
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: write it as section.field=value")

@@ -35,6 +35,11 @@ PATCH_LABEL_RULES = ("mean", "sum")
 # How vit_weights = "pretrain" pretrains the ViT (restr.pretrain): "dense" (per-pixel categories of the
 # training images) or "classify" (image-level labels of images generated apart from the data set)
 VIT_PRETRAIN_TASKS = ("dense", "classify")
+# Model families: ReSTR (Kim et al.) and M3Att (Liu et al., the sources' second paper),
+# on the same vision and language encoders (restr.model.m3att)
+MODEL_FAMILIES = ("restr", "m3att")
+M3ATT_ATTENTIONS = ("shared", "independent", "generic")  # Table I's three columns
+M3ATT_IMI = ("learned", "same", "off")  # IMI, IMI* (the same language feature), none (Table II)
 # timm's name of the release's ViT: ImageNet-21k pre-training, fine-tuned on ImageNet-1k at 384 px
 RELEASE_VIT = "vit_base_patch16_384.augreg_in21k_ft_in1k"
 
@@ -128,6 +133,20 @@ class ModelConfig:
     # gets 0). The release: 0.1. Ours: 0 (the paper does not mention it).
     drop_path: float = 0.0
     norm_eps: float = 1e-6  # every LayerNorm, the ViT's included (timm: 1e-6; the release: 1e-5)
+    # --- model family ---------------------------------------------------------------------
+    # "restr" (everything above) or "m3att": Liu et al.'s Multi-Modal Mutual Attention and
+    # decoder on the same ViT and language encoder (restr.model.m3att; restr.fidelity lists
+    # every choice). The m3att_* fields apply to the m3att family only, and are refused with
+    # "restr". Their defaults are the paper's; every preset keeps them (so no ReSTR config's
+    # zoo identity changes).
+    family: str = "restr"
+    m3att_dim: int | None = None  # C; None: the paper's 256, or D where a preset's D is smaller
+    m3att_heads: int = 8  # heads of every multi-head attention layer (the paper: 8)
+    m3att_enc_layers: int = 2  # N_enc: transformer encoder layers over the vision features
+    m3att_layers: int = 3  # N_dec: M3Dec layers
+    m3att_attention: str = "shared"  # shared | independent (Table I) | generic (LAV only, the baseline)
+    m3att_imi: str = "learned"  # learned (Eq. (3)) | same (IMI*: F_t injected as it is) | off
+    m3att_lfr: bool = True  # Language Feature Reconstruction, Eq. (4)-(5)
 
     # -------------------------------------------------------------------------------------
     def _validate_forms(self, bad) -> None:
@@ -160,6 +179,31 @@ class ModelConfig:
     def num_patches(self) -> int:
         gh, gw = self.grid
         return gh * gw
+
+    @property
+    def m3att_width(self) -> int:
+        """M3Att's C: ``m3att_dim``, else the paper's 256 capped at D (tiny: 128, smoke: 32)."""
+        return self.m3att_dim if self.m3att_dim is not None else min(256, self.dim)
+
+    def _validate_family(self, bad) -> None:
+        """The family and, for M3Att, its options; M3Att options are refused with ReSTR."""
+        if self.family not in MODEL_FAMILIES:
+            raise bad("family", f"choose one of {', '.join(MODEL_FAMILIES)}")
+        if self.family != "m3att":
+            for f in dataclasses.fields(self):
+                if f.name.startswith("m3att_") and getattr(self, f.name) != f.default:
+                    raise bad(f.name, "applies to model.family = 'm3att' only (this config is 'restr')")
+            return
+        for name, allowed in (("m3att_attention", M3ATT_ATTENTIONS), ("m3att_imi", M3ATT_IMI)):
+            if getattr(self, name) not in allowed:
+                raise bad(name, f"choose one of {', '.join(allowed)}")
+        for name, low in (("m3att_layers", 1), ("m3att_enc_layers", 0), ("m3att_heads", 1)):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < low:
+                raise bad(name, f"must be a whole number >= {low}")
+        if self.m3att_dim is not None and (not _is_int(self.m3att_dim) or self.m3att_dim < 1):
+            raise bad("m3att_dim", "must be a whole number >= 1, or none (the paper's 256, capped at model.dim)")
+        if self.m3att_width % self.m3att_heads:
+            raise bad("m3att_heads", f"must divide M3Att's width C = {self.m3att_width}")
 
     @property
     def decoder_blocks(self) -> int:
@@ -198,6 +242,7 @@ class ModelConfig:
             raise bad("vocab_size", "needs at least <pad> and <unk>")
         if self.max_words < 1:
             raise bad("max_words", "must be >= 1")
+        self._validate_family(bad)
         return self
 
 
@@ -240,6 +285,9 @@ class TrainConfig:
     # mask exceeds tau; with tau = 0.8 a patch is positive as soon as one pixel is).
     patch_label: str = "mean"
     lam: float = 0.1  # lambda in Eq. (12)
+    # M3Att only (model.family = "m3att"): w_rec of its Eq. (5), the weight of the Language
+    # Feature Reconstruction loss (the paper: 0.1; its mask loss has weight w_mask = 1)
+    rec_weight: float = 0.1
     # Patch-loss weight used instead of lam when model.decoder is off. None: lam. The
     # release sets it to 0 (its no-decoder runs train the pixel loss only).
     lam_no_decoder: float | None = None
@@ -284,6 +332,7 @@ class TrainConfig:
             ("tau", lambda v: 0 <= v <= (1 if self.patch_label == "mean" else float("inf")),
              "is a fraction of a patch (patch_label=mean): 0 <= tau <= 1; a pixel count (sum): >= 0"),
             ("lam", lambda v: v >= 0, "must be >= 0"),
+            ("rec_weight", lambda v: v >= 0, "must be >= 0"),
         ):
             v = getattr(self, name)
             if not _is_number(v) or not ok(v):

@@ -16,10 +16,17 @@ Table 3(b) counts; for the ``concat-conv`` baseline its convolution layers),
 ``decoder`` (Eq. (9)-(10), or the baseline's 1 x 1 patch logit, and the coarse-to-fine decoder),
 ``total`` (their sum). ``word_embeddings`` is reported separately and not included in
 the total: Table 5's count leaves the vocabulary-sized table out (FIDELITY.md).
+
+``--family m3att`` counts M3Att (:mod:`restr.model.m3att`) on the same encoders, with its
+own rows (the model's ``cost_groups``): ``projection`` (its input projections to C),
+``encoder`` (the transformer encoder over the vision features), ``fusion`` (M3Dec with
+its IMI blocks), ``decoder`` (the mask decoder of its Fig. 6) and ``lfr`` (Language
+Feature Reconstruction: parameters only, it does not run at inference).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -34,7 +41,9 @@ MODULES = ("vision", "language", "projection", "fusion", "decoder")
 
 
 def _module_groups(model: nn.Module) -> dict[str, list[str]]:
-    """Row name -> attribute paths of the modules it covers."""
+    """Row name -> attribute paths of the modules it covers (a model may name its own)."""
+    if hasattr(model, "cost_groups"):
+        return model.cost_groups()
     groups = {
         "vision": ["vision"],
         "language": ["language"],
@@ -56,7 +65,7 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
                 if p is not embed:
                     total += p.numel()
         counts[row] = total
-    counts["total"] = sum(counts[m] for m in MODULES)
+    counts["total"] = sum(counts[m] for m in groups)
     counts["word_embeddings"] = embed.numel()
     everything = sum(p.numel() for p in model.parameters())
     assert everything == counts["total"] + counts["word_embeddings"], "a parameter is in no profile row"
@@ -97,7 +106,7 @@ def count_macs(model: nn.Module, image_hw: tuple[int, int], device: str = "cpu",
 
     macs = {row: sum(macs_of(p) for p in paths) for row, paths in _module_groups(model).items()}
     macs["total"] = sum(flops.get("Global", {}).values()) / 2.0
-    counted = sum(macs[m] for m in MODULES)
+    counted = sum(macs[m] for m in _module_groups(model))
     if abs(counted - macs["total"]) > 1e-6 * max(1.0, macs["total"]):
         macs["other"] = macs["total"] - counted  # work outside the named modules (none expected)
     return macs
@@ -117,6 +126,7 @@ def measure(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
     return {
         "params": count_parameters(model),
         "macs": count_macs(model, cfg.image_hw, device=device),
+        "rows": list(_module_groups(model)),
         "config": {
             "image_size": list(cfg.image_hw),
             "patch_size": cfg.patch_size,
@@ -131,24 +141,33 @@ def measure(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
             "vocab_size": cfg.vocab_size,
             "num_patches": cfg.num_patches,
             "max_words": cfg.max_words,
+            "family": cfg.family,
+            **({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name.startswith("m3att_")}
+               if cfg.family == "m3att" else {}),
+            **({"m3att_width": cfg.m3att_width} if cfg.family == "m3att" else {}),
         },
     }
 
 
-def format_table(result: dict[str, Any]) -> str:
-    p, m, c = result["params"], result["macs"], result["config"]
+def _title(c: dict[str, Any]) -> str:
     h, w = c["image_size"]
+    sizes = f"{h}x{w} input, P={c['patch_size']} (N_v={c['num_patches']}, N_l={c['max_words']})"
+    if c.get("family") == "m3att":
+        return (f"M3Att ({c['m3att_attention']} attention, IMI {c['m3att_imi']}, LFR "
+                f"{'on' if c['m3att_lfr'] else 'off'}), N_enc={c['m3att_enc_layers']}, N_dec={c['m3att_layers']}, "
+                f"C={c['m3att_width']}, {c['m3att_heads']} heads, {sizes}, language MLP {c['lang_mlp']}")
     if c["fusion"] == CONV_FUSION:  # the baseline: ReSTR's encoders and decoder around a convolutional fusion
         title = f"concat-conv baseline, {c['fusion_layers']} convolution layers"
     else:
         title = f"ReSTR {c['fusion'].upper()}{' (shared)' if c['shared'] else ''}, {c['fusion_layers']} fusion layers"
-    lines = [
-        f"{title}, "
-        f"{h}x{w} input, P={c['patch_size']} (N_v={c['num_patches']}, N_l={c['max_words']}), "
-        f"decoder {'on' if c['decoder'] else 'off'}, head {c['head']}, language MLP {c['lang_mlp']}",
-        f"{'module':<16}{'params':>14}{'MACs':>14}",
-    ]
-    rows = list(MODULES) + (["other"] if "other" in m else []) + ["total"]
+    return (f"{title}, {sizes}, decoder {'on' if c['decoder'] else 'off'}, head {c['head']}, "
+            f"language MLP {c['lang_mlp']}")
+
+
+def format_table(result: dict[str, Any]) -> str:
+    p, m = result["params"], result["macs"]
+    lines = [_title(result["config"]), f"{'module':<16}{'params':>14}{'MACs':>14}"]
+    rows = list(result.get("rows", MODULES)) + (["other"] if "other" in m else []) + ["total"]
     for row in rows:
         params = f"{p[row] / 1e6:.2f}M" if row in p else ""
         lines.append(f"{row:<16}{params:>14}{m.get(row, 0.0) / 1e9:>13.2f}G")

@@ -11,6 +11,9 @@ preset sets; :data:`restr.config.RELEASE_OVERRIDES`), and the measured effect.
 Measured effects come from ``python -m restr fidelity measure``: short training runs
 of the ``tiny`` preset on the embedded data, one option changed at a time, stored in
 ``restr/fidelity_measured.json`` with the exact settings; the page quotes them.
+
+The page ends with M3Att's own table (:mod:`restr.fidelity_m3att`): the sources' second
+paper against this project's ``model.family = "m3att"``.
 """
 from __future__ import annotations
 
@@ -404,6 +407,8 @@ def page_markdown(measured: dict[str, Any] | None = None) -> str:
     measured = load_measured() if measured is None else measured
     from .config import RELEASE_OVERRIDES
 
+    from .fidelity_m3att import section_markdown as m3att_section
+
     overrides = "\n".join(f"    {k}={json.dumps(v)}" for k, v in RELEASE_OVERRIDES.items())
     release_line = _release_summary(measured)
     return f"""# Fidelity: the paper, the authors' release and this project
@@ -459,7 +464,8 @@ of every run.
 {measurement_note(measured)}
 
 {release_line}
-"""
+
+{m3att_section()}"""
 
 
 def _release_summary(measured: dict[str, Any]) -> str:

@@ -67,3 +67,32 @@ def loss_settings(train_cfg: Any, decoder: bool) -> dict[str, Any]:
     if not decoder and train_cfg.lam_no_decoder is not None:
         lam = train_cfg.lam_no_decoder
     return {"tau": train_cfg.tau, "lam": lam, "rule": train_cfg.patch_label}
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """M3Att's L_rec: the mean squared error between F_rec and F_proj (each (B, C)), averaged
+    over channels and the batch (Sec. III-C)."""
+    return F.mse_loss(reconstruction.float(), target.float())
+
+
+def m3att_loss(
+    mask_logits: torch.Tensor,  # (B, 1, H, W)
+    reconstruction: tuple[torch.Tensor, torch.Tensor] | None,  # (F_rec, F_proj), each (B, C); None: LFR off
+    mask: torch.Tensor,  # (B, H, W) or (B, 1, H, W) in {0, 1}
+    rec_weight: float = 0.1,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """M3Att's Eq. (5): w_mask * L_mask + w_rec * L_rec, with w_mask = 1.
+
+    L_mask is binary cross-entropy with logits over the pixels at the input resolution
+    (as ReSTR's pixel term); L_rec is :func:`reconstruction_loss` (0 when LFR is off).
+    Returns the total and its parts (detached) as ``loss``, ``loss_rec``, ``loss_pixel``.
+    """
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    loss_pixel = F.binary_cross_entropy_with_logits(mask_logits.float(), mask.float())
+    if reconstruction is None:
+        loss_rec = loss_pixel.new_zeros(())
+    else:
+        loss_rec = reconstruction_loss(*reconstruction)
+    total = loss_pixel + rec_weight * loss_rec
+    return total, {"loss": total.detach(), "loss_rec": loss_rec.detach(), "loss_pixel": loss_pixel.detach()}

@@ -14,6 +14,7 @@ Python::
     r["probability"]   # (h0, w0) float32, sigmoid of the unletterboxed mask logits
     r["patch_map"]     # (H/P, W/P) float32, the patch-level probability (letterboxed grid)
     r["seed_attention"]  # list of SeedAttention (batch of one), with return_attention=True
+    r["mutual_attention"]  # M3Att models instead: list of MutualMaps (LAV and VAL per M3Dec layer)
 
 The image is letterboxed exactly as in training and evaluation, and the prediction is
 mapped back with the inverse transform.
@@ -133,7 +134,9 @@ class Predictor:
             "letterbox": meta,
         }
         if return_attention:
-            result["seed_attention"] = out.seed_attention
+            result["seed_attention"] = out.seed_attention  # None for M3Att, which has no class seed
+            if getattr(out, "mutual_attention", None) is not None:  # M3Att (model.family = "m3att")
+                result["mutual_attention"] = out.mutual_attention
         return result
 
 

@@ -14,9 +14,13 @@ import torch.distributed as dist
 
 from .config import TrainConfig
 from .distributed import Dist
-from .losses import restr_loss
+from .losses import m3att_loss, restr_loss
 from .optim import build_optimizer, build_scheduler
 from .utils import resolve_amp
+
+
+# the three loss parts a step logs, by model family (the middle one is the family's second term)
+LOSS_PARTS = {"restr": ("loss", "loss_patch", "loss_pixel"), "m3att": ("loss", "loss_rec", "loss_pixel")}
 
 
 class Diverged(Exception):
@@ -56,6 +60,8 @@ class TrainStep:
         self.fwd = torch.compile(model) if compile else model
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.t, self.amp_dtype, self.d = t, amp_dtype, d
+        self.family = getattr(getattr(self.core, "cfg", None), "family", "restr")
+        self.part_names = LOSS_PARTS[self.family]  # what the log window's three sums are
         if not scaler.is_enabled() and not all(g.get("fused") for g in optimizer.param_groups):
             raise TypeError("TrainStep needs a fused AdamW (restr.optim.build_optimizer) to skip steps on the device")
         dev = d.device
@@ -63,7 +69,7 @@ class TrainStep:
         self.bad = torch.zeros((), dtype=torch.bool, device=dev)
         self.first_bad = torch.full((), -1, dtype=torch.long, device=dev)
         self.first_value = torch.zeros((), dtype=torch.float64, device=dev)
-        self.window = torch.zeros(3, dtype=torch.float64, device=dev)  # sums of loss, loss_patch, loss_pixel
+        self.window = torch.zeros(3, dtype=torch.float64, device=dev)  # sums of the three part_names
         self.window_steps = 0
         self.grad_norm: torch.Tensor | None = None
         self.lr: dict[str, float] = {}  # each group's lr in the last step, by group name
@@ -96,9 +102,9 @@ class TrainStep:
             with sync:
                 with torch.autocast(d.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     o = self.fwd(images, words, *index)  # index: each expression's image, if grouped
-                loss, logs = restr_loss(o.mask_logits, o.patch_logits, masks, t.tau, t.lam)
+                loss, logs = self.loss(o, masks)
                 self.scaler.scale(loss / n).backward()
-            parts += torch.stack([logs["loss"], logs["loss_patch"], logs["loss_pixel"]]).double()
+            parts += torch.stack([logs[name] for name in self.part_names]).double()
         parts /= n
         if d.enabled:
             dist.all_reduce(parts)  # a NaN on any rank makes every rank's sum NaN
@@ -127,6 +133,13 @@ class TrainStep:
         self.step_count += 1
         self.window += parts
         self.window_steps += 1
+
+    def loss(self, o, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The family's loss: ReSTR's Eq. (12), or M3Att's Eq. (5) (mask BCE + w_rec x LFR)."""
+        t = self.t
+        if self.family == "m3att":
+            return m3att_loss(o.mask_logits, o.reconstruction, masks, t.rec_weight)
+        return restr_loss(o.mask_logits, o.patch_logits, masks, t.tau, t.lam)
 
     def check(self) -> None:
         """Read the divergence flag on the host (one sync); raise :class:`Diverged` if it is set."""

@@ -144,8 +144,8 @@ def validate(model: torch.nn.Module, val_set, indices: list[int], t, d: Dist, ba
 def log_row(loop, step: TrainStep, images: int, seconds: float) -> dict:
     """The metrics row of a log step: mean losses since the last one, lr, speed."""
     means, _ = step.take_window()  # the host waits for the device here
-    row = {"step": loop.step, "epoch": loop.epoch, "loss": means[0], "loss_patch": means[1],
-           "loss_pixel": means[2], "lr": step.lr["rest"]}
+    # the step's three loss parts: loss, loss_patch (ReSTR) or loss_rec (M3Att), loss_pixel
+    row = {"step": loop.step, "epoch": loop.epoch, **dict(zip(step.part_names, means)), "lr": step.lr["rest"]}
     if "vision" in step.lr:
         row["lr_vit"] = step.lr["vision"]
     row.update(images_per_s=images / seconds, elapsed_s=seconds)

@@ -115,5 +115,10 @@ class ReSTR(nn.Module):
         return {"vision": vit, "rest": rest}
 
 
-def build_model(cfg: ModelConfig, word_vectors: np.ndarray | torch.Tensor | None = None) -> ReSTR:
+def build_model(cfg: ModelConfig, word_vectors: np.ndarray | torch.Tensor | None = None) -> nn.Module:
+    """The model ``cfg`` describes: ReSTR, or M3Att with ``model.family = "m3att"``."""
+    if cfg.family == "m3att":
+        from .m3att import M3Att
+
+        return M3Att(cfg, word_vectors)
     return ReSTR(cfg, word_vectors)
