@@ -214,7 +214,7 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
 
     from .checkpoint import load_run
     from .evaluate import Inference, SegmentationEvaluator, spread_indices, split_dataset
-    from .utils import resolve_amp
+    from .utils.devices import resolve_amp
 
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
@@ -234,7 +234,7 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     inference.run(dataset, evaluator, indices)
     scores = pd.DataFrame(evaluator.records)
     if cache:
-        from .utils import atomic_write_text
+        from .utils.files import atomic_write_text
 
         atomic_write_text(path, scores.to_csv(index=False))
         atomic_write_text(path.with_suffix(".json"), json.dumps(stamp) + "\n")
@@ -469,7 +469,7 @@ def swap_control(run_dir, split: str = "val", max_expressions: int | None = None
     original ones on the same expressions, and how many there were."""
     from .checkpoint import load_run
     from .evaluate import Inference, evaluate_swap_control, split_dataset
-    from .utils import resolve_amp
+    from .utils.devices import resolve_amp
 
     run = load_run(run_dir, "last", "cpu")
     inference = Inference(run.model, resolve_amp(run.cfg.train.amp, torch.device("cpu")), 64, 0)

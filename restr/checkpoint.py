@@ -58,8 +58,8 @@ import torch
 from .config import Config, ConfigError
 from .optim import load_optimizer_state, lr_at, warmup_steps
 from .runlock import RunLock
-from .utils import (DiskFullError, append_jsonl, atomic_write_bytes, atomic_write_text, human_size, read_jsonl,
-                    write_jsonl)
+from .utils.files import (DiskFullError, append_jsonl, atomic_write_bytes, atomic_write_text, human_size, read_jsonl,
+                          write_jsonl)
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ INIT_SCHEMES = ("default", "release")
 POS_RESIZE_MODES = ("bicubic_antialias", "bicubic")
 POS_PRECISIONS = ("float64", "float32")
 PATCH_LABEL_RULES = ("mean", "sum")
+AMP_MODES = ("auto", "bf16", "fp16", "off")  # train.amp (restr.utils.devices.resolve_amp)
 # How vit_weights = "pretrain" pretrains the ViT (restr.pretrain): "dense" (per-pixel categories of the
 # training images) or "classify" (image-level labels of images generated apart from the data set)
 VIT_PRETRAIN_TASKS = ("dense", "classify")
@@ -341,7 +343,7 @@ class TrainConfig:
             raise bad("betas", "must be two numbers in [0, 1)")
         if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
             raise bad("grad_clip", "must be > 0, or none for no clipping")
-        if not isinstance(self.amp, str) or self.amp.lower() not in ("auto", "bf16", "fp16", "off"):
+        if not isinstance(self.amp, str) or self.amp.lower() not in AMP_MODES:
             raise bad("amp", "choose auto, bf16, fp16 or off")
         if self.patch_label not in PATCH_LABEL_RULES:
             raise bad("patch_label", f"choose one of {', '.join(PATCH_LABEL_RULES)}")
@@ -550,8 +552,6 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    import math
-
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 

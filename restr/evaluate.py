@@ -45,7 +45,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
-from .utils import atomic_write_text, cpu_threads, overlay_mask, resolve_amp
+from .utils.devices import cpu_threads, resolve_amp
+from .utils.files import atomic_write_text
+from .utils.overlay import overlay_mask
 
 DEFAULT_BATCH = 64
 CSV_COLUMNS = ["control", "index", "ref_id", "sent_id", "ann_id", "image_id", "sentence", "original_sentence",
@@ -478,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import RunError
     from .config import ConfigError
     from .data.errors import DataError
-    from .utils import device_from_arg, finite_json
+    from .utils.devices import device_from_arg
+    from .utils.files import finite_json
 
     for option, value, low in (("--batch-size", args.batch_size, 1), ("--max-expressions", args.max_expressions, 1),
                                ("--workers", args.workers, 0), ("--threads", args.threads, 1)):

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .utils import overlay_mask
+from .utils.overlay import overlay_mask
 
 
 class UnknownWordsWarning(UserWarning):
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import RunError
     from .config import ConfigError
     from .data.errors import DataError
-    from .utils import device_from_arg
+    from .utils.devices import device_from_arg
 
     problem = check_image_out("--out", args.out) or check_image_out("--overlay", args.overlay)
     if problem:

@@ -183,9 +183,9 @@ def pretrain_vit(model_cfg: ModelConfig, data, train_ids: list[int], p: Pretrain
     from .data.transforms import normalize_batch
     from .model.vision import VisionEncoder
     from .optim import lr_factor
-    from .utils import resolve_amp
+    from .utils.devices import resolve_amp
 
-    from .utils import cpu_threads
+    from .utils.devices import cpu_threads
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cpu_threads(p.workers))
@@ -494,7 +494,7 @@ def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig, prog
     and a summary (seconds rendering and training, losses, held-out metrics)."""
     from .data.synth import SHAPES
     from .model.vision import VisionEncoder
-    from .utils import cpu_threads, resolve_amp
+    from .utils.devices import cpu_threads, resolve_amp
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cpu_threads(0))
@@ -726,7 +726,7 @@ def _write_cache(path: Path, weights: bytes, record: dict) -> None:
     """Write a cache entry so that a kill at any moment leaves nothing or all of it: the
     record first, the weights last (each file atomically); :func:`_cached` counts an entry
     only when both are there, and the next pretraining overwrites a lone record."""
-    from .utils import atomic_write_bytes, atomic_write_text
+    from .utils.files import atomic_write_bytes, atomic_write_text
 
     atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     atomic_write_bytes(path, weights)

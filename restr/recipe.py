@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .utils import atomic_write_text
+    from .utils.files import atomic_write_text
 
     atomic_write_text(out, json.dumps({"sweep": args.sweep, "expressions": args.expressions, "rows": rows},
                                       indent=1) + "\n")

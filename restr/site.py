@@ -101,7 +101,7 @@ def record_last_run(executed_root: Path, profile: str, notebooks: list[str]) -> 
     """Record that ``python -m restr book`` has executed all its notebooks into
     ``<executed_root>/<profile>/``: ``jupyter-book build .`` shows that folder until the
     next run finishes. Returns the record (``last-run.json``)."""
-    from .utils import atomic_write_text
+    from .utils.files import atomic_write_text
 
     record = executed_root / LAST_RUN
     data = {"profile": profile, "notebooks": sorted(notebooks), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -16,7 +16,7 @@ from .config import TrainConfig
 from .distributed import Dist
 from .losses import m3att_loss, restr_loss
 from .optim import build_optimizer, build_scheduler
-from .utils import resolve_amp
+from .utils.devices import resolve_amp
 
 
 # the three loss parts a step logs, by model family (the middle one is the family's second term)

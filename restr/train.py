@@ -41,7 +41,8 @@ from .data.order import ResumableSampler, TrainBatches, loader_workers
 from .distributed import Dist, DistributedError, setup_distributed, shutdown_distributed
 from .evaluate import Inference, SegmentationEvaluator, spread_indices
 from .step import Diverged, TrainStep, build_train_step
-from .utils import DiskFullError, cpu_threads
+from .utils.devices import cpu_threads
+from .utils.files import DiskFullError
 
 PRETRAIN = "pretrain"  # model.vit_weights: the ViT pretrained on the run's own training images
 # Testing hook: SIGKILL this process right after the given optimiser step (see tests).
@@ -134,7 +135,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def validate(model: torch.nn.Module, val_set, indices: list[int], t, d: Dist, batch_size: int) -> dict:
     """The paper's metrics of ``model`` on this rank's share ``indices`` of the validation
     split, summed over the ranks (every rank must call it)."""
-    from .utils import resolve_amp
+    from .utils.devices import resolve_amp
 
     evaluator = SegmentationEvaluator(val_set.dataset, distributed=d.enabled)
     inference = Inference(model, resolve_amp(t.amp, d.device), max(batch_size, 32), num_workers=0)

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 
 from .config import Config
-from .utils import atomic_write_bytes, atomic_write_text, read_jsonl
+from .utils.files import atomic_write_bytes, atomic_write_text, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO_DIR = REPO / "data" / "zoo"  # $RESTR_ZOO names another folder (tests)

@@ -22,7 +22,7 @@ def test_bf16_detection_reads_the_cpu_flags():
 
 
 def test_bf16_falls_back_to_fp32_with_one_notice(monkeypatch, capsys):
-    import restr.utils as U
+    import restr.utils.devices as U
 
     monkeypatch.setattr(U, "cpu_has_fast_bf16", lambda cpuinfo=None: False)
     monkeypatch.setattr(U, "_NOTICES", set())

@@ -368,7 +368,7 @@ def test_data_synth_on_a_full_disk_names_it_from_its_workers_and_exits_2(tmp_pat
 
 def test_a_half_pretrain_cache_entry_is_reported_and_redone(data_root, tmp_path, monkeypatch, capsys):
     import restr.pretrain as pretrain
-    import restr.utils
+    import restr.utils.files
     from restr.config import get_preset
 
     calls = []
@@ -384,17 +384,17 @@ def test_a_half_pretrain_cache_entry_is_reported_and_redone(data_root, tmp_path,
     def ensure():
         return pretrain.ensure_pretrained(model, str(data_root), "synthref", "unc", p, tmp_path / "pre")
 
-    real_write = restr.utils.atomic_write_bytes
+    real_write = restr.utils.files.atomic_write_bytes
 
     def killed(path, data, **kw):  # the process dies while writing the weights
         if str(path).endswith(".safetensors"):
             raise KeyboardInterrupt
         return real_write(path, data, **kw)
 
-    monkeypatch.setattr(restr.utils, "atomic_write_bytes", killed)
+    monkeypatch.setattr(restr.utils.files, "atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
         ensure()
-    monkeypatch.setattr(restr.utils, "atomic_write_bytes", real_write)
+    monkeypatch.setattr(restr.utils.files, "atomic_write_bytes", real_write)
     path = pretrain.pretrained_path(model, p, pretrain.data_fingerprint(ReferData(data_root, "synthref", "unc")),
                                     tmp_path / "pre")
     assert path.with_suffix(".json").is_file() and not path.exists()  # the record only: no entry

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ..utils import DiskFullError, human_size
+from ..utils.files import DiskFullError, human_size
 from .errors import DataError
 
 

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from ..utils import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 from .errors import DataError
 from .refer import bucket_labels, bucket_of
 from .synth_language import COLOURS, LENGTH_DATASET, SHAPES, SIZES, WORDS, Shape, referents, render_program

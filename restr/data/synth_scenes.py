@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..utils import atomic_write_bytes
+from ..utils.files import atomic_write_bytes
 from .synth_language import COLOURS, Shape, raw_form
 
 __all__ = ["ImageJob", "render_image", "scene_rules", "VERSIONS"]

@@ -120,7 +120,7 @@ class Vocabulary:
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        from ..utils import atomic_write_text
+        from ..utils.files import atomic_write_text
 
         atomic_write_text(path, json.dumps({"words": self.words}, ensure_ascii=False))
 
