@@ -212,7 +212,7 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     evaluation, and a rebuild of the book evaluates nothing twice."""
     import pandas as pd
 
-    from .checkpoint import load_run
+    from .runs.folder import load_run
     from .evaluate import Inference, SegmentationEvaluator, spread_indices, split_dataset
     from .utils.devices import resolve_amp
 
@@ -245,7 +245,7 @@ def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) 
     """Where :func:`expression_scores` caches a run's scores, and the stamp they must carry."""
     import hashlib
 
-    from .checkpoint import checkpoint_path
+    from .runs.folder import checkpoint_path
     from .metrics import PROTOCOL
 
     ckpt = checkpoint_path(run_dir, "last")
@@ -312,7 +312,7 @@ def patch_ceiling_scores(run_dir, split: str = "val", max_expressions: int | Non
     can pass."""
     import pandas as pd
 
-    from .checkpoint import load_run
+    from .runs.folder import load_run
     from .data.refer import collate
     from .evaluate import score_batch, spread_indices, split_dataset
 
@@ -445,7 +445,7 @@ def learning_curve(run_dir):
     (validation left out), cumulative and mean IoU (%)."""
     import pandas as pd
 
-    from .checkpoint import read_metrics
+    from .runs.folder import read_metrics
 
     rows = [r for r in read_metrics(run_dir) if r.get("split") and "cum_iou" in r]
     return pd.DataFrame([{"step": r["step"], "expressions": r.get("expressions_seen"),
@@ -467,7 +467,7 @@ def swap_control(run_dir, split: str = "val", max_expressions: int | None = None
     """The swap control of :mod:`restr.evaluate` (each expression replaced by one of another
     object in the same image): cumulative IoU (%) with the swapped expressions and with the
     original ones on the same expressions, and how many there were."""
-    from .checkpoint import load_run
+    from .runs.folder import load_run
     from .evaluate import Inference, evaluate_swap_control, split_dataset
     from .utils.devices import resolve_amp
 

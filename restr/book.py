@@ -102,7 +102,7 @@ def ensure_data(profile: BookProfile, data_root: Path) -> Path:
             f"(see the book's page on running with real data), or pass --data"
         )
     from .data.synth import generate
-    from .runlock import RunLock
+    from .runs.lock import RunLock
 
     with RunLock(data_root, what="data folder", wait=True):  # one process generates; the others wait for it
         if not refs.exists():

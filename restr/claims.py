@@ -42,7 +42,7 @@ import pandas as pd
 
 from . import paper
 from .analysis import attention_layers, expression_scores, learning_curve, score_columns, uniform_visual_share
-from .checkpoint import read_run_config
+from .runs.folder import read_run_config
 from .verdict import (MARGINAL, MIN_HITS, ArmCheck, Estimate, Resampler, Stat, Statement, Verdict, convergence,
                       cum_iou, judge, mean_of, missing_part, part, relative_gain)
 

@@ -394,7 +394,7 @@ def evaluate_run(run_dir: str | Path, split: str = "val", *, swap_control: bool 
                  progress: bool = False, **options: Any) -> dict[str, Any]:
     """Evaluate a trained run (rebuilt from its directory) on ``split``; returns the result
     dict. ``options`` are the fields of :class:`EvalOptions`."""
-    from .checkpoint import load_run
+    from .runs.folder import load_run
 
     t_start = time.perf_counter()
     opts = EvalOptions(**options)
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="data root, if it moved since training")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from .checkpoint import RunError
+    from .runs.folder import RunError
     from .config import ConfigError
     from .data.errors import DataError
     from .utils.devices import device_from_arg

@@ -8,7 +8,7 @@ runs of its own; a run of the same config on other data is reported stale (and k
 A run counts as finished when its ``checkpoints/last.json`` says so (step ==
 train.iterations); an unfinished one (a notebook interrupted mid-training) is resumed; a
 missing one is trained. One process at a time trains a run: another one that needs it
-waits for it (:mod:`restr.runlock`), then uses it.
+waits for it (:mod:`restr.runs.lock`), then uses it.
 
     from restr.config import get_preset
     from restr.experiments import get_run, load_predictor
@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from .checkpoint import CONFIG_FILE, checkpoint_path, read_run_fingerprint
+from .runs.folder import CONFIG_FILE, checkpoint_path, read_run_fingerprint
 from .config import Config
 from .data.fingerprint import changes, data_fingerprint, short
 
@@ -71,7 +71,7 @@ def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing:
     """The directory of a finished run of ``cfg``: cached, rebuilt from the model zoo
     (:mod:`restr.zoo`; ``use_zoo``, default on unless ``$RESTR_NO_ZOO`` is set), resumed,
     or trained now."""
-    from .runlock import RunLock
+    from .runs.lock import RunLock
     from .train import train
 
     fp = data_fingerprint(cfg.data)

@@ -74,9 +74,9 @@ class Predictor:
     def from_run(cls, run_dir: str | os.PathLike, checkpoint: str = "last", device: str = "cpu") -> "Predictor":
         """Load a run directory (config.json, vocab.json, checkpoints/<checkpoint>.pt).
 
-        Raises :class:`restr.checkpoint.RunError` naming the missing or corrupt file.
+        Raises :class:`restr.runs.folder.RunError` naming the missing or corrupt file.
         """
-        from .checkpoint import load_run
+        from .runs.folder import load_run
 
         run = load_run(run_dir, checkpoint, device)
         p = cls(run.model, run.vocab, run.cfg, device)
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from PIL import Image
 
-    from .checkpoint import RunError
+    from .runs.folder import RunError
     from .config import ConfigError
     from .data.errors import DataError
     from .utils.devices import device_from_arg

@@ -100,7 +100,7 @@ def sweep_configs(data_root: str, expressions: int, val_every: int = 8, sweep: s
 
 def curve(run_dir: Path) -> list[dict[str, float]]:
     """The validation rows of a run: step, expressions seen, seconds of training, cIoU."""
-    from .checkpoint import read_metrics
+    from .runs.folder import read_metrics
 
     rows = [r for r in read_metrics(run_dir) if r.get("split") == "val"]
     return [{"step": r["step"], "expressions": r.get("expressions_seen"), "seconds": r.get("elapsed_s"),

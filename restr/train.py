@@ -14,7 +14,7 @@ The pieces: the data order (:mod:`restr.data.order`: deterministic and resumable
 run killed at any point and resumed with ``--resume`` ends with the same weights as an
 uninterrupted one), one optimiser step (:class:`restr.step.TrainStep`: it never makes
 the host wait for the device; ``python -m restr bench`` times the same step), the run
-directory (:class:`restr.checkpoint.Checkpointer`; only rank 0 writes) and validation
+directory (:class:`restr.runs.folder.Checkpointer`; only rank 0 writes) and validation
 (:func:`validate`, the evaluator of :mod:`restr.evaluate`). :func:`train` is the loop
 that ties them together.
 """
@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .checkpoint import CONFIG_FILE, Checkpointer, RunError, TrainingError, read_run_config, rng_state
+from .runs.folder import CONFIG_FILE, Checkpointer, RunError, TrainingError, read_run_config, rng_state
 from .config import Config, ConfigError
 from .data.errors import DataError
 from .data.groups import ExpressionGroups, GroupedSampler, collate_groups
@@ -204,7 +204,7 @@ RESUME_CHOICES = (False, True, "last", "best")
 def take_run_folder(ckpt: Checkpointer, d: Dist) -> None:
     """The main process takes the run folder's lock (every rank learns whether it could)
     and removes the leftovers of writes that kills interrupted."""
-    from .runlock import RunLocked
+    from .runs.lock import RunLocked
 
     refused = None
     if d.main:
@@ -236,7 +236,7 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
     after); "force", start a new run in an ``out`` that holds files a run does not write
     (the user's; refused otherwise). ``dtype=torch.float64`` trains in double precision
     (used by the tests to compare runs exactly). Only one process at a time trains in
-    ``out`` (:mod:`restr.runlock`).
+    ``out`` (:mod:`restr.runs.lock`).
 
     Raises :class:`TrainingError` on a diverged loss, a full disk, a run folder held by
     another process or one that does not fit the command; :class:`ConfigError` on a bad
@@ -442,7 +442,7 @@ def config_from_train_args(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .runlock import RunLock
+    from .runs.lock import RunLock
 
     args.resume = args.resume_from or args.resume
     rank = int(os.environ.get("RANK", "0"))

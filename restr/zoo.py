@@ -201,7 +201,7 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     """Write a finished run directory for the zoo model (config, vocabulary, weights as
     ``checkpoints/last.pt``, its training log), so that everything that reads runs reads
     it. ``cfg`` is the requesting config (its data location is this machine's)."""
-    from .checkpoint import CONFIG_FILE, LoopState, save_checkpoint, write_run_config
+    from .runs.folder import CONFIG_FILE, LoopState, save_checkpoint, write_run_config
     from .data.fingerprint import data_fingerprint as full_fingerprint
     from .data.vocab import Vocabulary
     from .model import build_model
@@ -247,7 +247,7 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     fp32 and the fp16 weights."""
     from safetensors.torch import save
 
-    from .checkpoint import load_checkpoint, read_run_config
+    from .runs.folder import load_checkpoint, read_run_config
     from .data.vocab import Vocabulary
 
     run_dir, zoo_dir = Path(run_dir), zoo_folder(zoo_dir)

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from restr import analysis
-from restr.checkpoint import load_run, read_run_config
+from restr.runs.folder import load_run, read_run_config
 from restr.data import ReferDataset, collate
 from restr.evaluate import evaluate_run
 
@@ -151,7 +151,7 @@ def test_scores_are_cached_while_the_checkpoint_stays_the_same(smoke_run, tmp_pa
     import shutil
 
     from restr import evaluate
-    from restr.checkpoint import load_checkpoint, save_checkpoint
+    from restr.runs.folder import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from restr.checkpoint import read_run_config
+from restr.runs.folder import read_run_config
 from restr.data.refer import ReferDataset
 from restr.predict import Predictor
 

@@ -153,7 +153,7 @@ def test_cost_cli_prints_the_baseline():
 def test_smoke_training_run(data_root, tmp_path):
     """``python -m restr train --preset smoke --set model.fusion=concat-conv`` trains, saves
     and reloads the baseline."""
-    from restr.checkpoint import load_run
+    from restr.runs.folder import load_run
     from restr.utils import read_jsonl
 
     run = tmp_path / "run"

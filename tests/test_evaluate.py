@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from restr.checkpoint import RunError
+from restr.runs.folder import RunError
 from restr.data.errors import DataError
 from restr.data.refer import ReferDataset
 from restr.data.transforms import compute_meta

@@ -12,7 +12,7 @@ import pytest
 import restr.train
 from restr.config import get_preset
 from restr.experiments import RunMissing, get_run, run_dir_for, run_status
-from restr.checkpoint import read_metrics
+from restr.runs.folder import read_metrics
 from restr.train import KILL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from restr.checkpoint import load_checkpoint, read_metrics
+from restr.runs.folder import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 16

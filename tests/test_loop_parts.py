@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from restr.checkpoint import Checkpointer, LoopState, MetricsLog, load_run
+from restr.runs.folder import Checkpointer, LoopState, MetricsLog, load_run
 from restr.config import ConfigError, TrainConfig, get_preset
 from restr.data.transforms import compute_meta
 from restr.evaluate import SegmentationEvaluator, distinct_images, eval_loader, inference_on_dataset, split_dataset
@@ -83,7 +83,7 @@ def test_loop_state_summary():
 
 
 def test_checkpointer_load_best_restores_the_best_weights(smoke_run, tmp_path):
-    from restr.checkpoint import read_run_config
+    from restr.runs.folder import read_run_config
 
     root = read_run_config(smoke_run).data.root
     cfg = get_preset("smoke", train={"iterations": 4, "val_every": 1, "ckpt_every": 0, "batch_size": 4},
@@ -101,7 +101,7 @@ def test_checkpointer_load_best_restores_the_best_weights(smoke_run, tmp_path):
 
 
 def test_checkpointer_open_refuses_what_does_not_fit(smoke_run, tmp_path):
-    from restr.checkpoint import TrainingError, read_run_config
+    from restr.runs.folder import TrainingError, read_run_config
 
     cfg = read_run_config(smoke_run)
     with pytest.raises(TrainingError, match="already holds a run"):

@@ -427,7 +427,7 @@ def train_args(root: Path) -> list[str]:
 
 
 def test_smoke_training_resumes_bit_identically_and_evaluates(data_root, tmp_path):
-    from restr.checkpoint import load_checkpoint, load_run, read_metrics
+    from restr.runs.folder import load_checkpoint, load_run, read_metrics
     from restr.predict import Predictor
     from restr.train import KILL_ENV
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restr.checkpoint import RunError
+from restr.runs.folder import RunError
 from restr.data.errors import DataError, EmptyExpressionError
 from restr.predict import Predictor, UnknownWordsWarning
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from restr.checkpoint import load_checkpoint, read_metrics
+from restr.runs.folder import load_checkpoint, read_metrics
 from restr.config import get_preset
 from restr.train import KILL_ENV, TrainingError, train
 from restr.train import main as train_main
@@ -89,7 +89,7 @@ def test_a_failure_after_the_checks_does_not_poison_the_folder(data_root, tmp_pa
 # ----------------------------------------------------------------------------------------
 # item 7: one process at a time per run folder
 
-HOLD = ("import sys; from restr.runlock import RunLock; lock = RunLock(sys.argv[1]); lock.acquire(); "
+HOLD = ("import sys; from restr.runs.lock import RunLock; lock = RunLock(sys.argv[1]); lock.acquire(); "
         "print('held', flush=True); sys.stdin.read(); lock.release()")
 
 

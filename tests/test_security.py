@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 
-from restr.checkpoint import RunError, load_checkpoint, load_run
+from restr.runs.folder import RunError, load_checkpoint, load_run
 from restr.data.errors import DataError
 from restr.data.refer import ReferData, ReferDataset, load_refs
 from restr.train import TrainingError, train
@@ -168,7 +168,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_name(run_copy, tmp_path,
 
 def test_every_checkpoint_load_in_the_package_is_weights_only():
     """No torch.load without weights_only=True, no pickle.load(s), no np.load with pickles,
-    outside the restricted readers (restr/data/refer.py, restr/checkpoint.py)."""
+    outside the restricted readers (restr/data/refer.py, restr/runs/folder.py)."""
     found = []
     for path in (ROOT / "restr").rglob("*.py"):
         for n, line in enumerate(path.read_text().splitlines(), 1):

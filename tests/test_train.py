@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from restr.checkpoint import RunError, load_checkpoint, load_run, read_metrics
+from restr.runs.folder import RunError, load_checkpoint, load_run, read_metrics
 from restr.config import ConfigError, get_preset
 from restr.data.order import ResumableSampler, item_seed
 from restr.train import KILL_ENV, TrainingError, train

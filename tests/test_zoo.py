@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from restr.checkpoint import load_run, read_run_config
+from restr.runs.folder import load_run, read_run_config
 from restr.config import get_preset
 from restr.zoo import (ZooError, add_to_zoo, data_fingerprint, find, identity, materialize, read_manifest,
                        write_manifest)

@@ -12,7 +12,7 @@ A run directory (written by ``python -m restr train``, rank 0 only) holds::
     checkpoints/last.pt  the latest checkpoint, checkpoints/last.json its summary
     checkpoints/best.pt  the best validation's checkpoint (and best.json)
 
-    .lock                while a process trains the run: its pid (restr.runlock)
+    .lock                while a process trains the run: its pid (restr.runs.lock)
 
 Every file is written atomically (:func:`restr.utils.atomic_write_bytes`), so a killed
 process never leaves a half-written checkpoint behind; the temporary files of writes that
@@ -55,11 +55,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import Config, ConfigError
-from .optim import load_optimizer_state, lr_at, warmup_steps
-from .runlock import RunLock
-from .utils.files import (DiskFullError, append_jsonl, atomic_write_bytes, atomic_write_text, human_size, read_jsonl,
-                          write_jsonl)
+from ..config import Config, ConfigError
+from ..optim import load_optimizer_state, lr_at, warmup_steps
+from .lock import RunLock
+from ..utils.files import (DiskFullError, append_jsonl, atomic_write_bytes, atomic_write_text, human_size, read_jsonl,
+                           write_jsonl)
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -170,7 +170,7 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
 
 def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: str | None = None,
                      fingerprint: dict | None = None) -> None:
-    from .data.vocab import Vocabulary
+    from ..data.vocab import Vocabulary
 
     d = cfg.to_dict()
     d["vocab_file"] = VOCAB_FILE
@@ -247,9 +247,9 @@ def load_run(run_dir: str | os.PathLike, which: str = "last", device: str | torc
     The model is in eval mode on ``device``. Raises :class:`RunError` for a missing run
     directory, a missing or corrupt checkpoint, or a vocabulary that does not match.
     """
-    from .data.vocab import Vocabulary
-    from .data.errors import DataError
-    from .model import build_model
+    from ..data.vocab import Vocabulary
+    from ..data.errors import DataError
+    from ..model import build_model
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
@@ -410,7 +410,7 @@ class Checkpointer:
         new run. ``extend``: the command may ask for more iterations than the run had.
         ``fingerprint``: the data's (:mod:`restr.data.fingerprint`), checked against the run's.
         A new run refuses a folder holding files that are not a run's, unless ``force``."""
-        from .data.vocab import Vocabulary
+        from ..data.vocab import Vocabulary
 
         out = self.run_dir
         self.fingerprint = fingerprint
@@ -447,9 +447,9 @@ class Checkpointer:
         """The names in the run folder that are not a run's own files (the user's): anything
         but config.json, vocab.json, metrics.jsonl, checkpoints/, the lock and temporaries,
         and a config.json or vocab.json that a run did not write."""
-        from .data.errors import DataError
-        from .data.vocab import Vocabulary
-        from .runlock import LOCK_NAME
+        from ..data.errors import DataError
+        from ..data.vocab import Vocabulary
+        from .lock import LOCK_NAME
 
         if not self.run_dir.is_dir():
             return []
@@ -486,7 +486,7 @@ class Checkpointer:
                               f"field(s) (run's value != this command's):\n  " + "\n  ".join(diff) + hint)
 
     def _check_data(self, cfg: Config) -> None:
-        from .data.fingerprint import changes
+        from ..data.fingerprint import changes
 
         stored = read_run_fingerprint(self.run_dir)
         if self.fingerprint is None or stored is None:  # runs from before fingerprints: nothing to compare
