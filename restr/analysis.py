@@ -484,9 +484,9 @@ def vit_start(model_cfg) -> str:
     if weights is None:
         return "trained from scratch"
     if weights == "pretrain" and getattr(model_cfg, "vit_pretrain", "dense") == "classify":
-        return "pretrained to classify generated pictures the data set never uses (restr.pretrain)"
+        return "pretrained to classify generated pictures the data set never uses (restr.engine.pretrain)"
     if weights == "pretrain":
-        return "pretrained on the training images' category maps (restr.pretrain)"
+        return "pretrained on the training images' category maps (restr.engine.pretrain)"
     if weights == "timm":
         return f"started from timm's {model_cfg.vit_name}"
     return f"started from {Path(weights).name}"

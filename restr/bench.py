@@ -135,11 +135,11 @@ class _Step:
         self.amp = torch.bfloat16 if setup.dtype == "bf16" else None
         self.train_step = None
         if setup.mode == "train":
-            # the trainer's own step (restr.step.TrainStep): fused AdamW with the paper's two
+            # the trainer's own step (restr.engine.step.TrainStep): fused AdamW with the paper's two
             # groups and schedule, no host sync; the model is compiled inside it when asked
-            from .distributed import Dist
-            from .optim import build_optimizer, build_scheduler
-            from .step import TrainStep
+            from .engine.distributed import Dist
+            from .engine.optim import build_optimizer, build_scheduler
+            from .engine.step import TrainStep
 
             t = TrainConfig()
             opt = build_optimizer(self.model, t)
@@ -177,7 +177,7 @@ class _Step:
         """A training step that diverged timed no real work: refuse its figures."""
         if self.train_step is None:
             return
-        from .step import Diverged
+        from .engine.step import Diverged
 
         try:
             self.train_step.check()

@@ -394,8 +394,8 @@ def book_overrides() -> dict[str, Any]:
 
 def check_book_assets(profile: BookProfile, data_root: Path) -> None:
     """Stop before any work if the profile's models need files this machine lacks (the
-    paper profile: the ViT weights and a 300-d GloVe file; restr.assets names them)."""
-    from .assets import check_assets
+    paper profile: the ViT weights and a 300-d GloVe file; restr.engine.assets names them)."""
+    from .engine.assets import check_assets
     from .book_models import model_config
 
     check_assets(model_config(profile, data_root, "main"))

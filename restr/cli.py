@@ -17,10 +17,10 @@ from .config import FUSION_VARIANTS, ConfigError, get_preset
 COMMANDS = {
     "cost": ("restr.cost", "parameters and MACs per module, measured under a FLOP counter"),
     "data": ("restr.data.cli", "generate the embedded data set (synth) or check a data set (stats)"),
-    "train": ("restr.train", "train a model (single process, or under torchrun for DDP)"),
+    "train": ("restr.engine.trainer", "train a model (single process, or under torchrun for DDP)"),
     "evaluate": ("restr.evaluate", "evaluate a run on a split with the paper's metrics"),
     "predict": ("restr.predict", "segment one image for one expression"),
-    "pretrain": ("restr.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
+    "pretrain": ("restr.engine.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
                  "image classification of generated pictures (--set model.vit_pretrain=classify)"),
     "zoo": ("restr.zoo", "the trained models shipped with the book: list, train what is missing"),
     "recipe": ("restr.recipe", "the sweep that found the tiny model's training recipe"),

@@ -34,7 +34,7 @@ POS_RESIZE_MODES = ("bicubic_antialias", "bicubic")
 POS_PRECISIONS = ("float64", "float32")
 PATCH_LABEL_RULES = ("mean", "sum")
 AMP_MODES = ("auto", "bf16", "fp16", "off")  # train.amp (restr.utils.devices.resolve_amp)
-# How vit_weights = "pretrain" pretrains the ViT (restr.pretrain): "dense" (per-pixel categories of the
+# How vit_weights = "pretrain" pretrains the ViT (restr.engine.pretrain): "dense" (per-pixel categories of the
 # training images) or "classify" (image-level labels of images generated apart from the data set)
 VIT_PRETRAIN_TASKS = ("dense", "classify")
 # Model families: ReSTR (Kim et al.) and M3Att (Liu et al., the sources' second paper),
@@ -65,10 +65,10 @@ class ModelConfig:
     vit_mlp_ratio: float = 4.0
     # None: random init; "timm": timm's hub (needs internet or the local Hugging Face
     # cache); "pretrain": pretrained on the run's own training images by the trainer
-    # (restr.pretrain, cached); otherwise a local file (.safetensors, .pth/.pt/.bin, .npz)
+    # (restr.engine.pretrain, cached); otherwise a local file (.safetensors, .pth/.pt/.bin, .npz)
     # whose position embeddings are resized to the grid. The paper preset asks for "timm".
     vit_weights: str | None = None
-    # What "pretrain" pretrains the ViT on (restr.pretrain; one of VIT_PRETRAIN_TASKS):
+    # What "pretrain" pretrains the ViT on (restr.engine.pretrain; one of VIT_PRETRAIN_TASKS):
     # "dense" (per-pixel categories of the run's own training images) or "classify" (which
     # shapes and colours an image holds, on images generated with a seed stream no split
     # uses: a start like the paper's ImageNet classification). Unused by other vit_weights.
@@ -414,7 +414,7 @@ class Config:
 
 def _paper() -> Config:
     # The paper fine-tunes an ImageNet-21k ViT-B/16 and starts from GloVe 300d: ask for
-    # both (restr.assets.check_assets says what to download when they are missing).
+    # both (restr.engine.assets.check_assets says what to download when they are missing).
     # At paper scale an H100 needs ~525 training images/s (cost page) and one CPU core
     # letterboxes ~68: size the loader to the machine instead of a fixed 2 workers.
     return Config(model=ModelConfig(vit_weights="timm"), data=DataConfig(num_workers=-1), preset="paper")

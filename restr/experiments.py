@@ -72,7 +72,7 @@ def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing:
     (:mod:`restr.zoo`; ``use_zoo``, default on unless ``$RESTR_NO_ZOO`` is set), resumed,
     or trained now."""
     from .runs.lock import RunLock
-    from .train import train
+    from .engine.trainer import train
 
     fp = data_fingerprint(cfg.data)
     run_dir = run_dir_for(cfg, runs_dir, fp)

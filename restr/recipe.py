@@ -47,7 +47,7 @@ SWEEP: list[Change] = [
                      "a ViT from scratch, lr 1e-3", BEFORE),
     Change("speed", "64 expressions a step in groups of 4 per image (one ViT pass per image), bf16 on the CPU; "
                     "same lr", {"train.batch_size": 64, "train.expressions_per_image": 4, "train.amp": "bf16"}),
-    Change("pretrained ViT", "the ViT pretrained on the training images' category maps (restr.pretrain, 40 "
+    Change("pretrained ViT", "the ViT pretrained on the training images' category maps (restr.engine.pretrain, 40 "
                              "epochs)", {"model.vit_weights": "pretrain"}),
     Change("lr 2e-3", "twice the learning rate (not kept)", {"train.lr": 2e-3}, kept=False),
 ]

@@ -26,7 +26,7 @@ def smoke_run(tmp_path_factory):
     """A smoke-preset run trained for 4 steps on a freshly generated 8-image synthref set."""
     from restr.config import get_preset
     from restr.data.synth import generate
-    from restr.train import train
+    from restr.engine.trainer import train
 
     root = tmp_path_factory.mktemp("synthref")
     generate(root, seed=2, num_images=8, progress=False)

@@ -27,7 +27,7 @@ def test_expression_scores_are_the_evaluation_per_expression(smoke_run):
 def test_patch_level_is_the_prediction_without_the_decoder(smoke_run, tmp_path):
     """A model without the decoder predicts its upsampled patch map: both levels agree;
     with the decoder they differ."""
-    from restr.train import train
+    from restr.engine.trainer import train
 
     cfg = read_run_config(smoke_run).override({"model.decoder": False, "train.iterations": 2})
     no_decoder = train(cfg, tmp_path / "nodec", progress=False)
@@ -54,7 +54,7 @@ def test_whole_image_scores(smoke_run):
 
 
 def test_seed_attention_records(smoke_run, tmp_path):
-    from restr.train import train
+    from restr.engine.trainer import train
 
     cfg = read_run_config(smoke_run).override({"model.fusion": "vme", "model.fusion_layers": 3,
                                                "train.iterations": 2})

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from restr import assets, get_preset
-from restr.assets import AssetError, check_assets
+from restr import get_preset
 from restr.config import ConfigError
+from restr.engine import assets
+from restr.engine.assets import AssetError, check_assets
 
 HUB_URL = "https://huggingface.co/timm/vit_base_patch16_384.augreg_in21k_ft_in1k/resolve/main/model.safetensors"
 
@@ -93,7 +94,7 @@ def test_release_preset_asks_for_the_same_files(offline):
 
 def test_train_command_stops_before_any_work(offline, tmp_path, capsys):
     from restr.data.synth import generate
-    from restr.train import main
+    from restr.engine.trainer import main
 
     root = tmp_path / "data"
     generate(root, seed=1, num_images=8, progress=False)

@@ -170,7 +170,7 @@ def broken_image_data(smoke_run, tmp_path):
 
 
 def test_a_corrupt_image_inside_a_training_set_is_one_line(broken_image_data, tmp_path, capsys):
-    from restr.train import main
+    from restr.engine.trainer import main
 
     root, path = broken_image_data
     code = main(["--preset", "smoke", "--data", str(root), "--workers", "1", "--iterations", "40",

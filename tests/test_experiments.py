@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import restr.train
+import restr.engine.trainer
 from restr.config import get_preset
 from restr.experiments import RunMissing, get_run, run_dir_for, run_status
 from restr.runs.folder import read_metrics
-from restr.train import KILL_ENV
+from restr.engine.trainer import KILL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,13 +27,13 @@ def smoke_cfg(root: Path):
 def train_calls(monkeypatch):
     """Record every call get_run makes to the trainer (and still train)."""
     calls = []
-    real = restr.train.train
+    real = restr.engine.trainer.train
 
     def recording(cfg, out, **kw):
         calls.append({"out": Path(out), **kw})
         return real(cfg, out, **kw)
 
-    monkeypatch.setattr(restr.train, "train", recording)
+    monkeypatch.setattr(restr.engine.trainer, "train", recording)
     return calls
 
 

@@ -124,7 +124,7 @@ REFERENCE = """
 import json, sys
 from pathlib import Path
 from restr.config import Config
-from restr.train import train
+from restr.engine.trainer import train
 for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
     d = json.loads((Path(src) / "config.json").read_text())
     train(Config.from_dict(d), dst, progress=False, requested_hash=d["config_hash"])

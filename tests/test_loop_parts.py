@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from restr.runs.folder import Checkpointer, LoopState, MetricsLog, load_run
+from restr.engine.checkpointer import Checkpointer
+from restr.runs.folder import LoopState, MetricsLog, load_run
 from restr.config import ConfigError, TrainConfig, get_preset
 from restr.data.transforms import compute_meta
 from restr.evaluate import SegmentationEvaluator, distinct_images, eval_loader, inference_on_dataset, split_dataset
-from restr.train import train
+from restr.engine.trainer import train
 from restr.utils import atomic_write_text, mask_outline, overlay_mask, read_jsonl
 
 
@@ -101,7 +102,8 @@ def test_checkpointer_load_best_restores_the_best_weights(smoke_run, tmp_path):
 
 
 def test_checkpointer_open_refuses_what_does_not_fit(smoke_run, tmp_path):
-    from restr.runs.folder import TrainingError, read_run_config
+    from restr.engine.checkpointer import TrainingError
+    from restr.runs.folder import read_run_config
 
     cfg = read_run_config(smoke_run)
     with pytest.raises(TrainingError, match="already holds a run"):

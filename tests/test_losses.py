@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from restr.losses import patch_labels, restr_loss
+from restr.model.losses import patch_labels, restr_loss
 
 
 def test_patch_labels_threshold_strictly_above_tau():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from restr import ConfigError, get_preset
-from restr.losses import m3att_loss
+from restr.model.losses import m3att_loss
 from restr.model import M3Att, build_model
 from restr.model.m3att import LanguageReconstruction
 from restr.model.mutual import IMIBlock, MutualAttention, TokenBatchNorm
@@ -379,9 +379,9 @@ def test_every_zoo_model_keeps_its_identity():
 def test_the_step_never_reads_a_device_value_on_the_host(monkeypatch):
     from test_train_step import HostSync, NoHostSync  # noqa: F401 - the ReSTR step's detector
 
-    from restr.distributed import Dist
-    from restr.optim import build_optimizer, build_scheduler
-    from restr.step import TrainStep
+    from restr.engine.distributed import Dist
+    from restr.engine.optim import build_optimizer, build_scheduler
+    from restr.engine.step import TrainStep
 
     monkeypatch.setattr(M3Att, "_check", lambda self, *a: None)  # reads the words on CPU only
     cfg = get_preset("smoke", model={"family": "m3att"}, train={"iterations": 10})
@@ -429,7 +429,7 @@ def train_args(root: Path) -> list[str]:
 def test_smoke_training_resumes_bit_identically_and_evaluates(data_root, tmp_path):
     from restr.runs.folder import load_checkpoint, load_run, read_metrics
     from restr.predict import Predictor
-    from restr.train import KILL_ENV
+    from restr.engine.trainer import KILL_ENV
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     p = cli("train", *train_args(data_root), "--workers", "0", "--out", str(ref))

@@ -73,7 +73,7 @@ def test_gradients_reach_every_parameter(fusion, shared, head):
     images = torch.randn(2, 3, 32, 32)
     masks = (torch.rand(2, 32, 32) > 0.5).float()
     out = model(images, words_batch(cfg, [4, 9]))
-    from restr.losses import restr_loss
+    from restr.model.losses import restr_loss
 
     loss, _ = restr_loss(out.mask_logits, out.patch_logits, masks, tau=0.5, lam=0.1)
     loss.backward()

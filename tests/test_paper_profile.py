@@ -5,7 +5,7 @@ checkpoint in timm's format (384 px, so its 24 x 24 position embeddings are resi
 a small ``glove.*.300d.txt`` covering the data's words, a refer-format data set of 8
 images. Only the image size (64 x 64) and the iteration count (2) are reduced: the
 model is the paper's (ViT-B/16, 300-d words, 6 language layers, D = 768, CME 2 + 2,
-decoder), trained through ``restr.train.train`` and scored by ``evaluate_run``.
+decoder), trained through ``restr.engine.trainer.train`` and scored by ``evaluate_run``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from restr import get_preset
-from restr.assets import check_assets
+from restr.engine.assets import check_assets
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_paper_profile_trains_and_evaluates_on_cpu(paper_files, tmp_path):
     from restr.data.vocab import Vocabulary
     from restr.evaluate import evaluate_run
     from restr.model.vision import resize_pos_embed
-    from restr.train import train
+    from restr.engine.trainer import train
 
     f = paper_files
     cfg = get_preset("paper").override({

@@ -13,12 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from restr import pretrain
 from restr.config import ConfigError, get_preset
 from restr.data.synth import generate, load_scenes
-from restr.pretrain import (ClassifyConfig, ClassifyImages, average_precision, ensure_classify_pretrained,
-                            generator_seed, generator_stream, image_labels,
-                            render_pretraining_images)
+from restr.engine import pretrain
+from restr.engine.pretrain import (ClassifyConfig, ClassifyImages, average_precision, ensure_classify_pretrained,
+                                   generator_seed, generator_stream, image_labels, render_pretraining_images)
 
 SEED = 6
 SMALL = ClassifyConfig(images=160, val_images=32, epochs=25, batch_size=32, lr=3e-3, largest_head=True)
@@ -203,9 +202,9 @@ def test_the_trainer_loads_the_classification_weights(data_set, tmp_path, monkey
     builds starts from exactly those weights."""
     from safetensors.torch import load_file
 
-    from restr.distributed import Dist
+    from restr.engine.distributed import Dist
+    from restr.engine.trainer import vit_weights_for
     from restr.model import build_model
-    from restr.train import vit_weights_for
 
     monkeypatch.chdir(tmp_path)
     small = ClassifyConfig(images=64, val_images=8, epochs=1, batch_size=32)

@@ -39,7 +39,7 @@ def test_regenerated_data_gives_a_new_run_and_the_old_one_is_called_stale(tmp_pa
     assert json.loads((second / "config.json").read_text())["data_fingerprint"] != stored
 
     # resuming the old run on the new data is refused, naming what changed
-    from restr.train import TrainingError, train
+    from restr.engine.trainer import TrainingError, train
 
     with pytest.raises(TrainingError, match=r"data changed since the run started.*refs\(unc\)\.p"):
         train(cfg, first, resume=True, progress=False)

@@ -19,8 +19,8 @@ import torch
 
 from restr.runs.folder import load_checkpoint, read_metrics
 from restr.config import get_preset
-from restr.train import KILL_ENV, TrainingError, train
-from restr.train import main as train_main
+from restr.engine.trainer import KILL_ENV, TrainingError, train
+from restr.engine.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_s", "elapsed_s", "val_seconds")

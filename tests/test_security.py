@@ -30,8 +30,8 @@ import torch
 from restr.runs.folder import RunError, load_checkpoint, load_run
 from restr.data.errors import DataError
 from restr.data.refer import ReferData, ReferDataset, load_refs
-from restr.train import TrainingError, train
-from restr.train import main as train_main
+from restr.engine.trainer import TrainingError, train
+from restr.engine.trainer import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -331,7 +331,7 @@ def test_the_command_advised_after_a_full_disk_goes_on(data_root, tmp_path, monk
 
 def train_main_or_raise(argv: list[str]) -> None:
     """``train`` as the command line runs it (its config from the options), raising its error."""
-    from restr.train import build_parser, config_from_train_args
+    from restr.engine.trainer import build_parser, config_from_train_args
 
     args = build_parser().parse_args(argv)
     args.resume = args.resume_from or args.resume
@@ -367,7 +367,7 @@ def test_data_synth_on_a_full_disk_names_it_from_its_workers_and_exits_2(tmp_pat
 # 3. the pretrained ViT cache: a kill leaves nothing or a whole entry; half an entry is redone
 
 def test_a_half_pretrain_cache_entry_is_reported_and_redone(data_root, tmp_path, monkeypatch, capsys):
-    import restr.pretrain as pretrain
+    import restr.engine.pretrain as pretrain
     import restr.utils.files
     from restr.config import get_preset
 

@@ -15,7 +15,7 @@ import torch
 from restr.runs.folder import RunError, load_checkpoint, load_run, read_metrics
 from restr.config import ConfigError, get_preset
 from restr.data.order import ResumableSampler, item_seed
-from restr.train import KILL_ENV, TrainingError, train
+from restr.engine.trainer import KILL_ENV, TrainingError, train
 from restr.utils import cpu_has_fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_torchrun_with_one_process_takes_the_distributed_path(data_root, tmp_pat
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path, monkeypatch):
-    import restr.step as T
+    import restr.engine.step as T
 
     calls = {"n": 0}
     real = T.restr_loss

@@ -5,7 +5,7 @@ import pytest
 
 from restr.config import get_preset
 from restr.model import build_model
-from restr.optim import build_optimizer, build_scheduler, lr_at, lr_factor, warmup_steps
+from restr.engine.optim import build_optimizer, build_scheduler, lr_at, lr_factor, warmup_steps
 
 
 def test_paper_schedule_values():

@@ -1,4 +1,4 @@
-"""The training step (restr.step.TrainStep) that both the trainer and the benchmark run.
+"""The training step (restr.engine.step.TrainStep) that both the trainer and the benchmark run.
 
 On a GPU a host-device sync in the step stalls the CPU until the GPU is idle, so the
 next step's kernels cannot be queued behind the current one. CI has no GPU, so the
@@ -16,9 +16,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from restr.config import get_preset
 from restr.model import build_model
 from restr.model.restr import ReSTR
-from restr.optim import build_optimizer, build_scheduler
-from restr.distributed import Dist
-from restr.step import Diverged, TrainStep
+from restr.engine.optim import build_optimizer, build_scheduler
+from restr.engine.distributed import Dist
+from restr.engine.step import Diverged, TrainStep
 
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal"}
 
@@ -121,7 +121,7 @@ def test_a_non_finite_loss_freezes_the_weights_until_the_host_looks(tmp_path):
 
 
 def test_the_log_window_is_the_mean_of_the_steps_losses():
-    from restr.losses import restr_loss
+    from restr.model.losses import restr_loss
 
     cfg, model, step = make_step()
     expected = []

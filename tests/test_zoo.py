@@ -92,7 +92,7 @@ def test_a_corrupt_or_missing_zoo_file_is_named(zoo, smoke_run, tmp_path):
 def test_pretraining_labels_and_weights(tmp_path):
     from restr.data.refer import ReferData
     from restr.data.synth import generate
-    from restr.pretrain import CategoryMaps, PretrainConfig, ensure_pretrained
+    from restr.engine.pretrain import CategoryMaps, PretrainConfig, ensure_pretrained
 
     generate(tmp_path / "data", seed=6, num_images=60, progress=False)
     data = ReferData(tmp_path / "data", "synthref", "unc")
@@ -124,7 +124,7 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
     """`zoo train` trains a book model into the zoo; a later request in another runs
     folder is answered from the zoo (no training), and says so; --retrain is refused
     nothing but trains again."""
-    import restr.train
+    import restr.engine.trainer
     from restr.book import book_profile
     from restr.book_models import model_config
     from restr.experiments import get_run
@@ -140,7 +140,7 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
     prof = book_profile("smoke")
     cfg = model_config(prof, prof.data_root, "main", seed=0)
     calls = []
-    monkeypatch.setattr(restr.train, "train", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(restr.engine.trainer, "train", lambda *a, **k: calls.append(a))
     capsys.readouterr()
     run = get_run(cfg, tmp_path / "other-runs", progress=False)
     assert calls == [] and "zoo: " in capsys.readouterr().err

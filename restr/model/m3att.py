@@ -119,7 +119,7 @@ class LanguageReconstruction(nn.Module):
     counted from the first word, W_proj a bias-free C x C matrix. Reconstruction: three
     stacked linear layers (each with batch norm and ReLU, the paper's rule) on the last
     M3Dec output, averaged over the real words: F_rec. Both are (B, C); the loss is their
-    mean squared error (:func:`restr.losses.m3att_loss`).
+    mean squared error (:func:`restr.model.losses.m3att_loss`).
     """
 
     def __init__(self, cfg: ModelConfig):

@@ -1,7 +1,7 @@
 """Vision encoder: a timm ViT returning patch tokens (class token dropped).
 
 Weights come from one of three places (``ModelConfig.vit_weights``; the trainer also
-takes ``"pretrain"``, which it resolves to a local file, see :mod:`restr.pretrain`):
+takes ``"pretrain"``, which it resolves to a local file, see :mod:`restr.engine.pretrain`):
 
 * ``None``: random initialisation (timm's ViT init, or the release's with ``init=release``);
 * ``"timm"``: timm's hub (``ModelConfig.vit_name``, by default
@@ -64,7 +64,7 @@ class VisionEncoder(nn.Module):
         if cfg.vit_weights == "timm":
             load_vit_state(self.vit, hub_state_dict(cfg.vit_name), f"timm's {cfg.vit_name}", cfg.vit_pos_resize)
         elif cfg.vit_weights and cfg.vit_weights != "pretrain":
-            # "pretrain" is the trainer's to resolve (restr.train.vit_weights_for); a model built
+            # "pretrain" is the trainer's to resolve (restr.engine.trainer.vit_weights_for); a model built
             # from such a config elsewhere (cost, bench, tests) gets the architecture only
             load_vit_weights(self.vit, cfg.vit_weights, cfg.vit_pos_resize)
 
@@ -101,7 +101,7 @@ def hub_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"cannot get timm's pretrained {name!r}: {type(exc).__name__}: {exc}. Without internet, download the "
             f"weights file once and pass it with --set model.vit_weights=/path/to/model.safetensors "
-            f"(restr.assets.check_assets names the file)") from exc
+            f"(restr.engine.assets.check_assets names the file)") from exc
     return model.state_dict()
 
 

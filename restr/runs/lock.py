@@ -13,7 +13,7 @@ not inherit. So:
   the lock and it is still empty).
 
 Within one process the lock is re-entrant: :func:`restr.experiments.get_run` holds it
-around :func:`restr.train.train`, which takes it too.
+around :func:`restr.engine.trainer.train`, which takes it too.
 """
 from __future__ import annotations
 

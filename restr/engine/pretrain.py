@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .config import ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class CategoryMaps(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        from .data.transforms import augment_group, letterbox, letterbox_mask
+        from ..data.transforms import augment_group, letterbox, letterbox_mask
 
         image, labels = self.images[i], self.labels[i]
         if self.augment:
@@ -157,7 +157,7 @@ def _loaders(data, train_ids: list[int], model_cfg: ModelConfig, p: PretrainConf
 @torch.no_grad()
 def pixel_accuracy(vision: nn.Module, head: nn.Module, dataset: Dataset, amp: torch.dtype | None) -> dict[str, float]:
     """Pixel accuracy over all pixels and over object pixels only, on ``dataset``."""
-    from .data.transforms import normalize_batch
+    from ..data.transforms import normalize_batch
 
     vision.eval()
     right = total = right_obj = total_obj = 0
@@ -180,12 +180,12 @@ def pretrain_vit(model_cfg: ModelConfig, data, train_ids: list[int], p: Pretrain
     its state dict and a summary (losses, held-out accuracy, seconds)."""
     from tqdm import tqdm
 
-    from .data.transforms import normalize_batch
-    from .model.vision import VisionEncoder
+    from ..data.transforms import normalize_batch
+    from ..model.vision import VisionEncoder
     from .optim import lr_factor
-    from .utils.devices import resolve_amp
+    from ..utils.devices import resolve_amp
 
-    from .utils.devices import cpu_threads
+    from ..utils.devices import cpu_threads
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cpu_threads(p.workers))
@@ -236,7 +236,7 @@ def ensure_pretrained(model_cfg: ModelConfig, root: str, dataset: str, split_by:
     pretrained now (a few minutes on a CPU) when it is not."""
     from safetensors.torch import save
 
-    from .data.refer import ReferData
+    from ..data.refer import ReferData
 
     p = (p or PretrainConfig()).validate()
     data = ReferData(root, dataset, split_by)
@@ -325,8 +325,8 @@ def generator_stream(root: str | os.PathLike, dataset: str) -> tuple[int, int]:
     """The seed and the generator version of the embedded data set at ``root/dataset`` (its
     ``scenes.json``): the pretraining pictures are drawn by the same version's rules, from
     image streams the data set never uses."""
-    from .data import synth
-    from .data.errors import DataError
+    from ..data import synth
+    from ..data.errors import DataError
 
     path = Path(root) / dataset / "scenes.json"
     if not path.is_file():
@@ -368,8 +368,8 @@ def render_pretraining_images(seed: int, count: int, first_index: int = CLASSIFY
 
     from PIL import Image
 
-    from .data.synth import render
-    from .data.synth_scenes import SHAPES_PER_SCENE, ImageJob
+    from ..data.synth import render
+    from ..data.synth_scenes import SHAPES_PER_SCENE, ImageJob
 
     turns = list(SHAPES_PER_SCENE)  # the generator's scene kinds
     kinds = kinds if kinds is not None else [turns[i % len(turns)] for i in range(count)]
@@ -388,7 +388,7 @@ def image_labels(record: dict) -> tuple[np.ndarray, int]:
     """A rendered image's targets: presence (len(SHAPES) + len(COLOURS),) float32 (1 for every
     shape, then every colour, the image holds) and the index of its largest object's shape
     (most visible pixels)."""
-    from .data.synth import COLOURS, SHAPES
+    from ..data.synth import COLOURS, SHAPES
 
     colours = list(COLOURS)
     presence = np.zeros(len(SHAPES) + len(colours), np.float32)
@@ -405,7 +405,7 @@ class ClassifyImages(Dataset):
     (which changes no label)."""
 
     def __init__(self, images: list[np.ndarray], records: list[dict], image_size: tuple[int, int], augment: bool):
-        from .data.transforms import letterbox
+        from ..data.transforms import letterbox
 
         self.augment = augment
         boxed = [letterbox(im, image_size)[0].transpose(2, 0, 1) for im in images]
@@ -465,8 +465,8 @@ def classification_metrics(vision: nn.Module, head: ImageHead, dataset: Classify
     """On ``dataset``: mAP over the presence labels (and over shapes and colours apart), the
     per-label accuracy at probability 0.5, the share of images with every label right, and
     the largest object's shape accuracy (with that head)."""
-    from .data.synth import SHAPES
-    from .data.transforms import normalize_batch
+    from ..data.synth import SHAPES
+    from ..data.transforms import normalize_batch
 
     vision.eval()
     scores, largest = [], []
@@ -492,9 +492,9 @@ def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig, prog
     """Render the pictures of generator seed ``seed`` (:func:`render_pretraining_images`),
     train the ViT of ``model_cfg`` (random start) to classify them; return its state dict
     and a summary (seconds rendering and training, losses, held-out metrics)."""
-    from .data.synth import SHAPES
-    from .model.vision import VisionEncoder
-    from .utils.devices import cpu_threads, resolve_amp
+    from ..data.synth import SHAPES
+    from ..model.vision import VisionEncoder
+    from ..utils.devices import cpu_threads, resolve_amp
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cpu_threads(0))
@@ -527,7 +527,7 @@ def _classify_loop(vision: nn.Module, head: ImageHead, train_set: ClassifyImages
     and the seconds."""
     from tqdm import tqdm
 
-    from .data.transforms import normalize_batch
+    from ..data.transforms import normalize_batch
     from .optim import lr_factor
 
     loader = DataLoader(train_set, batch_size=c.batch_size, shuffle=True, drop_last=True,
@@ -639,7 +639,7 @@ def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, 
 
     from safetensors.torch import save
 
-    from .data.errors import DataError
+    from ..data.errors import DataError
 
     c = (c or ClassifyConfig()).validate()
     instances = Path(root) / dataset / "instances.json"
@@ -726,14 +726,14 @@ def _write_cache(path: Path, weights: bytes, record: dict) -> None:
     """Write a cache entry so that a kill at any moment leaves nothing or all of it: the
     record first, the weights last (each file atomically); :func:`_cached` counts an entry
     only when both are there, and the next pretraining overwrites a lone record."""
-    from .utils.files import atomic_write_bytes, atomic_write_text
+    from ..utils.files import atomic_write_bytes, atomic_write_text
 
     atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     atomic_write_bytes(path, weights)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import add_model_overrides, config_from_args
+    from ..cli import add_model_overrides, config_from_args
 
     parser = argparse.ArgumentParser(prog="python -m restr pretrain", description=__doc__.split("\n\n")[0])
     add_model_overrides(parser)
@@ -747,7 +747,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=ClassifyConfig.images,
                         help="classify: pictures to generate and train on (default: %(default)s)")
     args = parser.parse_args(argv)
-    from .data.errors import DataError
+    from ..data.errors import DataError
 
     try:
         cfg = config_from_args(args)

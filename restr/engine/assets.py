@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 GLOVE_300D_URL = "https://nlp.stanford.edu/data/glove.840B.300d.zip"
 GLOVE_300D_FILE = "glove.840B.300d.txt"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 def warmup_steps(cfg: TrainConfig) -> int:

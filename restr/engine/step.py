@@ -1,8 +1,8 @@
 """One optimiser step of ReSTR, with no host-device synchronisation in it.
 
-The trainer (:mod:`restr.train`) and the benchmark (``python -m restr bench``) both run
+The trainer (:mod:`restr.engine.trainer`) and the benchmark (``python -m restr bench``) both run
 :class:`TrainStep`; :func:`build_train_step` assembles it the trainer's way: fused AdamW
-with the paper's two lr groups (:mod:`restr.optim`), the warm-up/poly schedule, a
+with the paper's two lr groups (:mod:`restr.engine.optim`), the warm-up/poly schedule, a
 GradScaler for fp16, and DistributedDataParallel under torchrun.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
-from .config import TrainConfig
+from ..config import TrainConfig
 from .distributed import Dist
-from .losses import m3att_loss, restr_loss
+from ..model.losses import m3att_loss, restr_loss
 from .optim import build_optimizer, build_scheduler
-from .utils.devices import resolve_amp
+from ..utils.devices import resolve_amp
 
 
 # the three loss parts a step logs, by model family (the middle one is the family's second term)
@@ -63,7 +63,8 @@ class TrainStep:
         self.family = getattr(getattr(self.core, "cfg", None), "family", "restr")
         self.part_names = LOSS_PARTS[self.family]  # what the log window's three sums are
         if not scaler.is_enabled() and not all(g.get("fused") for g in optimizer.param_groups):
-            raise TypeError("TrainStep needs a fused AdamW (restr.optim.build_optimizer) to skip steps on the device")
+            raise TypeError("TrainStep needs a fused AdamW (restr.engine.optim.build_optimizer) to skip steps on the "
+                            "device")
         dev = d.device
         self.step_count = torch.zeros((), dtype=torch.long, device=dev)  # steps done (set_step on resume)
         self.bad = torch.zeros((), dtype=torch.bool, device=dev)

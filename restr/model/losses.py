@@ -6,7 +6,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import PATCH_LABEL_RULES
+from ..config import PATCH_LABEL_RULES
 
 
 def patch_labels(mask: torch.Tensor, patch_size: int, tau: float = 0.8, rule: str = "mean") -> torch.Tensor:

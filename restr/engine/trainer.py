@@ -5,16 +5,16 @@ The same command runs on several GPUs (or CPU processes) under torchrun::
     torchrun --nproc_per_node N -m restr train ...
 
 Optimisation (FIDELITY.md): AdamW, two lr groups (the ViT at ``vit_lr_scale`` x lr),
-weight decay, linear warm-up from 0 then polynomial decay (:mod:`restr.optim`), loss
+weight decay, linear warm-up from 0 then polynomial decay (:mod:`restr.engine.optim`), loss
 Eq. (12) with lambda and tau. ``train.batch_size`` is the GLOBAL batch of one optimiser
 step: it is split over the processes and the ``grad_accum`` micro-steps, so the same
 config trains the same way on 1 or N processes.
 
 The pieces: the data order (:mod:`restr.data.order`: deterministic and resumable, so a
 run killed at any point and resumed with ``--resume`` ends with the same weights as an
-uninterrupted one), one optimiser step (:class:`restr.step.TrainStep`: it never makes
+uninterrupted one), one optimiser step (:class:`restr.engine.step.TrainStep`: it never makes
 the host wait for the device; ``python -m restr bench`` times the same step), the run
-directory (:class:`restr.runs.folder.Checkpointer`; only rank 0 writes) and validation
+directory (:class:`restr.engine.checkpointer.Checkpointer`; only rank 0 writes) and validation
 (:func:`validate`, the evaluator of :mod:`restr.evaluate`). :func:`train` is the loop
 that ties them together.
 """
@@ -33,16 +33,17 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .runs.folder import CONFIG_FILE, Checkpointer, RunError, TrainingError, read_run_config, rng_state
-from .config import Config, ConfigError
-from .data.errors import DataError
-from .data.groups import ExpressionGroups, GroupedSampler, collate_groups
-from .data.order import ResumableSampler, TrainBatches, loader_workers
+from ..runs.folder import CONFIG_FILE, RunError, read_run_config
+from .checkpointer import Checkpointer, TrainingError, rng_state
+from ..config import Config, ConfigError
+from ..data.errors import DataError
+from ..data.groups import ExpressionGroups, GroupedSampler, collate_groups
+from ..data.order import ResumableSampler, TrainBatches, loader_workers
 from .distributed import Dist, DistributedError, setup_distributed, shutdown_distributed
-from .evaluate import Inference, SegmentationEvaluator, spread_indices
+from ..evaluate import Inference, SegmentationEvaluator, spread_indices
 from .step import Diverged, TrainStep, build_train_step
-from .utils.devices import cpu_threads
-from .utils.files import DiskFullError
+from ..utils.devices import cpu_threads
+from ..utils.files import DiskFullError
 
 PRETRAIN = "pretrain"  # model.vit_weights: the ViT pretrained on the run's own training images
 # Testing hook: SIGKILL this process right after the given optimiser step (see tests).
@@ -55,7 +56,7 @@ KILL_ENV = "RESTR_TEST_KILL_AT_STEP"
 def build_datasets(cfg: Config, vocab=None):
     """(train ReferDataset, val ReferDataset or None) for ``cfg.data``; the vocabulary comes
     from the training split unless ``vocab`` is given."""
-    from .data.refer import ReferDataset
+    from ..data.refer import ReferDataset
 
     d = cfg.data
     train = ReferDataset(d.root, d.dataset, d.split_by, d.train_split, image_root=d.image_root, vocab=vocab,
@@ -70,7 +71,7 @@ def build_datasets(cfg: Config, vocab=None):
 
 
 def word_vectors_for(cfg: Config, vocab) -> np.ndarray:
-    from .data.vocab import embedding_matrix, load_glove
+    from ..data.vocab import embedding_matrix, load_glove
 
     words, vectors = load_glove(cfg.data.glove)
     if vectors.shape[1] != cfg.model.word_dim:
@@ -105,7 +106,7 @@ def set_cpu_threads(threads: int, workers: int, processes: int, d: Dist) -> None
 
 def vit_weights_for(cfg: Config, state: dict | None, d: Dist):
     """The model config to build, with ``model.vit_weights = "pretrain"`` resolved to the
-    ViT pretrained for this data set as ``model.vit_pretrain`` says (:mod:`restr.pretrain`;
+    ViT pretrained for this data set as ``model.vit_pretrain`` says (:mod:`restr.engine.pretrain`;
     made once, by the main process, and cached). A resumed run takes its weights from the checkpoint."""
     if cfg.model.vit_weights != PRETRAIN:
         return cfg.model
@@ -135,7 +136,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def validate(model: torch.nn.Module, val_set, indices: list[int], t, d: Dist, batch_size: int) -> dict:
     """The paper's metrics of ``model`` on this rank's share ``indices`` of the validation
     split, summed over the ranks (every rank must call it)."""
-    from .utils.devices import resolve_amp
+    from ..utils.devices import resolve_amp
 
     evaluator = SegmentationEvaluator(val_set.dataset, distributed=d.enabled)
     inference = Inference(model, resolve_amp(t.amp, d.device), max(batch_size, 32), num_workers=0)
@@ -204,7 +205,7 @@ RESUME_CHOICES = (False, True, "last", "best")
 def take_run_folder(ckpt: Checkpointer, d: Dist) -> None:
     """The main process takes the run folder's lock (every rank learns whether it could)
     and removes the leftovers of writes that kills interrupted."""
-    from .runs.lock import RunLocked
+    from ..runs.lock import RunLocked
 
     refused = None
     if d.main:
@@ -243,7 +244,7 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
     value or a config that differs from the run's; :class:`RunError` on a corrupt checkpoint.
     """
     from .assets import check_assets
-    from .data.fingerprint import data_fingerprint
+    from ..data.fingerprint import data_fingerprint
 
     d = setup_distributed(device)
     cfg.train.validate(world=d.world)  # every value checked before anything touches the disk
@@ -282,7 +283,7 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
 def run_training(cfg: Config, ckpt: Checkpointer, d: Dist, opened: tuple, requested_hash: str, progress: bool,
                  dtype: torch.dtype) -> Path:
     """Build everything, then write the run's files and train (the run folder is held)."""
-    from .model import build_model
+    from ..model import build_model
 
     vocab, state = opened
     train_set, val_set = build_datasets(cfg, vocab)
@@ -384,7 +385,7 @@ def schedule_at(step: TrainStep, at: int) -> None:
 # command line
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import add_model_overrides
+    from ..cli import add_model_overrides
 
     parser = argparse.ArgumentParser(prog="python -m restr train", description=__doc__.split("\n\n")[0])
     add_model_overrides(parser)
@@ -423,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_train_args(args: argparse.Namespace) -> Config:
     """The command's config: the preset (default paper) with the options given; when
     resuming without --preset, the run's own config.json with the options given."""
-    from .cli import overrides_from_args
+    from ..cli import overrides_from_args
 
     extra: dict[str, Any] = {}
     for opt, key in (("data", "data.root"), ("dataset", "data.dataset"), ("split_by", "data.split_by"),
@@ -435,14 +436,14 @@ def config_from_train_args(args: argparse.Namespace) -> Config:
     overrides = {**overrides_from_args(args), **extra}
     if args.resume and args.preset is None and (Path(args.out) / CONFIG_FILE).is_file():
         return read_run_config(args.out).override(overrides)
-    from .config import get_preset
+    from ..config import get_preset
 
     return get_preset(args.preset or "paper").override(overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .runs.lock import RunLock
+    from ..runs.lock import RunLock
 
     args.resume = args.resume_from or args.resume
     rank = int(os.environ.get("RANK", "0"))
