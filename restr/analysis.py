@@ -66,7 +66,7 @@ def cost_by_patch_size(
     patch_sizes: Iterable[int] = (32, 16, 8), image_size: int = 480, preset: str = "paper", **model: Any
 ) -> list[dict[str, Any]]:
     """Tokens, parameters and MACs of the model as the patch size changes (measured)."""
-    from .cost import measure
+    from .perf.cost import measure
 
     rows = []
     for p in patch_sizes:
@@ -201,7 +201,7 @@ SCORES_FORMAT = 1  # of the cached scores; bump it when scoring changes what it 
 def expression_scores(run_dir, split: str = "val", max_expressions: int | None = None, level: str = "pixel",
                       batch_size: int = 64, cache: bool = True):
     """Every scored expression of ``split`` (``max_expressions`` of them spread evenly over
-    it, as :func:`restr.evaluate.evaluate_run` picks them) for a trained run, as a pandas
+    it, as :func:`restr.eval.evaluate.evaluate_run` picks them) for a trained run, as a pandas
     DataFrame: ids, sentence, length, bucket, intersection, union, iou. ``level``:
     ``pixel`` (the model's prediction) or ``patch`` (its patch-level map upsampled, the
     prediction without the decoder's refinement), both scored at the original resolution.
@@ -213,7 +213,7 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     import pandas as pd
 
     from .runs.folder import load_run
-    from .evaluate import Inference, SegmentationEvaluator, spread_indices, split_dataset
+    from .eval.evaluate import Inference, SegmentationEvaluator, spread_indices, split_dataset
     from .utils.devices import resolve_amp
 
     if level not in ("pixel", "patch"):
@@ -246,7 +246,7 @@ def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) 
     import hashlib
 
     from .runs.folder import checkpoint_path
-    from .metrics import PROTOCOL
+    from .eval.metrics import PROTOCOL
 
     ckpt = checkpoint_path(run_dir, "last")
     digest = hashlib.sha256()
@@ -314,7 +314,7 @@ def patch_ceiling_scores(run_dir, split: str = "val", max_expressions: int | Non
 
     from .runs.folder import load_run
     from .data.refer import collate
-    from .evaluate import score_batch, spread_indices, split_dataset
+    from .eval.evaluate import score_batch, spread_indices, split_dataset
 
     run = load_run(run_dir, "last", "cpu")
     dataset = split_dataset(run, split)
@@ -335,7 +335,7 @@ def score_columns(scores, groups: Iterable[str] = (), group_column: str = "bucke
     """Per-expression columns of a scores frame for :class:`restr.verdict.Resampler`:
     ``intersection``, ``union``, ``iou``, ``hit@X`` (IoU >= X for Prec@X) and, for each
     label of ``groups``, ``intersection|label`` and ``union|label`` (zero outside it)."""
-    from .metrics import PREC_THRESHOLDS
+    from .eval.metrics import PREC_THRESHOLDS
 
     inter = scores["intersection"].to_numpy(np.float64)
     union = scores["union"].to_numpy(np.float64)
@@ -361,7 +361,7 @@ def neighbour_similarity(pos_embed: torch.Tensor, grid: tuple[int, int]) -> tupl
 def scores_summary(frames) -> dict[str, float]:
     """The paper's metrics (%) of a model from its scores frames, averaged over seeds:
     Prec@X, cumulative IoU (``IoU``) and mean IoU."""
-    from .metrics import PREC_THRESHOLDS
+    from .eval.metrics import PREC_THRESHOLDS
 
     rows = [{**{f"prec@{x}": 100 * float((f["iou"] >= x).mean()) for x in PREC_THRESHOLDS},
              "IoU": 100 * float(f["intersection"].sum() / f["union"].sum()), "mean IoU": 100 * float(f["iou"].mean())}
@@ -424,8 +424,8 @@ def resolution_bounds(dataset, patch_size: int, max_expressions: int | None = 10
     averaged over each P x P patch, upsampled bilinearly and thresholded at 0.5 (what a
     perfect patch-level map gives, without a decoder's sub-patch detail)."""
     from .data.refer import collate
-    from .evaluate import score_batch, spread_indices
-    from .metrics import SegmentationMeter
+    from .eval.evaluate import score_batch, spread_indices
+    from .eval.metrics import SegmentationMeter
 
     meters = {"pixel": SegmentationMeter(), "patch": SegmentationMeter()}
     indices = spread_indices(len(dataset), max_expressions)
@@ -464,11 +464,11 @@ def time_to(curve, level: float) -> dict[str, float] | None:
 
 
 def swap_control(run_dir, split: str = "val", max_expressions: int | None = None) -> dict[str, float]:
-    """The swap control of :mod:`restr.evaluate` (each expression replaced by one of another
+    """The swap control of :mod:`restr.eval.evaluate` (each expression replaced by one of another
     object in the same image): cumulative IoU (%) with the swapped expressions and with the
     original ones on the same expressions, and how many there were."""
     from .runs.folder import load_run
-    from .evaluate import Inference, evaluate_swap_control, split_dataset
+    from .eval.evaluate import Inference, evaluate_swap_control, split_dataset
     from .utils.devices import resolve_amp
 
     run = load_run(run_dir, "last", "cpu")

@@ -15,16 +15,16 @@ from typing import Any
 from .config import FUSION_VARIANTS, ConfigError, get_preset
 
 COMMANDS = {
-    "cost": ("restr.cost", "parameters and MACs per module, measured under a FLOP counter"),
+    "cost": ("restr.perf.cost", "parameters and MACs per module, measured under a FLOP counter"),
     "data": ("restr.data.cli", "generate the embedded data set (synth) or check a data set (stats)"),
     "train": ("restr.engine.trainer", "train a model (single process, or under torchrun for DDP)"),
-    "evaluate": ("restr.evaluate", "evaluate a run on a split with the paper's metrics"),
-    "predict": ("restr.predict", "segment one image for one expression"),
+    "evaluate": ("restr.eval.evaluate", "evaluate a run on a split with the paper's metrics"),
+    "predict": ("restr.eval.predict", "segment one image for one expression"),
     "pretrain": ("restr.engine.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
                  "image classification of generated pictures (--set model.vit_pretrain=classify)"),
     "zoo": ("restr.zoo", "the trained models shipped with the book: list, train what is missing"),
     "recipe": ("restr.recipe", "the sweep that found the tiny model's training recipe"),
-    "bench": ("restr.bench", "time training or inference steps on synthetic tensors"),
+    "bench": ("restr.perf.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.book", "run every notebook with papermill and build the site"),
     "models": ("restr.book_models", "the book's trained models: names, overrides, seeds (what the notebooks use)"),
     "fidelity": ("restr.fidelity", "the paper / release / ours table: write the book page, measure the effects"),

@@ -110,7 +110,7 @@ def from_zoo(cfg: Config, run_dir: Path, use_zoo: bool | None = None) -> bool:
 
 
 def load_predictor(cfg: Config, runs_dir: str | os.PathLike = "runs", **kw):
-    """A :class:`restr.predict.Predictor` for the (cached or freshly trained) run of ``cfg``."""
-    from .predict import Predictor
+    """A :class:`restr.eval.predict.Predictor` for the (cached or freshly trained) run of ``cfg``."""
+    from .eval.predict import Predictor
 
     return Predictor.from_run(get_run(cfg, runs_dir, **kw))

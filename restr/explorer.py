@@ -62,7 +62,7 @@ def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: l
 
 
 class Explorer:
-    """ipywidgets front end over a :class:`restr.predict.Predictor` and a data set."""
+    """ipywidgets front end over a :class:`restr.eval.predict.Predictor` and a data set."""
 
     def __init__(self, predictor, dataset, max_images: int = 200):
         self.predictor = predictor

@@ -550,7 +550,7 @@ def label_stats(data_root: str, expressions: int = 2000) -> dict[str, float]:
 
     from .config import get_preset
     from .data.refer import ReferDataset
-    from .evaluate import spread_indices
+    from .eval.evaluate import spread_indices
     from .model.losses import patch_labels
 
     cfg = get_preset("tiny").model
@@ -569,7 +569,7 @@ def measure(out: Path, data_root: str, iterations: int, seeds: list[int], varian
             val_expressions: int) -> dict[str, Any]:
     """Train every variant for every seed at tiny scale and evaluate it; return the results."""
     from .config import get_preset
-    from .evaluate import evaluate_run
+    from .eval.evaluate import evaluate_run
 
     results: dict[str, Any] = {"runs": {}, "label_stats": label_stats(data_root)}
     minutes = []

@@ -232,7 +232,7 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
 
 def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
     """The manifest's metrics of a run: the fixed validation slice, on the CPU."""
-    from .evaluate import evaluate_run
+    from .eval.evaluate import evaluate_run
 
     r = evaluate_run(run_dir, EVAL_SLICE["split"], max_expressions=EVAL_SLICE["max_expressions"], device="cpu",
                      num_workers=0)

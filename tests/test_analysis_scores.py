@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from restr import analysis
 from restr.runs.folder import load_run, read_run_config
 from restr.data import ReferDataset, collate
-from restr.evaluate import evaluate_run
+from restr.eval.evaluate import evaluate_run
 
 
 def test_expression_scores_are_the_evaluation_per_expression(smoke_run):
@@ -150,7 +150,7 @@ def test_synthref_programs_count_clauses_and_tell_redundant_ones(smoke_run):
 def test_scores_are_cached_while_the_checkpoint_stays_the_same(smoke_run, tmp_path, monkeypatch):
     import shutil
 
-    from restr import evaluate
+    from restr.eval import evaluate
     from restr.runs.folder import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"

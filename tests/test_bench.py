@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from restr import get_preset
-from restr.bench import BenchSetup, device_peak_tflops, run_bench, top_ops
-from restr.cost import count_macs
+from restr.perf.bench import BenchSetup, device_peak_tflops, run_bench, top_ops
+from restr.perf.cost import count_macs
 from restr.model import build_model
 
 
@@ -57,7 +57,7 @@ def test_bad_dtype_is_refused():
 
 
 def test_data_mode_times_the_trainers_items(tmp_path):
-    from restr.bench import bench_data
+    from restr.perf.bench import bench_data
     from restr.data.synth import generate
 
     generate(tmp_path, seed=0, num_images=12, workers=1, progress=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from restr import ConfigError, get_preset
-from restr.cost import measure as measure_cost
+from restr.perf.cost import measure as measure_cost
 from restr.model import build_model
 from restr.model.convfusion import ConcatConvFusion, ConvPatchHead, spatial_coordinates
 

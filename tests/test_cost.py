@@ -1,4 +1,4 @@
-"""Table 3(b) and Table 5 counts, measured by restr.cost on the paper preset.
+"""Table 3(b) and Table 5 counts, measured by restr.perf.cost on the paper preset.
 
 The paper preset is built on the meta device (shape-only tensors): the forward pass
 dispatches the same operators, so FlopCounterMode sees the same matrix products; one
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from restr import get_preset
-from restr.cost import measure as measure_cost
+from restr.perf.cost import measure as measure_cost
 
 LAYER = 7_087_872  # one ViT-B transformer layer (D=768, MLP 3072, qkv bias)
 

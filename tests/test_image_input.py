@@ -11,7 +11,7 @@ from PIL import Image
 
 from restr.data.errors import DataError
 from restr.data.refer import ReferDataset, read_image
-from restr.predict import Predictor
+from restr.eval.predict import Predictor
 
 EXIF_ORIENTATION = 0x0112
 
@@ -175,7 +175,7 @@ def data_with_a_phone_photo(tmp_path):
 
 
 def test_data_loader_and_evaluation_read_rotated_images_upright(data_with_a_phone_photo, smoke_run, tmp_path):
-    from restr.evaluate import evaluate_run
+    from restr.eval.evaluate import evaluate_run
 
     root, image_id, upright = data_with_a_phone_photo
     val = ReferDataset(root, "synthref", "unc", "val", image_size=32, return_original=True)

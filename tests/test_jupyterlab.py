@@ -121,7 +121,7 @@ def predictions(book: Book) -> tuple[str, str, dict[str, bool]]:
     from restr.book_models import model_config
     from restr.data import ReferDataset
     from restr.experiments import get_run
-    from restr.predict import Predictor
+    from restr.eval.predict import Predictor
 
     def here(p: str) -> Path:
         return (book.folder / p).resolve()

@@ -428,7 +428,7 @@ def train_args(root: Path) -> list[str]:
 
 def test_smoke_training_resumes_bit_identically_and_evaluates(data_root, tmp_path):
     from restr.runs.folder import load_checkpoint, load_run, read_metrics
-    from restr.predict import Predictor
+    from restr.eval.predict import Predictor
     from restr.engine.trainer import KILL_ENV
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
@@ -466,7 +466,7 @@ def test_smoke_training_resumes_bit_identically_and_evaluates(data_root, tmp_pat
 
 
 def test_cost_counts_m3att_per_module():
-    from restr.cost import measure
+    from restr.perf.cost import measure
 
     p = cli("cost", "--preset", "paper", "--family", "m3att", "--device", "meta", "--json")
     assert p.returncode == 0, p.stderr
@@ -489,7 +489,7 @@ def test_cost_counts_m3att_per_module():
 
 
 def test_cost_on_the_cpu_counts_the_same_as_meta():
-    from restr.cost import measure
+    from restr.perf.cost import measure
 
     cfg = smoke()
     assert measure(cfg, device="cpu")["macs"] == measure(cfg, device="meta")["macs"]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from restr.metrics import PREC_THRESHOLDS, SegmentationMeter, intersection_union, iou_of, summarize
+from restr.eval.metrics import PREC_THRESHOLDS, SegmentationMeter, intersection_union, iou_of, summarize
 
 
 def test_intersection_union_counts():

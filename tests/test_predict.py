@@ -13,7 +13,7 @@ from PIL import Image
 
 from restr.runs.folder import RunError
 from restr.data.errors import DataError, EmptyExpressionError
-from restr.predict import Predictor, UnknownWordsWarning
+from restr.eval.predict import Predictor, UnknownWordsWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 

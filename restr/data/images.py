@@ -1,6 +1,6 @@
 """One way in for images: a file path, a PIL image or a NumPy array -> H x W x 3 uint8 RGB.
 
-Prediction (:meth:`restr.predict.Predictor.load_image`), the data loader and evaluation
+Prediction (:meth:`restr.eval.predict.Predictor.load_image`), the data loader and evaluation
 (:func:`read_image`, through :class:`restr.data.refer.ReferData`) all read images here,
 so the same picture gives the same pixels whichever form it comes in.
 

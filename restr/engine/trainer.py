@@ -15,7 +15,7 @@ run killed at any point and resumed with ``--resume`` ends with the same weights
 uninterrupted one), one optimiser step (:class:`restr.engine.step.TrainStep`: it never makes
 the host wait for the device; ``python -m restr bench`` times the same step), the run
 directory (:class:`restr.engine.checkpointer.Checkpointer`; only rank 0 writes) and validation
-(:func:`validate`, the evaluator of :mod:`restr.evaluate`). :func:`train` is the loop
+(:func:`validate`, the evaluator of :mod:`restr.eval.evaluate`). :func:`train` is the loop
 that ties them together.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from ..data.errors import DataError
 from ..data.groups import ExpressionGroups, GroupedSampler, collate_groups
 from ..data.order import ResumableSampler, TrainBatches, loader_workers
 from .distributed import Dist, DistributedError, setup_distributed, shutdown_distributed
-from ..evaluate import Inference, SegmentationEvaluator, spread_indices
+from ..eval.evaluate import Inference, SegmentationEvaluator, spread_indices
 from .step import Diverged, TrainStep, build_train_step
 from ..utils.devices import cpu_threads
 from ..utils.files import DiskFullError

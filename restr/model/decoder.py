@@ -72,7 +72,7 @@ class CoarseToFineDecoder(nn.Module):
         linear layer therefore runs at the lower resolution, on a quarter of the pixels,
         and the upsampling moves half the channels: the same function (equal in float64
         up to rounding, tested), about 3x faster on a CPU. ``linear_first = False`` runs
-        the order as drawn (:mod:`restr.cost` counts that one, the paper's MACs).
+        the order as drawn (:mod:`restr.perf.cost` counts that one, the paper's MACs).
         """
         x = x.contiguous(memory_format=torch.channels_last)
         for linear in self.blocks:
@@ -81,7 +81,7 @@ class CoarseToFineDecoder(nn.Module):
                 x = linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
                 x = F.leaky_relu_(x, self.act.negative_slope)  # in place: no second full-size tensor
-            else:  # as drawn: what restr.cost counts, to compare with the paper's MACs
+            else:  # as drawn: what restr.perf.cost counts, to compare with the paper's MACs
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
                 x = self.act(linear(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
         return self.out(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)

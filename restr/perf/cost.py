@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cli import add_model_overrides, config_from_args
-from .config import CONV_FUSION, ConfigError, ModelConfig
+from ..cli import add_model_overrides, config_from_args
+from ..config import CONV_FUSION, ConfigError, ModelConfig
 
 MODULES = ("vision", "language", "projection", "fusion", "decoder")
 
@@ -118,7 +118,7 @@ def measure(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
     ``device="meta"`` runs the same forward on shape-only tensors: identical counts,
     no memory and no arithmetic, which is what the tests use at paper scale.
     """
-    from .model import build_model
+    from ..model import build_model
 
     cfg = ModelConfig(**{**cfg.__dict__, "vit_weights": None})  # never download to count
     with torch.device(device):

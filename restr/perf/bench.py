@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, ModelConfig, TrainConfig
-from .cli import add_model_overrides, config_from_args
+from ..config import ConfigError, ModelConfig, TrainConfig
+from ..cli import add_model_overrides, config_from_args
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {
@@ -117,7 +117,7 @@ class _Step:
     """One training or inference step on fixed synthetic tensors."""
 
     def __init__(self, cfg: ModelConfig, setup: BenchSetup, device: torch.device):
-        from .model import build_model
+        from ..model import build_model
 
         torch.manual_seed(0)
         self.mode, self.device = setup.mode, device
@@ -137,9 +137,9 @@ class _Step:
         if setup.mode == "train":
             # the trainer's own step (restr.engine.step.TrainStep): fused AdamW with the paper's two
             # groups and schedule, no host sync; the model is compiled inside it when asked
-            from .engine.distributed import Dist
-            from .engine.optim import build_optimizer, build_scheduler
-            from .engine.step import TrainStep
+            from ..engine.distributed import Dist
+            from ..engine.optim import build_optimizer, build_scheduler
+            from ..engine.step import TrainStep
 
             t = TrainConfig()
             opt = build_optimizer(self.model, t)
@@ -177,7 +177,7 @@ class _Step:
         """A training step that diverged timed no real work: refuse its figures."""
         if self.train_step is None:
             return
-        from .engine.step import Diverged
+        from ..engine.step import Diverged
 
         try:
             self.train_step.check()
@@ -341,8 +341,8 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
     """
     from torch.utils.data import DataLoader
 
-    from .data.groups import ExpressionGroups, collate_groups, expression_groups
-    from .data.refer import ReferDataset, collate
+    from ..data.groups import ExpressionGroups, collate_groups, expression_groups
+    from ..data.refer import ReferDataset, collate
 
     o = DataBench(**options)
     ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"),

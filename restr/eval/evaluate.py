@@ -5,7 +5,7 @@
 
 Every sentence of every ref of the split is one expression. Predictions (mask logits on
 the letterboxed canvas) are mapped back to the original image size, thresholded at
-logit >= 0 (probability >= 0.5) and scored with :mod:`restr.metrics`: cumulative IoU,
+logit >= 0 (probability >= 0.5) and scored with :mod:`restr.eval.metrics`: cumulative IoU,
 mean IoU, Prec@{0.5..0.9} and both IoUs per Table 2 length bucket. The protocol is
 written into the result.
 
@@ -45,9 +45,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
-from .utils.devices import cpu_threads, resolve_amp
-from .utils.files import atomic_write_text
-from .utils.overlay import overlay_mask
+from ..utils.devices import cpu_threads, resolve_amp
+from ..utils.files import atomic_write_text
+from ..utils.overlay import overlay_mask
 
 DEFAULT_BATCH = 64
 CSV_COLUMNS = ["control", "index", "ref_id", "sent_id", "ann_id", "image_id", "sentence", "original_sentence",
@@ -104,7 +104,7 @@ class SwapDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        from .data.vocab import tokenize
+        from ..data.vocab import tokenize
 
         index, text, other_ref = self.items[i]
         item = self.base[index]
@@ -132,7 +132,7 @@ def spread_indices(n: int, k: int | None) -> list[int]:
 
 def score_batch(batch: dict, mask_logits: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
     """``(I, U, prediction)`` per item: logits unletterboxed to the original size, >= 0."""
-    from .data.transforms import LetterboxMeta, unletterbox
+    from ..data.transforms import LetterboxMeta, unletterbox
     from .metrics import intersection_union
 
     metas = LetterboxMeta.batch_from_tensor(batch["meta"])
@@ -173,7 +173,7 @@ class SegmentationEvaluator:
 
     def __init__(self, dataset: str, distributed: bool = False, keep_records: bool = False,
                  on_prediction: Callable | None = None):
-        from .data.refer import bucket_labels
+        from ..data.refer import bucket_labels
 
         self.dataset, self.labels = dataset, bucket_labels(dataset)
         self.distributed, self.keep_records, self.on_prediction = distributed, keep_records, on_prediction
@@ -185,7 +185,7 @@ class SegmentationEvaluator:
         self.seen = 0
 
     def process(self, batch: dict, mask_logits: torch.Tensor) -> None:
-        from .data.refer import bucket_of
+        from ..data.refer import bucket_of
 
         for i, (inter, union, pred) in enumerate(score_batch(batch, mask_logits)):
             bucket = bucket_of(int(batch["num_words"][i]), self.dataset)
@@ -197,7 +197,7 @@ class SegmentationEvaluator:
             self.seen += 1
 
     def summary(self) -> dict[str, Any]:
-        """:meth:`restr.metrics.SegmentationMeter.summary` of everything processed."""
+        """:meth:`restr.eval.metrics.SegmentationMeter.summary` of everything processed."""
         if self.distributed:
             self.meter.all_reduce()
         return self.meter.summary()
@@ -210,7 +210,7 @@ def eval_loader(dataset: Dataset, batch_size: int = DEFAULT_BATCH, num_workers: 
                 indices: Sequence[int] | None = None, pin_memory: bool = False) -> DataLoader:
     """A loader over ``dataset`` (or its items ``indices``) in order, keeping an image's
     expressions together so that a batch holds few distinct images."""
-    from .data.refer import collate
+    from ..data.refer import collate
 
     data = Subset(dataset, indices) if indices is not None else dataset
     return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
@@ -371,7 +371,7 @@ class EvalOptions:
     data_root: str | None = None  # None: the run's data.root
 
     def __post_init__(self) -> None:
-        from .config import ConfigError
+        from ..config import ConfigError
 
         for name, low in (("batch_size", 1), ("max_expressions", 1), ("num_workers", 0), ("threads", 1)):
             value = getattr(self, name)
@@ -381,7 +381,7 @@ class EvalOptions:
 
 def split_dataset(run, split: str, data_root: str | None = None):
     """The ReferDataset of ``split`` for a loaded run, with the run's vocabulary and size."""
-    from .data.refer import ReferDataset
+    from ..data.refer import ReferDataset
 
     d = run.cfg.data
     return ReferDataset(data_root or d.root, d.dataset, d.split_by, split, image_root=d.image_root,
@@ -394,7 +394,7 @@ def evaluate_run(run_dir: str | Path, split: str = "val", *, swap_control: bool 
                  progress: bool = False, **options: Any) -> dict[str, Any]:
     """Evaluate a trained run (rebuilt from its directory) on ``split``; returns the result
     dict. ``options`` are the fields of :class:`EvalOptions`."""
-    from .runs.folder import load_run
+    from ..runs.folder import load_run
 
     t_start = time.perf_counter()
     opts = EvalOptions(**options)
@@ -477,11 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", help="data root, if it moved since training")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    from .runs.folder import RunError
-    from .config import ConfigError
-    from .data.errors import DataError
-    from .utils.devices import device_from_arg
-    from .utils.files import finite_json
+    from ..runs.folder import RunError
+    from ..config import ConfigError
+    from ..data.errors import DataError
+    from ..utils.devices import device_from_arg
+    from ..utils.files import finite_json
 
     for option, value, low in (("--batch-size", args.batch_size, 1), ("--max-expressions", args.max_expressions, 1),
                                ("--workers", args.workers, 0), ("--threads", args.threads, 1)):

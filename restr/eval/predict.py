@@ -7,7 +7,7 @@ Command line::
 
 Python::
 
-    from restr.predict import Predictor
+    from restr.eval.predict import Predictor
     p = Predictor.from_run("runs/tiny-0123abcd")
     r = p.predict("photo.jpg", "the red circle", return_attention=True)
     r["mask"]          # (h0, w0) bool, at the image's own resolution (probability >= 0.5)
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .utils.overlay import overlay_mask
+from ..utils.overlay import overlay_mask
 
 
 class UnknownWordsWarning(UserWarning):
@@ -76,7 +76,7 @@ class Predictor:
 
         Raises :class:`restr.runs.folder.RunError` naming the missing or corrupt file.
         """
-        from .runs.folder import load_run
+        from ..runs.folder import load_run
 
         run = load_run(run_dir, checkpoint, device)
         p = cls(run.model, run.vocab, run.cfg, device)
@@ -89,14 +89,14 @@ class Predictor:
         """A path, a PIL image or a NumPy array -> H x W x 3 uint8 RGB, upright (EXIF
         orientation applied). The accepted forms and how each is read are listed in
         :mod:`restr.data.images`; anything else raises a :class:`DataError` saying what was given."""
-        from .data.images import load_rgb
+        from ..data.images import load_rgb
 
         return load_rgb(image)
 
     def encode(self, text: str, strict: bool = False) -> tuple[torch.Tensor, list[str], list[str]]:
         """(ids (1, max_words), unknown words, words cut off). Warns when every word is
         unknown, and when the expression is longer than ``model.max_words``."""
-        from .data.vocab import tokenize
+        from ..data.vocab import tokenize
 
         ids, length = self.vocab.encode(text, self.cfg.model.max_words)  # EmptyExpressionError if empty
         all_tokens = tokenize(text)
@@ -108,7 +108,7 @@ class Predictor:
             msg = (f"every word of {text!r} is outside the run's vocabulary ({', '.join(unknown)}); the model sees "
                    f"only <unk> and its prediction does not depend on the text")
             if strict:
-                from .data.errors import DataError
+                from ..data.errors import DataError
 
                 raise DataError(msg)
             warnings.warn(msg, UnknownWordsWarning, stacklevel=3)
@@ -117,7 +117,7 @@ class Predictor:
     # -- prediction ---------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, image: Any, text: str, return_attention: bool = False, strict: bool = False) -> dict[str, Any]:
-        from .data.transforms import letterbox, normalize, unletterbox
+        from ..data.transforms import letterbox, normalize, unletterbox
 
         rgb = self.load_image(image)
         boxed, meta = letterbox(rgb, self.cfg.model.image_hw)
@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from PIL import Image
 
-    from .runs.folder import RunError
-    from .config import ConfigError
-    from .data.errors import DataError
-    from .utils.devices import device_from_arg
+    from ..runs.folder import RunError
+    from ..config import ConfigError
+    from ..data.errors import DataError
+    from ..utils.devices import device_from_arg
 
     problem = check_image_out("--out", args.out) or check_image_out("--overlay", args.overlay)
     if problem:
