@@ -46,7 +46,7 @@ from typing import Any
 from .book import run_config
 from .claims import Arm, load_arm
 from .config import BookProfile, Config
-from .experiments import get_run
+from .zoo.cache import get_run
 from .paper import TABLE4
 
 TABLE3_VARIANTS = {  # Table 3(b)'s rows: request name -> model overrides (4 fusion layers, no decoder)

@@ -22,7 +22,7 @@ COMMANDS = {
     "predict": ("restr.eval.predict", "segment one image for one expression"),
     "pretrain": ("restr.engine.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
                  "image classification of generated pictures (--set model.vit_pretrain=classify)"),
-    "zoo": ("restr.zoo", "the trained models shipped with the book: list, train what is missing"),
+    "zoo": ("restr.zoo.manifest", "the trained models shipped with the book: list, train what is missing"),
     "recipe": ("restr.recipe", "the sweep that found the tiny model's training recipe"),
     "bench": ("restr.perf.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.book", "run every notebook with papermill and build the site"),

@@ -109,7 +109,7 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
 
 def run_sweep(data_root: str, expressions: int, runs_dir: str, only: list[str] | None = None,
               sweep: str = "recipe", val_every: int = 8) -> list[dict]:
-    from .experiments import get_run
+    from .zoo.cache import get_run
 
     rows = []
     for change, cfg in sweep_configs(data_root, expressions, val_every, sweep):

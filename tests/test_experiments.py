@@ -1,4 +1,4 @@
-"""restr.experiments.get_run on a missing, an unfinished and a finished run."""
+"""restr.zoo.cache.get_run on a missing, an unfinished and a finished run."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 import restr.engine.trainer
+import restr.zoo.cache
 from restr.config import get_preset
-from restr.experiments import RunMissing, get_run, run_dir_for, run_status
-from restr.runs.folder import read_metrics
 from restr.engine.trainer import KILL_ENV
+from restr.runs.folder import read_metrics
+from restr.zoo.cache import RunMissing, get_run, run_dir_for, run_status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def train_calls(monkeypatch):
         calls.append({"out": Path(out), **kw})
         return real(cfg, out, **kw)
 
-    monkeypatch.setattr(restr.engine.trainer, "train", recording)
+    monkeypatch.setattr(restr.zoo.cache, "train", recording)  # the name get_run calls
     return calls
 
 
@@ -72,7 +73,7 @@ def test_finished_run_is_reused_without_training(data_root, tmp_path, train_call
 def test_unfinished_run_is_resumed(data_root, tmp_path, train_calls):
     cfg = smoke_cfg(data_root)
     # a notebook's kernel dies after step 3; its last checkpoint is from step 2
-    child = ("import json, sys\nfrom restr.config import Config\nfrom restr.experiments import get_run\n"
+    child = ("import json, sys\nfrom restr.config import Config\nfrom restr.zoo.cache import get_run\n"
              "get_run(Config.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", KILL_ENV: "3"}
     proc = subprocess.run([sys.executable, "-c", child, json.dumps(cfg.to_dict()), str(tmp_path)],

@@ -120,7 +120,7 @@ def predictions(book: Book) -> tuple[str, str, dict[str, bool]]:
     from restr.book import book_profile
     from restr.book_models import model_config
     from restr.data import ReferDataset
-    from restr.experiments import get_run
+    from restr.zoo.cache import get_run
     from restr.eval.predict import Predictor
 
     def here(p: str) -> Path:

@@ -364,7 +364,7 @@ def test_every_zoo_model_keeps_its_identity():
     each committed zoo model still hashes to that model's identity."""
     from restr.book_models import model_config
     from restr.config import get_book_profile
-    from restr.zoo import current_identity, identity, read_manifest, zoo_folder
+    from restr.zoo.manifest import current_identity, identity, read_manifest, zoo_folder
 
     quick = get_book_profile("quick")
     models = read_manifest(zoo_folder())

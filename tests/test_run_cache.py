@@ -10,7 +10,7 @@ import pytest
 
 from restr.config import get_preset
 from restr.data.synth import generate
-from restr.experiments import RunMissing, get_run
+from restr.zoo.cache import RunMissing, get_run
 
 
 def tiny_cfg(root):

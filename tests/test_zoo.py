@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from restr.runs.folder import load_run, read_run_config
 from restr.config import get_preset
-from restr.zoo import (ZooError, add_to_zoo, data_fingerprint, find, identity, materialize, read_manifest,
-                       write_manifest)
+from restr.data.fingerprint import data_fingerprint, short
+from restr.runs.folder import load_run, read_run_config
+from restr.zoo.manifest import ZooError, add_to_zoo, find, identity, materialize, read_manifest, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_export_writes_weights_log_and_a_manifest_entry(zoo, smoke_run):
 
 def test_identity_ignores_where_the_data_lives_but_not_what_it_is(smoke_run, tmp_path):
     cfg = read_run_config(smoke_run)
-    fp = data_fingerprint(cfg)
+    fp = short(data_fingerprint(cfg.data))
     moved = cfg.override({"data.root": "/elsewhere", "data.num_workers": 7, "train.log_every": 3})
     assert identity(moved, fp) == identity(cfg, fp)
     assert identity(cfg.override({"train.lr": 0.5}), fp) != identity(cfg, fp)
@@ -127,8 +127,8 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
     import restr.engine.trainer
     from restr.book import book_profile
     from restr.book_models import model_config
-    from restr.experiments import get_run
-    from restr.zoo import zoo_train
+    from restr.zoo.cache import get_run
+    from restr.zoo.train import zoo_train
 
     monkeypatch.setenv("RESTR_ZOO", str(tmp_path / "zoo"))
     monkeypatch.chdir(tmp_path)  # the smoke profile's data root is relative

@@ -4,7 +4,7 @@ A config names its data by path (``data.root``); regenerating the data in place 
 seed, another size) or replacing a download keeps the path and changes the contents. The
 fingerprint holds the SHA-256 of the refs file and of ``instances.json`` (every expression,
 split and mask) and of the training vocabulary (the words the model's embedding rows
-stand for, as this code tokenises them). The run cache (:mod:`restr.experiments`) keys
+stand for, as this code tokenises them). The run cache (:mod:`restr.zoo.cache`) keys
 runs by config AND fingerprint, and the trainer records it in ``config.json`` and refuses
 to resume a run whose data changed.
 

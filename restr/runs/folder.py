@@ -302,6 +302,6 @@ class LoopState:
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
 
     def summary(self, iterations: int, finished: bool) -> dict:
-        """The checkpoint's JSON sidecar (read by :func:`restr.experiments.run_status`)."""
+        """The checkpoint's JSON sidecar (read by :func:`restr.zoo.cache.run_status`)."""
         return {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "finished": finished,
                 "iterations": iterations, "best_val": self.best_val if math.isfinite(self.best_val) else None}

@@ -12,7 +12,7 @@ not inherit. So:
 - the holder deletes the file when it lets go (and the folder, if it created it only for
   the lock and it is still empty).
 
-Within one process the lock is re-entrant: :func:`restr.experiments.get_run` holds it
+Within one process the lock is re-entrant: :func:`restr.zoo.cache.get_run` holds it
 around :func:`restr.engine.trainer.train`, which takes it too.
 """
 from __future__ import annotations

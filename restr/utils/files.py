@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Iterable
 
+REPO = Path(__file__).resolve().parents[2]  # the repository: the folder holding restr/
+
 
 # ----------------------------------------------------------------------------------------
 # atomic writes

@@ -2,7 +2,7 @@
 
 A laptop cannot train the book's twenty models inside the main job, so the book ships
 them, the way tutorial books ship trained checkpoints: a notebook asks for a config;
-:func:`restr.experiments.get_run` finds a finished run in ``runs/``, else a zoo model
+:func:`restr.zoo.cache.get_run` finds a finished run in ``runs/``, else a zoo model
 whose identity matches (and whose file hash checks out), else trains. Nothing is ever
 retrained silently in place of a zoo file that is corrupt or does not match: that is an
 error naming the file.
@@ -44,18 +44,24 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import Config
-from .utils.files import atomic_write_bytes, atomic_write_text, read_jsonl
+from ..config import Config, ConfigError
+from ..data.fingerprint import data_fingerprint, short
+from ..data.vocab import Vocabulary
+from ..eval.evaluate import evaluate_run
+from ..model import build_model
+from ..runs.folder import CONFIG_FILE, LoopState, load_checkpoint, read_run_config, save_checkpoint, write_run_config
+from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, read_jsonl
 
-REPO = Path(__file__).resolve().parent.parent
 ZOO_DIR = REPO / "data" / "zoo"  # $RESTR_ZOO names another folder (tests)
 MANIFEST = "manifest.json"
 # config fields that do not shape the weights: left out of a model's identity
@@ -82,14 +88,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def data_fingerprint(cfg: Config) -> str:
-    """The data's fingerprint as a short string (:mod:`restr.data.fingerprint`: its refs,
-    instances and training vocabulary), the same the run cache keys runs by."""
-    from .data.fingerprint import data_fingerprint as full, short
-
-    return short(full(cfg.data))
 
 
 def identity(cfg: Config, fingerprint: str) -> str:
@@ -122,11 +120,11 @@ def write_manifest(models: list[dict[str, Any]], zoo_dir: str | os.PathLike | No
 def find(cfg: Config, zoo_dir: str | os.PathLike | None = None,
          fingerprint: str | None = None) -> dict[str, Any] | None:
     """The manifest entry of the model ``cfg`` asks for, or None (``fingerprint``: the
-    data's, :func:`data_fingerprint`, if already known)."""
+    data's short fingerprint, :func:`restr.data.fingerprint.short`, if already known)."""
     models = read_manifest(zoo_dir)
     if not models:
         return None
-    key = identity(cfg, fingerprint or data_fingerprint(cfg))
+    key = identity(cfg, fingerprint or short(data_fingerprint(cfg.data)))
     return next((m for m in models if current_identity(m) == key), None)
 
 
@@ -136,7 +134,6 @@ def current_identity(entry: dict[str, Any]) -> str:
     manifest's own ``identity`` is the one at training time. That a new field's default
     keeps the old computation is what the zoo test checks: every model reproduces its
     manifest numbers."""
-    from .config import ConfigError
 
     try:
         cfg = Config.from_dict(entry["config"])
@@ -153,7 +150,6 @@ def entry_name(model: str, seed: int, profile: str) -> str:
 
 def retrain_command(entry: dict[str, Any]) -> str:
     """The command that trains the entry again and puts it back in the zoo."""
-    import re
 
     profile = entry.get("profile")
     if profile is None:  # entries from before "profile" was recorded: their command names it
@@ -201,10 +197,6 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     """Write a finished run directory for the zoo model (config, vocabulary, weights as
     ``checkpoints/last.pt``, its training log), so that everything that reads runs reads
     it. ``cfg`` is the requesting config (its data location is this machine's)."""
-    from .runs.folder import CONFIG_FILE, LoopState, save_checkpoint, write_run_config
-    from .data.fingerprint import data_fingerprint as full_fingerprint
-    from .data.vocab import Vocabulary
-    from .model import build_model
 
     state = load_weights(entry, zoo_dir)
     vocab = Vocabulary(entry["vocab"])
@@ -226,13 +218,12 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     atomic_write_bytes(run_dir / "metrics.jsonl", log.read_bytes() if log.is_file() else b"")
     loop = LoopState(step=step)
     atomic_write_text(run_dir / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
-    write_run_config(run_dir, resolved, cfg.hash(), fingerprint=full_fingerprint(cfg.data))
+    write_run_config(run_dir, resolved, cfg.hash(), fingerprint=data_fingerprint(cfg.data))
     return run_dir
 
 
 def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
     """The manifest's metrics of a run: the fixed validation slice, on the CPU."""
-    from .eval.evaluate import evaluate_run
 
     r = evaluate_run(run_dir, EVAL_SLICE["split"], max_expressions=EVAL_SLICE["max_expressions"], device="cpu",
                      num_workers=0)
@@ -247,8 +238,6 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     fp32 and the fp16 weights."""
     from safetensors.torch import save
 
-    from .runs.folder import load_checkpoint, read_run_config
-    from .data.vocab import Vocabulary
 
     run_dir, zoo_dir = Path(run_dir), zoo_folder(zoo_dir)
     cfg = read_run_config(run_dir)
@@ -260,7 +249,7 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     atomic_write_bytes(weights, save(half))
     rows = [r for r in read_jsonl(run_dir / "metrics.jsonl")]
     atomic_write_text(zoo_dir / f"{name}.metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    fingerprint = data_fingerprint(cfg)
+    fingerprint = short(data_fingerprint(cfg.data))
     entry = {
         "name": name, "file": weights.name, "sha256": file_sha256(weights), "metrics_file": f"{name}.metrics.jsonl",
         "identity": identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
@@ -280,8 +269,6 @@ class _temporary_run:
     """A context manager: the zoo entry materialised in a temporary folder."""
 
     def __init__(self, entry: dict, cfg: Config, zoo_dir: Path):
-        import tempfile
-
         self.tmp = tempfile.TemporaryDirectory(prefix="restr-zoo-")
         self.entry, self.cfg, self.zoo_dir = entry, cfg, zoo_dir
 
@@ -328,59 +315,6 @@ def format_manifest(models: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds: list[int] | None = None,
-              retrain: bool = False, runs_dir: str = "runs", zoo_dir: str | os.PathLike | None = None) -> list[str]:
-    """Train what the book's ``profile_name`` needs and the zoo lacks (``retrain``: every
-    model asked for, again), and add each to the zoo. Returns the names added."""
-    from .book import book_profile, ensure_data
-    from .book_models import book_models
-    from .experiments import get_run
-
-    profile = book_profile(profile_name)
-    data_root = Path(profile.data_root)
-    ensure_data(profile, data_root)
-    models = book_models(profile)
-    unknown = set(only or []) - {m.name for m in models}
-    if unknown:
-        raise ZooError(f"no book model named {sorted(unknown)}; the {profile_name} book's models are: "
-                       f"{', '.join(m.name for m in models)}")
-    added = []
-    for m in models:
-        if only and m.name not in only:
-            continue
-        for seed in [s for s in m.seeds if not seeds or s in seeds]:
-            cfg, name = m.config(profile, data_root, seed), entry_name(m.name, seed, profile_name)
-            if not retrain and find(cfg, zoo_dir) is not None:
-                print(f"zoo: {name} is in the zoo already", file=sys.stderr)
-                continue
-            command = f"python -m restr zoo train --profile {profile_name} --only {m.name} --seeds {seed}"
-            if not retrain:
-                refuse_replacing(name, cfg, command, zoo_dir)
-            print(f"zoo: training {name} ({cfg.train.iterations} steps)", file=sys.stderr)
-            run = get_run(cfg, Path(runs_dir) / "zoo" if retrain else runs_dir, use_zoo=False)
-            seconds = max((r.get("elapsed_s") or 0.0 for r in read_jsonl(Path(run) / "metrics.jsonl")
-                           if r.get("split")), default=0.0)
-            add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name)
-            added.append(name)
-    return added
-
-
-def refuse_replacing(name: str, cfg: Config, command: str, zoo_dir: str | os.PathLike | None = None) -> None:
-    """A :class:`ZooError` if the zoo holds a model called ``name`` of another config (or data)
-    than ``cfg``: training ``cfg`` (by ``command``) would replace it; ``--retrain`` asks for that."""
-    entry = next((e for e in read_manifest(zoo_dir) if e["name"] == name), None)
-    if entry is None:
-        return
-    try:
-        same = current_identity(entry) == identity(cfg, data_fingerprint(cfg))
-    except ZooError:
-        same = False  # its config no longer loads: it is another config now
-    if not same:
-        raise ZooError(f"the zoo already holds a model called {name!r} ({zoo_folder(zoo_dir) / entry['file']}) of "
-                       f"another config or data (trained by `{entry.get('command', '?')}`); not replacing it with this "
-                       f"config's model. To replace it: `{command} --retrain`")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -397,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             models = read_manifest()
             print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
         else:
+            from .train import zoo_train
+
             added = zoo_train(args.profile, args.only, args.seeds, args.retrain, args.runs)
             print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
     except ZooError as exc:

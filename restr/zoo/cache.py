@@ -11,7 +11,7 @@ missing one is trained. One process at a time trains a run: another one that nee
 waits for it (:mod:`restr.runs.lock`), then uses it.
 
     from restr.config import get_preset
-    from restr.experiments import get_run, load_predictor
+    from restr.zoo.cache import get_run, load_predictor
     run_dir = get_run(get_preset("tiny"))
 """
 from __future__ import annotations
@@ -21,9 +21,13 @@ import os
 import sys
 from pathlib import Path
 
-from .runs.folder import CONFIG_FILE, checkpoint_path, read_run_fingerprint
-from .config import Config
-from .data.fingerprint import changes, data_fingerprint, short
+from ..config import Config
+from ..data.fingerprint import changes, data_fingerprint, short
+from ..engine.trainer import train
+from ..eval.predict import Predictor
+from ..runs.folder import CONFIG_FILE, checkpoint_path, read_run_fingerprint
+from ..runs.lock import RunLock
+from . import manifest as zoo
 
 
 class RunMissing(FileNotFoundError):
@@ -69,10 +73,8 @@ def run_status(run_dir: str | os.PathLike) -> dict:
 def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing: bool = True,
             progress: bool = True, device: str = "auto", use_zoo: bool | None = None) -> Path:
     """The directory of a finished run of ``cfg``: cached, rebuilt from the model zoo
-    (:mod:`restr.zoo`; ``use_zoo``, default on unless ``$RESTR_NO_ZOO`` is set), resumed,
+    (:mod:`restr.zoo.manifest`; ``use_zoo``, default on unless ``$RESTR_NO_ZOO`` is set), resumed,
     or trained now."""
-    from .runs.lock import RunLock
-    from .engine.trainer import train
 
     fp = data_fingerprint(cfg.data)
     run_dir = run_dir_for(cfg, runs_dir, fp)
@@ -96,7 +98,6 @@ def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing:
 def from_zoo(cfg: Config, run_dir: Path, use_zoo: bool | None = None) -> bool:
     """Rebuild ``run_dir`` from the zoo model ``cfg`` asks for, if the zoo has one; say
     which. A zoo file that is corrupt or does not match is an error, never a retrain."""
-    from . import zoo
 
     if use_zoo is None:
         use_zoo = not os.environ.get("RESTR_NO_ZOO")
@@ -111,6 +112,5 @@ def from_zoo(cfg: Config, run_dir: Path, use_zoo: bool | None = None) -> bool:
 
 def load_predictor(cfg: Config, runs_dir: str | os.PathLike = "runs", **kw):
     """A :class:`restr.eval.predict.Predictor` for the (cached or freshly trained) run of ``cfg``."""
-    from .eval.predict import Predictor
 
     return Predictor.from_run(get_run(cfg, runs_dir, **kw))
