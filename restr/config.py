@@ -657,7 +657,8 @@ class BookProfile:
     # overrides of every run's config (``(("model.vit_pretrain", "classify"),)``)
     overrides: tuple[tuple[str, Any], ...] = ()
     # the optional arms the profile trains: "conv" (the convolutional baseline, claim 6),
-    # "starts" (the main arm from the other backbone starts: the fidelity page)
+    # "starts" (the main arm from the other backbone starts: the fidelity page), "m3att"
+    # (chapter 7: M3Att and its ablations)
     arms: tuple[str, ...] = ()
 
 
