@@ -45,8 +45,8 @@ import pandas as pd
 from . import paper
 from .analysis import attention_layers, expression_scores, learning_curve, score_columns, uniform_visual_share
 from .checkpoint import read_run_config
-from .verdict import (MARGINAL, MIN_HITS, ArmCheck, Estimate, Resampler, Stat, Statement, Verdict, convergence,
-                      cum_iou, judge, mean_of, missing_part, part, relative_gain)
+from .verdict import (INCONCLUSIVE, MARGINAL, MIN_HITS, ArmCheck, Estimate, Resampler, Stat, Statement, Verdict,
+                      convergence, cum_iou, judge, mean_of, missing_part, part, relative_gain)
 
 
 CLAIMS: dict[str, Statement] = {
@@ -679,6 +679,22 @@ def m3att_claims(arms: Mapping[str, Arm], floor: pd.DataFrame, samples: int = 10
     return results
 
 
+def m3att_untrained(reason: str) -> list[ClaimResult]:
+    """M3Att's claims in a build that does not train its arms: each reads inconclusive,
+    with ``reason``, beside the paper's numbers."""
+    p = _m3att_paper()
+    papers = {"m3att1": f"M3Att over generic attention {p['over_generic']:+.2f} (Table II, #1 - #0)",
+              "m3att2": f"IMI {p['imi']:+.2f}, IMI* {p['imi_same']:+.2f} over #1 (Table II)",
+              "m3att3": f"LFR {p['lfr']:+.2f} (Table II, #4 - #2)"}
+    out = []
+    for key, paper_text in papers.items():
+        st = CLAIMS[key]
+        verdict = Verdict(key, st.text, st.quote, st.source, paper_text, "not measured in this build", INCONCLUSIVE,
+                          f"not trained here: {reason}", (), (), INCONCLUSIVE, "not trained here")
+        out.append(ClaimResult(verdict, pd.DataFrame(), {}))
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 # into the pages
 
@@ -692,7 +708,7 @@ def glue_result(result: ClaimResult) -> None:
     for name in ("statement", "quote", "source", "paper", "ours", "why"):
         glue(f"{v.key}_{name}", getattr(v, name))
     glue(f"{v.key}_verdict", v.text)
-    glue(f"{v.key}_budget", v.budgets())
+    glue(f"{v.key}_budget", v.budgets() or "not trained in this build")
     glue_values(v.key, result.numbers)
 
 
