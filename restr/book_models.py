@@ -20,7 +20,9 @@ A notebook never builds a training config itself: it asks for a model by name an
     claim 6's convolutional baseline (``model.fusion = "concat-conv"``, the decoder on);
 ``start-dense``, ``start-none`` (profiles with ``"starts"``)
     the main model from the other backbone starts: dense in-domain pretraining, and no
-    pretraining (the fidelity page's backbone-start row).
+    pretraining (the fidelity page's backbone-start row);
+``m3att``, ``m3att-generic``, ``m3att-no-imi``, ``m3att-imi-same``, ``m3att-no-lfr`` (profiles with ``"m3att"``)
+    chapter 7: Liu et al.'s model on the same encoders, and one component changed at a time.
 
 Every model but ``main`` is trained for the profile's ``variant_iterations``.
 
@@ -58,6 +60,14 @@ TABLE3_VARIANTS = {  # Table 3(b)'s rows: request name -> model overrides (4 fus
 HEADLINE = ("table3-vme", "table3-ime", "table3-cme", "table3-cme-dagger", "table4-4L", "table4-4L-dec")
 FIDELITY = ("head-release", "start-dense", "start-none")  # one seed in every profile
 STARTS = {"start-dense": {"vit_pretrain": "dense"}, "start-none": {"vit_weights": None}}
+# M3Att's arms (profiles with "m3att"): the full model and one component changed at a time
+M3ATT_ARMS = {
+    "m3att": {},
+    "m3att-generic": {"m3att_attention": "generic"},  # Table I's "Generic (LAV only)"
+    "m3att-no-imi": {"m3att_imi": "off"},
+    "m3att-imi-same": {"m3att_imi": "same"},  # Table II's IMI*: every layer gets the same language feature
+    "m3att-no-lfr": {"m3att_lfr": False},
+}
 
 
 class UnknownModel(KeyError):
@@ -127,6 +137,8 @@ def requests(profile: BookProfile) -> list[Request]:
         out.append(req("table2-conv", fusion="concat-conv", fusion_layers=4, decoder=True))
     if "starts" in profile.arms:
         out += [req(name, main=True, fusion="cme", fusion_layers=4, decoder=True, **kw) for name, kw in STARTS.items()]
+    if "m3att" in profile.arms:
+        out += [req(name, family="m3att", **kw) for name, kw in M3ATT_ARMS.items()]
     return out
 
 

@@ -657,7 +657,8 @@ class BookProfile:
     # overrides of every run's config (``(("model.vit_pretrain", "classify"),)``)
     overrides: tuple[tuple[str, Any], ...] = ()
     # the optional arms the profile trains: "conv" (the convolutional baseline, claim 6),
-    # "starts" (the main arm from the other backbone starts: the fidelity page)
+    # "starts" (the main arm from the other backbone starts: the fidelity page), "m3att"
+    # (chapter 7: M3Att and its ablations)
     arms: tuple[str, ...] = ()
 
 
@@ -692,7 +693,7 @@ BOOK_PROFILES: dict[str, BookProfile] = {
             _QUICK, name="smoke", preset="smoke", data_root="_build/data/synthref-smoke",
             synth=SynthData(seed=0, num_images=40), iterations=30, variant_iterations=12,
             eval_max_expressions=64, grid_eval_expressions=64, attention_expressions=32, bootstrap=200,
-            table4_layers=(2, 4), seeds=(0,), bench_steps=2,
+            table4_layers=(2, 4), seeds=(0,), bench_steps=2, arms=("conv", "m3att"),
         ),
         _QUICK,
         # full: quick with every variant trained as long as the main run and scored on the

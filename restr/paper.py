@@ -63,3 +63,19 @@ TABLE5 = {
     "CME": {"params_M": 122.87, "GMACs": 52.29, "IoU": 54.48},
     "CME†": {"params_M": 108.70, "GMACs": 52.29, "IoU": 54.07},
 }
+
+# M3Att (Liu, Ding, Zhang, Jiang): RefCOCO val, IoU and Pr@0.5 (%)
+# Table I: M3Dec layers in the shared / independent settings and the generic attention (LAV only)
+M3ATT_TABLE1 = {
+    "shared": {1: 60.57, 2: 66.30, 3: 67.88, 4: 67.82},
+    "independent": {1: 62.36, 2: 66.32, 3: 67.80, 4: 67.76},
+    "generic": {1: 55.42, 2: 64.12, 3: 64.40, 4: 64.42},
+}
+# Table II: components, cumulative from the generic baseline (IoU, Pr@0.5)
+M3ATT_TABLE2 = {
+    "baseline (generic LAV)": (62.04, 73.52),
+    "baseline (M3Att)": (65.56, 76.66),
+    "+ IMI": (66.70, 77.62),
+    "+ IMI*": (65.92, 76.80),
+    "ours (+ IMI + LFR)": (67.88, 79.01),
+}

@@ -172,10 +172,11 @@ def test_status_page_shows_the_verdicts_the_notebooks_computed(smoke_book):
     source = status.read_text()
     assert "{glue" not in source and "glue:text" not in source
     tables = re.findall(r"<table.*?</table>", source, re.S)
-    claims_rows, reading_rows = _rows(tables[0]), _rows(tables[1])
-    assert len(claims_rows) == 7 and len(reading_rows) == 3
-    keys = [f"claim{n}" for n in range(1, 8)] + [f"reading{n}" for n in range(1, 4)]
-    for key, (claim, words, budget, theirs, ours, verdict) in zip(keys, claims_rows + reading_rows):
+    claims_rows, reading_rows, m3att_rows = _rows(tables[0]), _rows(tables[1]), _rows(tables[2])
+    assert len(claims_rows) == 7 and len(reading_rows) == 3 and len(m3att_rows) == 3
+    keys = ([f"claim{n}" for n in range(1, 8)] + [f"reading{n}" for n in range(1, 4)]
+            + [f"m3att{n}" for n in range(1, 4)])
+    for key, (claim, words, budget, theirs, ours, verdict) in zip(keys, claims_rows + reading_rows + m3att_rows):
         assert claim.endswith(glued[f"{key}_statement"])
         assert glued[f"{key}_quote"] in words and glued[f"{key}_source"] in words
         assert budget == glued[f"{key}_budget"] and "steps x" in budget and "seed" in budget
@@ -199,10 +200,11 @@ def test_chapters_state_what_they_found_with_the_run_numbers(smoke_book):
     glued = glued_values(smoke_book / "build" / "executed" / "smoke")
     html = smoke_book / "build" / "html" / "notebooks"
     found = {stem: page_text(html / f"{stem}.html").split("What we found#", 1)[1]
-             for stem in ("01_patch_embedding", "02_fusion_variants", "03_decoder_effects", "04_length_buckets")}
+             for stem in ("01_patch_embedding", "02_fusion_variants", "03_decoder_effects", "04_length_buckets",
+                           "07_mutual_attention")}
     for stem, keys in (("02_fusion_variants", ("claim1", "claim2", "reading1", "reading2")),
                        ("03_decoder_effects", ("claim3", "claim4", "claim5", "claim7", "reading3")),
-                       ("04_length_buckets", ("claim6",))):
+                       ("04_length_buckets", ("claim6",)), ("07_mutual_attention", ("m3att1", "m3att2", "m3att3"))):
         for key in keys:
             assert f"Verdict: {glued[f'{key}_verdict']} ({glued[f'{key}_why']})" in found[stem], (stem, key)
     assert f"largest difference {glued['patch_embed_max_diff']:.1e}" in found["01_patch_embedding"]

@@ -15,6 +15,8 @@ from restr.data.fingerprint import data_fingerprint, short
 from restr.runs.folder import load_run, read_run_config
 from restr.zoo.manifest import ZooError, add_to_zoo, find, identity, materialize, read_manifest, write_manifest
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="module")
 def zoo(smoke_run, tmp_path_factory) -> Path:
@@ -124,7 +126,7 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
     """`zoo train` trains a book model into the zoo; a later request in another runs
     folder is answered from the zoo (no training), and says so; --retrain is refused
     nothing but trains again."""
-    import restr.engine.trainer
+    import restr.zoo.cache
     from restr.book import book_profile
     from restr.book_models import model_config
     from restr.zoo.cache import get_run
@@ -140,10 +142,51 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
     prof = book_profile("smoke")
     cfg = model_config(prof, prof.data_root, "main", seed=0)
     calls = []
-    monkeypatch.setattr(restr.engine.trainer, "train", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(restr.zoo.cache, "train", lambda *a, **k: calls.append(a))
     capsys.readouterr()
     run = get_run(cfg, tmp_path / "other-runs", progress=False)
     assert calls == [] and "zoo: " in capsys.readouterr().err
     assert load_run(run).step == cfg.train.iterations
     with pytest.raises(ZooError, match="no book model named"):
         zoo_train("smoke", only=["nope"], runs_dir=str(tmp_path / "runs"))
+
+
+def test_the_queue_trains_seed_0_of_every_model_first():
+    from types import SimpleNamespace
+
+    from restr.zoo.train import queue
+
+    a, b, c = (SimpleNamespace(name=n, seeds=s) for n, s in (("a", (0, 1, 2)), ("b", (0,)), ("c", (0, 1, 2))))
+    order = [(m.name, s) for m, s in queue([a, b, c])]
+    assert order == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("c", 1), ("a", 2), ("c", 2)]
+    assert [(m.name, s) for m, s in queue([a, b, c], only=["c"], seeds=[2, 0])] == [("c", 0), ("c", 2)]
+
+
+@pytest.mark.slow
+def test_zoo_train_jobs_trains_two_at_a_time_and_commits_each_model(tmp_path, monkeypatch):
+    """The campaign's command: `zoo train --jobs 2 --commit` trains the queue in two
+    processes, adds each model to the zoo under the manifest's lock, commits each with its
+    log, records its wall and CPU time, and resumes by skipping what the zoo holds."""
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    (repo / "zoo").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for key, value in (("user.email", "t@example.org"), ("user.name", "t")):
+        subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
+    env = {**__import__("os").environ, "RESTR_ZOO": str(repo / "zoo"), "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "restr", "zoo", "train", "--profile", "smoke", "--only", "main", "table4-2L",
+           "--runs", str(tmp_path / "runs"), "--jobs", "2", "--commit"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 model(s) to train, 2 at a time" in proc.stderr
+    manifest = {e["name"]: e for e in read_manifest(repo / "zoo")}
+    assert set(manifest) == {"smoke-main-s0", "smoke-table4-2L-s0"}
+    assert all(e["cpu_s"] > 0 and e["wall_s"] > 0 for e in manifest.values())
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
+    assert sorted(line.split(" (")[0] for line in log.splitlines()) == ["zoo: smoke-main-s0", "zoo: smoke-table4-2L-s0"]
+    tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True).stdout.split()
+    assert {"zoo/manifest.json", "zoo/smoke-main-s0.safetensors", "zoo/smoke-main-s0.metrics.jsonl"} <= set(tracked)
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "0 model(s) to train" in again.stderr

@@ -232,7 +232,8 @@ def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
 
 
 def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: float,
-               zoo_dir: str | os.PathLike | None = None, profile: str | None = None) -> dict[str, Any]:
+               zoo_dir: str | os.PathLike | None = None, profile: str | None = None,
+               cpu_s: float | None = None) -> dict[str, Any]:
     """Export a finished run into the zoo as ``name`` (fp16 weights, its log, a manifest
     entry; ``profile``: the book profile it was trained for); evaluates the slice with the
     fp32 and the fp16 weights."""
@@ -254,15 +255,38 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
         "name": name, "file": weights.name, "sha256": file_sha256(weights), "metrics_file": f"{name}.metrics.jsonl",
         "identity": identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
         "seed": cfg.train.seed, "profile": profile, "commit": _git_commit(), "command": command,
-        "wall_s": round(wall_s, 1),
+        "wall_s": round(wall_s, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1),
         "cpu": _cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",
         "vocab": Vocabulary.load(run_dir / "vocab.json").words, "eval": dict(EVAL_SLICE), "fp32_metrics": fp32,
     }
     with _temporary_run(entry, cfg, zoo_dir) as fp16_run:
         entry["metrics"] = evaluate_slice(fp16_run)
-    models = [m for m in read_manifest(zoo_dir) if m["name"] != name] + [entry]
-    write_manifest(models, zoo_dir)
+    with manifest_lock(zoo_dir):  # another `zoo train` job may add its model at the same moment
+        models = [m for m in read_manifest(zoo_dir) if m["name"] != name] + [entry]
+        write_manifest(models, zoo_dir)
     return entry
+
+
+class manifest_lock:
+    """An exclusive lock on the zoo's manifest (a ``manifest.lock`` file beside it), held while
+    one process reads, changes and writes it."""
+
+    def __init__(self, zoo_dir: str | os.PathLike | None = None):
+        self.path = zoo_folder(zoo_dir) / "manifest.lock"
+
+    def __enter__(self) -> "manifest_lock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
 
 
 class _temporary_run:
@@ -325,11 +349,25 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seeds", nargs="*", type=int, help="only these seeds")
     t.add_argument("--retrain", action="store_true", help="train them again even if the zoo has them")
     t.add_argument("--runs", default="runs", help="runs folder (default: runs/)")
+    t.add_argument("--jobs", type=int, default=1,
+                   help="train this many models at a time, one compute thread each (default: 1, in this process)")
+    t.add_argument("--commit", action="store_true",
+                   help="commit each model to git (weights, log, manifest) as soon as it is in the zoo")
     args = parser.parse_args(argv)
     try:
         if args.what == "list":
             models = read_manifest()
             print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
+        elif args.jobs > 1 or args.commit:
+            from .train import zoo_train_jobs
+
+            added, failed = zoo_train_jobs(args.profile, args.only, args.seeds, args.retrain, args.runs,
+                                           max(1, args.jobs), args.commit)
+            print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
+            if failed:
+                print(f"error: {len(failed)} failed: {', '.join(failed)} (their logs: {args.runs}/zoo-logs/)",
+                      file=sys.stderr)
+                return 1
         else:
             from .train import zoo_train
 

@@ -6,8 +6,11 @@ The one part of the zoo that knows the book: which models a profile's notebooks 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from ..book import book_profile, ensure_data
 from ..book_models import book_models
@@ -15,7 +18,8 @@ from ..config import Config
 from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import read_jsonl
 from .cache import get_run
-from .manifest import ZooError, add_to_zoo, current_identity, entry_name, find, identity, read_manifest, zoo_folder
+from .manifest import (MANIFEST, ZooError, add_to_zoo, current_identity, entry_name, find, identity, read_manifest,
+                       zoo_folder)
 
 
 def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds: list[int] | None = None,
@@ -31,24 +35,104 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
         raise ZooError(f"no book model named {sorted(unknown)}; the {profile_name} book's models are: "
                        f"{', '.join(m.name for m in models)}")
     added = []
-    for m in models:
-        if only and m.name not in only:
+    for m, seed in queue(models, only, seeds):
+        cfg, name = m.config(profile, data_root, seed), entry_name(m.name, seed, profile_name)
+        if not retrain and find(cfg, zoo_dir) is not None:
+            print(f"zoo: {name} is in the zoo already", file=sys.stderr)
             continue
-        for seed in [s for s in m.seeds if not seeds or s in seeds]:
-            cfg, name = m.config(profile, data_root, seed), entry_name(m.name, seed, profile_name)
-            if not retrain and find(cfg, zoo_dir) is not None:
-                print(f"zoo: {name} is in the zoo already", file=sys.stderr)
-                continue
-            command = f"python -m restr zoo train --profile {profile_name} --only {m.name} --seeds {seed}"
-            if not retrain:
-                refuse_replacing(name, cfg, command, zoo_dir)
-            print(f"zoo: training {name} ({cfg.train.iterations} steps)", file=sys.stderr)
-            run = get_run(cfg, Path(runs_dir) / "zoo" if retrain else runs_dir, use_zoo=False)
-            seconds = max((r.get("elapsed_s") or 0.0 for r in read_jsonl(Path(run) / "metrics.jsonl")
-                           if r.get("split")), default=0.0)
-            add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name)
-            added.append(name)
+        command = f"python -m restr zoo train --profile {profile_name} --only {m.name} --seeds {seed}"
+        if not retrain:
+            refuse_replacing(name, cfg, command, zoo_dir)
+        print(f"zoo: training {name} ({cfg.train.iterations} steps)", file=sys.stderr)
+        cpu0 = time.process_time()
+        run = get_run(cfg, Path(runs_dir) / "zoo" if retrain else runs_dir, use_zoo=False)
+        seconds = max((r.get("elapsed_s") or 0.0 for r in read_jsonl(Path(run) / "metrics.jsonl")
+                       if r.get("split")), default=0.0)
+        add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=time.process_time() - cpu0)
+        added.append(name)
     return added
+
+
+def queue(models: list, only: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[Any, int]]:
+    """The ``(model, seed)`` pairs to train, seed by seed: seed 0 of every model before any
+    model's seed 1, so that a campaign stopped half-way has every arm once."""
+    pairs = [(m, s) for m in models if not only or m.name in only for s in m.seeds if not seeds or s in seeds]
+    order = {s: i for i, s in enumerate(sorted({s for _, s in pairs}))}
+    return sorted(pairs, key=lambda p: order[p[1]])  # stable: the book's order within a seed
+
+
+def zoo_train_jobs(profile_name: str, only: list[str] | None, seeds: list[int] | None, retrain: bool,
+                   runs_dir: str, jobs: int, commit: bool = False) -> tuple[list[str], list[str]]:
+    """:func:`zoo_train` with ``jobs`` processes at a time, one compute thread each (a
+    campaign on a machine of ``jobs`` cores): each process trains one (model, seed) of the
+    seed-by-seed :func:`queue` and adds it to the zoo; its output goes to
+    ``<runs>/zoo-logs/<name>.log``. With ``commit``, each model is committed to git with its
+    log as soon as it is in the zoo, so a campaign cut short keeps every finished model, and
+    the same command resumes it. Returns the names added and those that failed."""
+    profile = book_profile(profile_name)
+    data_root = Path(profile.data_root)
+    ensure_data(profile, data_root)
+    pending = [(m, seed) for m, seed in queue(book_models(profile), only, seeds)
+               if retrain or find(m.config(profile, data_root, seed)) is None]
+    logs = Path(runs_dir) / "zoo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"zoo: {len(pending)} model(s) to train, {jobs} at a time; logs in {logs}", file=sys.stderr, flush=True)
+    running: dict[subprocess.Popen, tuple[str, Path, float]] = {}
+    added, failed, last_report = [], [], time.monotonic()
+    while pending or running:
+        while pending and len(running) < jobs:
+            m, seed = pending.pop(0)
+            name = entry_name(m.name, seed, profile_name)
+            cmd = [sys.executable, "-m", "restr", "zoo", "train", "--profile", profile_name, "--only", m.name,
+                   "--seeds", str(seed), "--runs", runs_dir] + (["--retrain"] if retrain else [])
+            log = logs / f"{name}.log"
+            with open(log, "w") as fh:
+                proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "OMP_NUM_THREADS": "1"})
+            running[proc] = (name, log, time.monotonic())
+            print(f"zoo: started {name}", file=sys.stderr, flush=True)
+        time.sleep(2)
+        for proc in [p for p in running if p.poll() is not None]:
+            name, log, t0 = running.pop(proc)
+            minutes = (time.monotonic() - t0) / 60
+            if proc.returncode == 0:
+                added.append(name)
+                print(f"zoo: {name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
+                if commit:
+                    commit_model(name)
+            else:
+                failed.append(name)
+                print(f"zoo: {name} failed (exit {proc.returncode}); its output: {log}", file=sys.stderr, flush=True)
+        if time.monotonic() - last_report > 60 and running:
+            last_report = time.monotonic()
+            for name, log, t0 in running.values():
+                print(f"zoo: {name}, {(time.monotonic() - t0) / 60:.0f} min: {_last_line(log)}", file=sys.stderr,
+                      flush=True)
+    return added, failed
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").replace("\r", "\n").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-160:] if lines else ""
+
+
+def commit_model(name: str, zoo_dir: str | os.PathLike | None = None) -> None:
+    """Commit a zoo model's weights, its log and the manifest to git (only those files)."""
+    entry = next(e for e in read_manifest(zoo_dir) if e["name"] == name)
+    folder = zoo_folder(zoo_dir)
+    paths = [str(folder / entry["file"]), str(folder / entry["metrics_file"]), str(folder / MANIFEST)]
+    m = entry.get("metrics", {})
+    message = (f"zoo: {name} (val slice cIoU {100 * m.get('cum_iou', float('nan')):.1f} %, "
+               f"{entry.get('wall_s', 0) / 60:.0f} min, {entry['config']['train']['iterations']:,} steps)")
+    for cmd in (["git", "add", "--", *paths], ["git", "commit", "-q", "-m", message, "--", *paths]):
+        out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"zoo: could not commit {name}: {out.stderr.strip() or out.stdout.strip()}", file=sys.stderr)
+            return
+    print(f"zoo: committed {name}", file=sys.stderr, flush=True)
 
 
 def refuse_replacing(name: str, cfg: Config, command: str, zoo_dir: str | os.PathLike | None = None) -> None:

@@ -1,0 +1,41 @@
+"""The package's own code, shown on a chapter's page: the code a chapter teaches is read
+from the package when the notebook runs, so the page cannot drift from what runs.
+
+``show_source(MutualAttention.parts)`` displays the function's source as a highlighted
+block, headed by its file and line range in the repository (open it in your checkout).
+"""
+from __future__ import annotations
+
+import inspect
+import textwrap
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def source_of(obj: Any) -> tuple[str, str, int, int]:
+    """``(code, path relative to the repository, first line, last line)`` of a function,
+    method or class of the package."""
+    target = inspect.unwrap(obj)
+    lines, first = inspect.getsourcelines(target)
+    path = Path(inspect.getsourcefile(target)).resolve()
+    try:
+        rel = path.relative_to(REPO).as_posix()
+    except ValueError:  # not in this checkout (an installed copy): the module's own name
+        rel = f"{target.__module__.replace('.', '/')}.py"
+    return textwrap.dedent("".join(lines)), rel, first, first + len(lines) - 1
+
+
+def source_markdown(obj: Any) -> str:
+    """The Markdown a chapter shows for ``obj``: where it lives, then its code."""
+    code, rel, first, last = source_of(obj)
+    name = getattr(obj, "__qualname__", getattr(obj, "__name__", "code"))
+    return f"`{name}`, from `{rel}`, lines {first}-{last}:\n\n```python\n{code.rstrip()}\n```\n"
+
+
+def show_source(obj: Any) -> None:
+    """Display :func:`source_markdown` in a notebook."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(source_markdown(obj)))
