@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from restr.runs.folder import read_run_config
 from restr.data.refer import ReferDataset
 from restr.eval.predict import Predictor
+from restr.runs.folder import read_run_config
 
 LONG = "the big red circle that is " * 3 + "just below on the far left"  # 24 words after tokenisation
 
@@ -45,7 +45,7 @@ def test_a_long_expression_is_warned_about_and_reported(smoke_run, image):
 
 
 def test_predict_cli_reports_the_truncation(smoke_run, image, tmp_path, capsys):
-    from restr.eval.predict import main
+    from restr.commands.predict import main
 
     out = tmp_path / "m.png"
     assert main(["--run", str(smoke_run), "--image", str(image), "--text", LONG, "--out", str(out), "--json"]) == 0
@@ -83,8 +83,8 @@ def test_the_explorer_shows_the_truncation(smoke_run):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_a_gpu(smoke_run, image, tmp_path, capsys):
-    from restr.eval.evaluate import main as evaluate_main
-    from restr.eval.predict import main as predict_main
+    from restr.commands.evaluate import main as evaluate_main
+    from restr.commands.predict import main as predict_main
 
     assert evaluate_main(["--run", str(smoke_run), "--device", "cuda", "--no-progress"]) == 2
     assert "--device cuda: CUDA is not available" in capsys.readouterr().err
@@ -97,7 +97,7 @@ def test_device_cuda_without_a_gpu(smoke_run, image, tmp_path, capsys):
 
 
 def test_predict_checkpoint_that_is_not_a_checkpoint(smoke_run, image, tmp_path, capsys):
-    from restr.eval.predict import main
+    from restr.commands.predict import main
 
     base = ["--run", str(smoke_run), "--image", str(image), "--text", "red", "--out", str(tmp_path / "m.png")]
     text = tmp_path / "notes.txt"
@@ -110,7 +110,7 @@ def test_predict_checkpoint_that_is_not_a_checkpoint(smoke_run, image, tmp_path,
 
 
 def test_predict_out_is_checked_before_inference(smoke_run, image, tmp_path, capsys):
-    from restr.eval.predict import main
+    from restr.commands.predict import main
 
     base = ["--run", str(tmp_path / "no-such-run"), "--image", str(image), "--text", "red"]
     assert main([*base, "--out", str(tmp_path)]) == 2  # checked before the (missing) run is even loaded
@@ -122,7 +122,7 @@ def test_predict_out_is_checked_before_inference(smoke_run, image, tmp_path, cap
 
 
 def test_evaluate_counts_must_be_positive(smoke_run, capsys):
-    from restr.eval.evaluate import main
+    from restr.commands.evaluate import main
 
     for option, value in (("--batch-size", "0"), ("--max-expressions", "-3"), ("--max-expressions", "0"),
                           ("--workers", "-1"), ("--threads", "0")):
@@ -132,7 +132,7 @@ def test_evaluate_counts_must_be_positive(smoke_run, capsys):
 
 
 def test_evaluate_json_is_standard_json(smoke_run, tmp_path, capsys):
-    from restr.eval.evaluate import main
+    from restr.commands.evaluate import main
 
     out = tmp_path / "r.json"
     threads = torch.get_num_threads()
@@ -148,7 +148,7 @@ def test_evaluate_json_is_standard_json(smoke_run, tmp_path, capsys):
 
 
 def test_data_synth_counts_must_be_positive(tmp_path, capsys):
-    from restr.data.cli import main
+    from restr.commands.data import main
 
     for option, value in (("--num-images", "0"), ("--num-images", "3"), ("--expressions", "0"),
                           ("--quality", "101"), ("--workers", "-2"), ("--scale", "0")):
@@ -170,7 +170,7 @@ def broken_image_data(smoke_run, tmp_path):
 
 
 def test_a_corrupt_image_inside_a_training_set_is_one_line(broken_image_data, tmp_path, capsys):
-    from restr.engine.trainer import main
+    from restr.commands.train import main
 
     root, path = broken_image_data
     code = main(["--preset", "smoke", "--data", str(root), "--workers", "1", "--iterations", "40",

@@ -14,27 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from restr.data import (
-    LENGTH_BUCKETS,
-    DataError,
-    EmptyExpressionError,
-    LetterboxMeta,
-    ReferData,
-    ReferDataset,
-    Vocabulary,
-    bucket_of,
-    collate,
-    denormalize,
-    embedding_matrix,
-    letterbox,
-    letterbox_mask,
-    load_glove,
-    normalize,
-    normalize_batch,
-    tokenize,
-    unletterbox,
-)
-from restr.data.cli import main as data_main
+from restr.commands.data import main as data_main
+from restr.data import (LENGTH_BUCKETS, DataError, EmptyExpressionError, LetterboxMeta, ReferData, ReferDataset,
+                        Vocabulary, bucket_of, collate, denormalize, embedding_matrix, letterbox, letterbox_mask,
+                        load_glove, normalize, normalize_batch, tokenize, unletterbox)
 from restr.data.stats import dataset_stats
 from restr.data.transforms import augment, mentions_left_right
 

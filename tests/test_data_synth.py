@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from restr.data import DataError, ReferData, ReferDataset, bucket_of, collate, load_glove, tokenize
-from restr.data import synth
-from restr.data.cli import main as data_main
+from restr.commands.data import main as data_main
+from restr.data import DataError, ReferData, ReferDataset, bucket_of, collate, load_glove, synth, tokenize
 from restr.data.stats import dataset_stats
 
 N_IMAGES = 48

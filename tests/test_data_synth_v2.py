@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from restr import book
+from restr.commands.data import main as data_main
 from restr.config import BOOK_PROFILES, SynthData
-from restr.data import DataError, ReferData, bucket_of, load_glove, tokenize
-from restr.data import synth, synth_v2
-from restr.data.cli import main as data_main
+from restr.data import DataError, ReferData, bucket_of, load_glove, synth, synth_v2, tokenize
 from restr.data.fingerprint import data_fingerprint
 from restr.data.stats import length_stats
 from restr.data.synth_language import ATTRS, attributes_single_out

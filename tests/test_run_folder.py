@@ -20,7 +20,7 @@ import torch
 from restr.runs.folder import load_checkpoint, read_metrics
 from restr.config import get_preset
 from restr.engine.trainer import KILL_ENV, TrainingError, train
-from restr.engine.trainer import main as train_main
+from restr.commands.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_s", "elapsed_s", "val_seconds")
@@ -65,7 +65,7 @@ def assert_no_duplicate_rows(run: Path) -> None:
 def test_invalid_training_values_leave_no_trace(data_root, tmp_path, capsys, option, value, message):
     out = tmp_path / "run"
     try:
-        code = train_main([*data_args(data_root), option, value, "--out", str(out)])
+        code = train_main([*data_args(data_root), option, value, "--run", str(out)])
     except SystemExit as exc:  # argparse's own refusal of a non-integer
         code = exc.code
     err = capsys.readouterr().err
@@ -79,11 +79,11 @@ def test_a_failure_after_the_checks_does_not_poison_the_folder(data_root, tmp_pa
     glove = tmp_path / "glove.3d.txt"
     glove.write_text("the 0.1 0.2 0.3\nred 0.4 0.5 0.6\n")
     out = tmp_path / "run"
-    assert train_main([*data_args(data_root), "--glove", str(glove), "--out", str(out)]) == 2
+    assert train_main([*data_args(data_root), "--glove", str(glove), "--run", str(out)]) == 2
     assert "GloVe vectors" in capsys.readouterr().err and not (out / "config.json").exists()
-    assert train_main([*data_args(data_root), "--batch-size", "4096", "--out", str(out)]) == 2
+    assert train_main([*data_args(data_root), "--batch-size", "4096", "--run", str(out)]) == 2
     assert "fewer than one batch" in capsys.readouterr().err and not (out / "config.json").exists()
-    assert train_main([*data_args(data_root), "--iterations", "2", "--out", str(out)]) == 0
+    assert train_main([*data_args(data_root), "--iterations", "2", "--run", str(out)]) == 0
 
 
 # ----------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_a_finished_run_resumes_to_a_no_op_and_extends_only_when_asked(data_root
     capsys.readouterr()
     train(smoke_cfg(data_root), run, resume=True, progress=False)
     assert f"{run} is finished (step 8 of 8); nothing to do" in capsys.readouterr().err
-    assert train_main(["--out", str(run), "--resume", "--no-progress"]) == 0
+    assert train_main(["--run", str(run), "--resume", "--no-progress"]) == 0
     assert read_metrics(run) == rows and (run / "checkpoints" / "last.pt").read_bytes() == ckpt
 
     # iterations raised by hand in config.json: refused, pointing at --extend
@@ -159,12 +159,12 @@ def test_a_finished_run_resumes_to_a_no_op_and_extends_only_when_asked(data_root
     d = json.loads(cfg_file.read_text())
     d["train"]["iterations"] = 12
     cfg_file.write_text(json.dumps(d))
-    assert train_main(["--out", str(run), "--resume", "--no-progress"]) == 2
+    assert train_main(["--run", str(run), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "train.iterations: 8 != 12" in err and "--extend" in err
     assert read_metrics(run) == rows
 
-    assert train_main(["--out", str(run), "--resume", "--extend", "--no-progress"]) == 0
+    assert train_main(["--run", str(run), "--resume", "--extend", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "extending" in err and "from 8 to 12 iterations" in err and "schedule" in err
     state = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -181,19 +181,19 @@ def test_resume_from_best_after_losing_last(data_root, tmp_path, capsys):
     common = [*data_args(data_root), "--iterations", "12", "--set", "train.ckpt_every=4",
               "--set", "train.val_every=4", "--set", "train.log_every=2"]
     ref, run = tmp_path / "ref", tmp_path / "run"
-    assert cli("train", *common, "--out", str(ref)).returncode == 0
-    p = cli("train", *common, "--out", str(run), env={KILL_ENV: "5"})  # killed after step 5: last and best at 4
+    assert cli("train", *common, "--run", str(ref)).returncode == 0
+    p = cli("train", *common, "--run", str(run), env={KILL_ENV: "5"})  # killed after step 5: last and best at 4
     assert p.returncode == -9, p.stderr
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:5000])  # corrupt
-    assert train_main([*common, "--out", str(run), "--resume"]) == 2
+    assert train_main([*common, "--run", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "corrupt or truncated" in err and "best.pt (step 4)" in err and "--resume-from best" in err
     last.unlink()  # "delete it", as the error advises: no silent restart from step 0
-    assert train_main([*common, "--out", str(run), "--resume"]) == 1
+    assert train_main([*common, "--run", str(run), "--resume"]) == 1
     err = capsys.readouterr().err
     assert "no checkpoints/last.pt" in err and "best.pt (step 4)" in err and "--resume-from best" in err
-    p = cli("train", *common, "--out", str(run), "--resume-from", "best")  # a process like ref's: same threads
+    p = cli("train", *common, "--run", str(run), "--resume-from", "best")  # a process like ref's: same threads
     assert p.returncode == 0, p.stderr
     assert f"resuming {run} from {run / 'checkpoints' / 'best.pt'} (step 4 of 12)" in p.stderr
     a, b = load_checkpoint(ref / "checkpoints" / "last.pt")["model"], load_checkpoint(last)["model"]
@@ -210,11 +210,11 @@ def test_a_run_killed_before_its_first_last_checkpoint_resumes_from_best(data_ro
     common = [*data_args(data_root), "--iterations", "12", "--set", "train.ckpt_every=8",
               "--set", "train.val_every=4", "--set", "train.log_every=2"]
     ref, run = tmp_path / "ref", tmp_path / "run"
-    assert cli("train", *common, "--out", str(ref)).returncode == 0
-    p = cli("train", *common, "--out", str(run), env={KILL_ENV: "5"})
+    assert cli("train", *common, "--run", str(ref)).returncode == 0
+    p = cli("train", *common, "--run", str(run), env={KILL_ENV: "5"})
     assert p.returncode == -9, p.stderr
     assert sorted(f.name for f in (run / "checkpoints").iterdir()) == ["best.json", "best.pt"]
-    p = cli("train", *common, "--out", str(run), "--resume")
+    p = cli("train", *common, "--run", str(run), "--resume")
     assert p.returncode == 0, p.stderr
     assert "never saved checkpoints/last.pt" in p.stderr
     assert f"resuming {run} from {run / 'checkpoints' / 'best.pt'} (step 4 of 12)" in p.stderr
@@ -280,11 +280,11 @@ def test_disk_full_at_start_leaves_nothing_half_done(data_root, tmp_path, monkey
 def test_leftover_temporary_files_are_cleaned_at_the_next_start(data_root, tmp_path, capsys):
     common = [*data_args(data_root), "--iterations", "8", "--set", "train.ckpt_every=4"]
     run = tmp_path / "run"
-    assert cli("train", *common, "--out", str(run), env={KILL_ENV: "6"}).returncode == -9
+    assert cli("train", *common, "--run", str(run), env={KILL_ENV: "6"}).returncode == -9
     for name in (".last.pt.4242.0a1b2c3d.tmp", ".last.json.4242.0a1b2c3d.tmp"):
         (run / "checkpoints" / name).write_bytes(b"x" * 3000)
     (run / ".config.json.777.deadbeef.tmp").write_bytes(b"{")
-    assert train_main([*common, "--out", str(run), "--resume"]) == 0
+    assert train_main([*common, "--run", str(run), "--resume"]) == 0
     assert "removed 3 temporary files (5.9 kB) left by killed writes" in capsys.readouterr().err
     assert temporaries(run) == []
 

@@ -31,7 +31,7 @@ from restr.runs.folder import RunError, load_checkpoint, load_run
 from restr.data.errors import DataError
 from restr.data.refer import ReferData, ReferDataset, load_refs
 from restr.engine.trainer import TrainingError, train
-from restr.engine.trainer import main as train_main
+from restr.commands.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -331,11 +331,11 @@ def test_the_command_advised_after_a_full_disk_goes_on(data_root, tmp_path, monk
 
 def train_main_or_raise(argv: list[str]) -> None:
     """``train`` as the command line runs it (its config from the options), raising its error."""
-    from restr.engine.trainer import build_parser, config_from_train_args
+    from restr.commands.train import build_parser, config_from_train_args
 
     args = build_parser().parse_args(argv)
     args.resume = args.resume_from or args.resume
-    train(config_from_train_args(args), args.out, resume=args.resume, progress=False,
+    train(config_from_train_args(args), args.run, resume=args.resume, progress=False,
           allow=[a for a in ("extend", "force") if getattr(args, a)])
 
 

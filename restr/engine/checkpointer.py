@@ -137,7 +137,7 @@ class Checkpointer:
         if not resume:
             if any(self.path(w).is_file() for w in ("last", "best")):
                 raise TrainingError(f"{out} already holds a run; pass --resume to continue it, or choose another "
-                                    f"--out")
+                                    f"--run")
             note(f"{out} holds a run that never saved a checkpoint: starting it afresh")
             return None, None
         vocab = Vocabulary.load(out / VOCAB_FILE)
@@ -181,7 +181,7 @@ class Checkpointer:
             shown = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
             raise TrainingError(f"{self.run_dir} is not a run folder: it holds {shown}, which a run does not write "
                                 f"(a new run writes {CONFIG_FILE}, {VOCAB_FILE}, {METRICS_FILE} and {CKPT_DIR}/ "
-                                f"there, over files of those names); choose a new --out, or pass --force to train "
+                                f"there, over files of those names); choose a new --run, or pass --force to train "
                                 f"there anyway")
 
     def _check_same(self, stored: Config, requested: Config, where: str, extend: bool) -> None:
@@ -203,7 +203,7 @@ class Checkpointer:
         if changed:
             raise TrainingError(f"cannot resume {self.run_dir}: its data changed since the run started "
                                 f"({cfg.data.root}: {', '.join(changed)}); train a new run on the new data "
-                                f"(another --out)")
+                                f"(another --run)")
 
     def _offer_best(self) -> str:
         """A sentence offering best.pt, if it is there and loads ("" otherwise)."""
@@ -244,7 +244,7 @@ class Checkpointer:
             return state
         offer = self._offer_best()
         if offer:  # last.pt was there once: resuming from an older best.pt redoes steps, so ask first
-            raise TrainingError(f"{self.run_dir} has no {CKPT_DIR}/last.pt;{offer}; or train into another --out to "
+            raise TrainingError(f"{self.run_dir} has no {CKPT_DIR}/last.pt;{offer}; or train into another --run to "
                                 f"start over")
         return None  # no checkpoint at all: the run starts from step 0
 
@@ -294,7 +294,7 @@ class Checkpointer:
         """The command that goes on after a full disk, for the run's state on disk."""
         if starting:  # nothing of this command reached the disk, or only files it writes again
             return "run the same command again"
-        command = f"`python -m restr train --out {self.run_dir} --resume"
+        command = f"`python -m restr train --run {self.run_dir} --resume"
         if self.extended_from is not None and self.kept_plan == self.extended_from:
             # config.json says the longer run, the kept checkpoint the shorter one: --resume alone is refused
             return (f"resume with {command} --extend` (its config.json is already the extended run's, its kept "

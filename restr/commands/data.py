@@ -1,12 +1,13 @@
-"""``python -m restr data synth|stats``."""
+"""``python -m restr data synth|stats``: the command line of :mod:`restr.data.synth` and :mod:`restr.data.stats`."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
+from ..data.errors import DataError
+from ..data.synth import DEFAULT_NUM_IMAGES, DEFAULT_VERSION, VERSIONS
 from ..utils.files import DiskFullError, human_size
-from .errors import DataError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,7 +18,6 @@ def _parser() -> argparse.ArgumentParser:
                        description="Write synthref in the refer format under <out>/synthref/ "
                                    "(refs(unc).p, instances.json, scenes.json, images/). "
                                    "<out> is the data root to pass as --root / data.root.")
-    from .synth import DEFAULT_NUM_IMAGES, DEFAULT_VERSION, VERSIONS
 
     s.add_argument("--out", default="data/synthref", help="data root (default: data/synthref)")
     s.add_argument("--seed", type=int, default=0)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "synth":
-            from .synth import Pictures, argument_problem, generate
+            from ..data.synth import Pictures, argument_problem, generate
 
             problem = argument_problem(num_images=args.num_images, expressions_per_object=args.expressions,
                                        jpeg_quality=args.quality, workers=args.workers, scale=args.scale,
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"read it with: ReferDataset({summary['root']!r}, 'synthref', 'unc', 'train') or "
                       f"python -m restr data stats --root {summary['root']} --dataset synthref --split-by unc")
             return 0
-        from .stats import dataset_stats, format_stats
+        from ..data.stats import dataset_stats, format_stats
 
         result = dataset_stats(args.root, args.dataset, args.split_by, args.image_root,
                                glove=None if args.glove.lower() == "none" else args.glove,

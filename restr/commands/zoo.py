@@ -1,0 +1,45 @@
+"""``python -m restr zoo list|train``: the command line of :mod:`restr.zoo`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..zoo import manifest
+from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
+from ..zoo.train import zoo_train, zoo_train_jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m restr zoo", description=manifest.__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("list", help="print the manifest as a table")
+    t = sub.add_parser("train", help="train the book's models that the zoo lacks, and add them")
+    t.add_argument("--profile", default="quick", help="the book profile whose models to train (default: quick)")
+    t.add_argument("--only", nargs="*", help="model names (python -m restr models lists them)")
+    t.add_argument("--seeds", nargs="*", type=int, help="only these seeds")
+    t.add_argument("--retrain", action="store_true", help="train them again even if the zoo has them")
+    t.add_argument("--runs", default="runs", help="runs folder (default: runs/)")
+    t.add_argument("--jobs", type=int, default=1,
+                   help="train this many models at a time, one compute thread each (default: 1, in this process)")
+    t.add_argument("--commit", action="store_true",
+                   help="commit each model to git (weights, log, manifest) as soon as it is in the zoo")
+    args = parser.parse_args(argv)
+    try:
+        if args.what == "list":
+            models = read_manifest()
+            print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
+        elif args.jobs > 1 or args.commit:
+            added, failed = zoo_train_jobs(args.profile, args.only, args.seeds, args.retrain, args.runs,
+                                           max(1, args.jobs), args.commit)
+            print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
+            if failed:
+                print(f"error: {len(failed)} failed: {', '.join(failed)} (their logs: {args.runs}/zoo-logs/)",
+                      file=sys.stderr)
+                return 1
+        else:
+            added = zoo_train(args.profile, args.only, args.seeds, args.retrain, args.runs)
+            print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
+    except ZooError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
