@@ -101,19 +101,21 @@ def test_checkpointer_load_best_restores_the_best_weights(smoke_run, tmp_path):
         assert torch.equal(a, b), k
 
 
-def test_checkpointer_open_refuses_what_does_not_fit(smoke_run, tmp_path):
-    from restr.engine.checkpointer import TrainingError
+def test_the_resume_plan_refuses_what_does_not_fit(smoke_run, tmp_path):
+    from restr.engine.resume import TrainingError, plan_resume
     from restr.runs.folder import read_run_config
 
     cfg = read_run_config(smoke_run)
     with pytest.raises(TrainingError, match="already holds a run"):
-        Checkpointer(smoke_run).open(cfg, resume=False)
+        plan_resume(smoke_run, cfg, resume=False)
     with pytest.raises(TrainingError, match="does not exist"):
-        Checkpointer(tmp_path / "nothing").open(cfg, resume=True)
+        plan_resume(tmp_path / "nothing", cfg, resume=True)
     with pytest.raises(ConfigError, match="train.lr"):
-        Checkpointer(smoke_run).open(cfg.override({"train.lr": 0.5}), resume=True)
-    vocab, state = Checkpointer(smoke_run).open(cfg, resume=True)
-    assert len(vocab) == cfg.model.vocab_size and state["step"] == 4
+        plan_resume(smoke_run, cfg.override({"train.lr": 0.5}), resume=True)
+    plan = plan_resume(smoke_run, cfg, resume=True)
+    assert len(plan.vocab) == cfg.model.vocab_size and plan.step == 4 and plan.state["step"] == 4
+    assert plan.source == smoke_run / "checkpoints" / "last.pt" and plan.extended_from is None
+    assert not plan.finished(cfg.train.iterations + 1)
 
 
 def _batch(ious: list[tuple[int, int]], lengths: list[int]) -> tuple[dict, torch.Tensor]:

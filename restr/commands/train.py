@@ -12,7 +12,7 @@ import torch
 from ..config import Config, ConfigError, get_preset
 from ..data.errors import DataError
 from ..engine import trainer
-from ..engine.checkpointer import TrainingError
+from ..engine.resume import TrainingError
 from ..engine.distributed import DistributedError, shutdown_distributed
 from ..engine.trainer import train
 from ..runs.folder import CONFIG_FILE, RunError, read_run_config

@@ -15,8 +15,10 @@ run killed at any point and resumed with ``--resume`` ends with the same weights
 uninterrupted one), one optimiser step (:class:`restr.engine.step.TrainStep`: it never makes
 the host wait for the device; ``python -m restr bench`` times the same step), the run
 directory (:class:`restr.engine.checkpointer.Checkpointer`; only rank 0 writes) and validation
-(:func:`validate`, the evaluator of :mod:`restr.eval.evaluate`). :func:`train` is the loop
-that ties them together.
+(:func:`run_validation`, the evaluator of :mod:`restr.eval.evaluate`). The :class:`Trainer`
+ties them together: it resolves the config once (the resume plan, the vocabulary, the ViT
+weights) and holds what it built; its :meth:`~Trainer.fit` is the loop. :func:`train` is
+``Trainer(...).fit()`` with the run folder's lock let go at the end.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import random
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Iterable
@@ -34,13 +37,21 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data.errors import DataError
+from ..data.fingerprint import data_fingerprint
 from ..data.groups import ExpressionGroups, GroupedSampler, collate_groups
 from ..data.order import ResumableSampler, TrainBatches, loader_workers
+from ..data.refer import ReferDataset
+from ..data.vocab import embedding_matrix, load_glove
 from ..eval.evaluate import Inference, SegmentationEvaluator, spread_indices
-from ..utils.devices import cpu_threads
+from ..model import build_model
+from ..runs.lock import RunLocked
+from ..utils.devices import cpu_threads, resolve_amp
 from ..utils.files import DiskFullError
-from .checkpointer import Checkpointer, TrainingError, rng_state
+from .assets import check_assets
+from .checkpointer import Checkpointer, rng_state
 from .distributed import Dist, setup_distributed
+from .pretrain import ensure_vit_start
+from .resume import TrainingError, check_request, plan_resume
 from .step import Diverged, TrainStep, build_train_step
 
 PRETRAIN = "pretrain"  # model.vit_weights: the ViT pretrained on the run's own training images
@@ -54,7 +65,6 @@ KILL_ENV = "RESTR_TEST_KILL_AT_STEP"
 def build_datasets(cfg: Config, vocab=None):
     """(train ReferDataset, val ReferDataset or None) for ``cfg.data``; the vocabulary comes
     from the training split unless ``vocab`` is given."""
-    from ..data.refer import ReferDataset
 
     d = cfg.data
     train = ReferDataset(d.root, d.dataset, d.split_by, d.train_split, image_root=d.image_root, vocab=vocab,
@@ -69,7 +79,6 @@ def build_datasets(cfg: Config, vocab=None):
 
 
 def word_vectors_for(cfg: Config, vocab) -> np.ndarray:
-    from ..data.vocab import embedding_matrix, load_glove
 
     words, vectors = load_glove(cfg.data.glove)
     if vectors.shape[1] != cfg.model.word_dim:
@@ -110,7 +119,6 @@ def vit_weights_for(cfg: Config, state: dict | None, d: Dist):
         return cfg.model
     if state is not None:
         return cfg.override({"model.vit_weights": None}).model
-    from .pretrain import ensure_vit_start
 
     data = cfg.data
     if d.main:
@@ -131,10 +139,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed)
 
 
-def validate(model: torch.nn.Module, val_set, indices: list[int], t, d: Dist, batch_size: int) -> dict:
+def run_validation(model: torch.nn.Module, val_set, indices: list[int], t, d: Dist, batch_size: int) -> dict:
     """The paper's metrics of ``model`` on this rank's share ``indices`` of the validation
     split, summed over the ranks (every rank must call it)."""
-    from ..utils.devices import resolve_amp
 
     evaluator = SegmentationEvaluator(val_set.dataset, distributed=d.enabled)
     inference = Inference(model, resolve_amp(t.amp, d.device), max(batch_size, 32), num_workers=0)
@@ -197,13 +204,9 @@ def diverged_error(exc: Diverged, ckpt: Checkpointer, steps_per_epoch: int) -> T
 # ----------------------------------------------------------------------------------------
 # the trainer
 
-RESUME_CHOICES = (False, True, "last", "best")
-
-
 def take_run_folder(ckpt: Checkpointer, d: Dist) -> None:
     """The main process takes the run folder's lock (every rank learns whether it could)
     and removes the leftovers of writes that kills interrupted."""
-    from ..runs.lock import RunLocked
 
     refused = None
     if d.main:
@@ -224,151 +227,190 @@ def data_stats_hint(cfg: Config) -> str:
             f"{d.dataset} --split-by {d.split_by}{image_root})")
 
 
-def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, device: str = "auto", progress: bool = True,
-          dtype: torch.dtype = torch.float32, requested_hash: str | None = None, allow: Iterable[str] = ()) -> Path:
-    """Train ``cfg`` into the run directory ``out`` (or resume it); return the run directory.
+class Trainer:
+    """One training run, in the shape of detectron2's and minGPT's trainers.
+
+    Construction resolves the command once: the distributed setup, the checks of the
+    config and the run folder (taking its lock), the resume plan
+    (:func:`restr.engine.resume.plan_resume`), and, unless the run is finished already,
+    the data and its vocabulary, the word vectors, the ViT weights, the model, the
+    optimiser step with the checkpoint's state restored into it and the batches.
+    :meth:`fit` then trains from the plan's step to ``train.iterations``. The lock is
+    held from construction to :meth:`close` (or the end of a ``with`` block).
 
     ``resume``: False for a new run; True (or "last") continues from checkpoints/last.pt,
-    "best" from checkpoints/best.pt. A finished run resumes to nothing. ``allow`` holds what
-    the command may do beyond that: "extend", give a resumed run more iterations than it
-    had (its lr schedule becomes that of the new length; a notice gives the lr before and
-    after); "force", start a new run in an ``out`` that holds files a run does not write
-    (the user's; refused otherwise). ``dtype=torch.float64`` trains in double precision
-    (used by the tests to compare runs exactly). Only one process at a time trains in
-    ``out`` (:mod:`restr.runs.lock`).
+    "best" from checkpoints/best.pt; a finished run resumes to nothing. ``allow``: "extend"
+    (give a resumed run more iterations than it had: its lr schedule becomes that of the
+    new length) and "force" (start a new run in a folder holding files a run does not
+    write). ``dtype=torch.float64`` trains in double precision (the tests' exact
+    comparisons). ``requested_hash``: the config hash recorded in config.json (default:
+    ``cfg``'s).
+    """
+
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike, resume: bool | str = False, *, device: str = "auto",
+                 progress: bool = True, dtype: torch.dtype = torch.float32, requested_hash: str | None = None,
+                 allow: Iterable[str] = ()):
+        self.dist = setup_distributed(device)
+        extend, force = check_request(cfg, resume, allow, self.dist.world)
+        if not resume:  # a resumed run takes its ViT and word vectors from its checkpoint
+            check_assets(cfg)  # the ViT weights and GloVe file it needs, before any work
+        self.ckpt = Checkpointer(run_dir, main=self.dist.main)
+        take_run_folder(self.ckpt, self.dist)  # held until close()
+        self.cfg, self.progress, self.dtype = cfg, progress, dtype
+        self.requested_hash = requested_hash or cfg.hash()
+        try:
+            self.plan = self.ckpt.plan = plan_resume(self.ckpt.run_dir, cfg, resume, extend,
+                                                     data_fingerprint(cfg.data), force, self.ckpt.existed)
+            self.finished = self.plan.finished(cfg.train.iterations)
+            if not self.finished:
+                self._announce(resume)
+                self.dist.barrier()  # every rank has looked at the run directory before rank 0 writes into it
+                self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _announce(self, resume: bool | str) -> None:
+        if self.dist.main and resume:
+            print(self.plan.describe(self.cfg.train.iterations), file=sys.stderr)
+            if self.plan.extended_from is not None:
+                print(self.plan.extension_note(self.cfg), file=sys.stderr)
+
+    def _build(self) -> None:
+        """The data, the model, the optimiser step at the plan's position, the batches."""
+        dist, plan = self.dist, self.plan
+        train_set, self.val_set = build_datasets(self.cfg, plan.vocab)
+        self.vocab = train_set.vocab
+        self.cfg = cfg = self.cfg.override({"model.vocab_size": len(self.vocab)})
+        t = cfg.train
+        seed_everything(t.seed, t.deterministic)
+        vectors = None if plan.state is not None else word_vectors_for(cfg, self.vocab)
+        model = build_model(vit_weights_for(cfg, plan.state, dist), vectors).to(dist.device, dtype=self.dtype)
+        self.train_step = build_train_step(model, t, dist)  # fused AdamW, lr schedule, DDP under torchrun
+        self.loop = self.ckpt.restore(self.train_step, dist.rank)  # a new run starts at step 0
+        if plan.extended_from is not None:
+            schedule_at(self.train_step, self.loop.step)  # the new length's lr from the first step on
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        workers = loader_workers(cfg.data.num_workers, local_processes)
+        set_cpu_threads(t.threads, workers, local_processes, dist)
+        self.batches = training_batches(train_set, t, dist, workers, self.dtype)
+        cap = t.val_max_expressions if t.val_max_expressions and t.val_max_expressions > 0 else None
+        self.val_indices = (spread_indices(len(self.val_set), cap)[dist.rank::dist.world]
+                            if self.val_set is not None else [])
+
+    # -- the loop ---------------------------------------------------------------------
+    def fit(self) -> Path:
+        """Optimiser steps from the plan's position to ``train.iterations``, with the logs,
+        validations and checkpoints on the way and the final ones; returns the run folder.
+        The run's files are written only now: a config that cannot train never reaches the disk."""
+        t, loop, run_dir = self.cfg.train, getattr(self, "loop", None), self.ckpt.run_dir
+        if self.finished:
+            if self.dist.main:
+                print(f"{run_dir} is finished (step {t.iterations} of {t.iterations}); nothing to do", file=sys.stderr)
+            return run_dir
+        final_validation = self.val_set is not None and loop.step < t.iterations  # else done before the checkpoint
+        self.bar = progress_bar(self.progress and self.dist.main, t.iterations, loop.step)
+        with self._errors_named():
+            self.ckpt.start(self.cfg, self.vocab, self.requested_hash)
+            self.started = True
+            self._images, self._t0 = 0, time.perf_counter()  # the speed window since the last log
+            self.train_step.model.train()
+            while loop.step < t.iterations:
+                if loop.step_in_epoch >= self.batches.steps_per_epoch:
+                    loop.next_epoch()
+                for micro_batches in islice(self.batches.epoch(loop.epoch, loop.step_in_epoch),
+                                            t.iterations - loop.step):
+                    self.train_step(micro_batches)  # queued on the device; nothing is read back here
+                    loop.advance()
+                    self._after_step()
+            self.train_step.check()
+            if final_validation:
+                self.validate_and_save_best()
+            self.save("last", finished=True)
+            self.ckpt.metrics.write({"step": loop.step, "event": "finished"})
+        return run_dir
+
+    def _after_step(self) -> None:
+        """The log, validation and checkpoint that the step just taken calls for."""
+        t, loop = self.cfg.train, self.loop
+        self._images += t.batch_size
+        self.bar.update(1)
+        log_now, val_now, ckpt_now = events_after(loop.step, t, self.val_set is not None)
+        if log_now or val_now or ckpt_now:
+            self.train_step.check()  # the host waits for the device: is the loss still finite?
+        if log_now or val_now:
+            seconds = time.perf_counter() - self._t0
+            loop.train_s += seconds
+        if log_now:
+            row = log_row(loop, self.train_step, self._images, seconds)
+            self.ckpt.metrics.write(row)
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
+                                 img_s=f"{row['images_per_s']:.0f}")
+        if val_now:
+            self.validate_and_save_best()
+        if log_now or val_now:
+            self._images, self._t0 = 0, time.perf_counter()  # the speed window leaves validation out
+        if ckpt_now:
+            self.save("last")
+        kill_if_asked(loop.step)
+
+    def validate_and_save_best(self) -> None:
+        """Every rank validates its share; rank 0 writes the row and, on a new best, best.pt."""
+        t, loop = self.cfg.train, self.loop
+        micro = t.batch_size // (self.dist.world * t.grad_accum)  # expressions per micro-batch
+        result = run_validation(self.train_step.core, self.val_set, self.val_indices, t, self.dist, micro)
+        self.ckpt.metrics.write(val_row(loop, self.cfg.data.val_split, result, t.batch_size))
+        if not self.bar.disable:
+            self.bar.write(f"step {loop.step}: val cIoU {result['cum_iou']:.4f} mIoU {result['mean_iou']:.4f} "
+                           f"({result['n']} expressions)", file=sys.stderr)
+        if result["cum_iou"] > loop.best_val:
+            loop.best_val = result["cum_iou"]
+            self.save("best")
+
+    def save(self, which: str, finished: bool = False) -> Path:
+        """Checkpoint ``which`` ("last" or "best") with every rank's random state."""
+        return self.ckpt.save(which, self.loop, self.train_step, self.dist.gather(rng_state()), self.cfg,
+                              finished=finished)
+
+    @contextmanager
+    def _errors_named(self):
+        """A diverged loss, a full disk or an unreadable image as one message naming the run,
+        the step and what is kept; the progress bar closed whatever happens."""
+        self.started = False
+        try:
+            yield
+        except Diverged as exc:
+            raise diverged_error(exc, self.ckpt, self.batches.steps_per_epoch) from None
+        except DiskFullError as exc:
+            raise self.ckpt.disk_full_error(exc, self.loop.step if self.started else None) from None
+        except DataError as exc:  # an image or mask that cannot be read (from a loader worker, in one line)
+            raise type(exc)(f"{exc}\n{data_stats_hint(self.cfg)}") from None
+        finally:
+            self.bar.close()
+
+    # -- the run folder's lock ----------------------------------------------------------
+    def close(self) -> None:
+        self.ckpt.lock.release()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def train(cfg: Config, out: str | os.PathLike, resume: bool | str = False, device: str = "auto", progress: bool = True,
+          dtype: torch.dtype = torch.float32, requested_hash: str | None = None, allow: Iterable[str] = ()) -> Path:
+    """Train ``cfg`` into the run directory ``out`` (or resume it); return the run directory
+    (:class:`Trainer`: the arguments, and what it refuses).
 
     Raises :class:`TrainingError` on a diverged loss, a full disk, a run folder held by
     another process or one that does not fit the command; :class:`ConfigError` on a bad
     value or a config that differs from the run's; :class:`RunError` on a corrupt checkpoint.
     """
-    from ..data.fingerprint import data_fingerprint
-    from .assets import check_assets
-
-    d = setup_distributed(device)
-    cfg.train.validate(world=d.world)  # every value checked before anything touches the disk
-    if resume not in RESUME_CHOICES:
-        raise ConfigError(f"resume = {resume!r}: choose False, True, 'last' or 'best'")
-    unknown = set(allow) - {"extend", "force"}
-    if unknown:
-        raise ConfigError(f"allow = {sorted(unknown)}: choose among 'extend' and 'force'")
-    extend = "extend" in allow
-    if extend and not resume:
-        raise ConfigError("--extend lengthens an existing run: use it with --resume")
-    if not resume:  # a resumed run takes its ViT and word vectors from its checkpoint
-        check_assets(cfg)  # the ViT weights and GloVe file it needs, before any work
-    ckpt = Checkpointer(out, main=d.main)
-    take_run_folder(ckpt, d)
-    try:
-        vocab, state = ckpt.open(cfg, resume, extend, data_fingerprint(cfg.data), force="force" in allow)
-        iterations = cfg.train.iterations
-        if state is not None and state.get("finished") and int(state["step"]) == iterations:
-            if d.main:
-                print(f"{ckpt.run_dir} is finished (step {iterations} of {iterations}); nothing to do",
-                      file=sys.stderr)
-            return ckpt.run_dir
-        if d.main and resume:
-            where = (f"from {ckpt.source} (step {state['step']} of {iterations})" if state is not None
-                     else "it saved no checkpoint yet: starting from step 0")
-            print(f"resuming {ckpt.run_dir} {where}", file=sys.stderr)
-            if ckpt.extended_from is not None:
-                print(ckpt.extension_note(cfg, state), file=sys.stderr)
-        d.barrier()  # every rank has looked at the run directory before rank 0 writes into it
-        return run_training(cfg, ckpt, d, (vocab, state), requested_hash or cfg.hash(), progress, dtype)
-    finally:
-        ckpt.lock.release()
-
-
-def run_training(cfg: Config, ckpt: Checkpointer, d: Dist, opened: tuple, requested_hash: str, progress: bool,
-                 dtype: torch.dtype) -> Path:
-    """Build everything, then write the run's files and train (the run folder is held)."""
-    from ..model import build_model
-
-    vocab, state = opened
-    train_set, val_set = build_datasets(cfg, vocab)
-    cfg = cfg.override({"model.vocab_size": len(train_set.vocab)})
-    t = cfg.train
-    seed_everything(t.seed, t.deterministic)
-    vectors = None if state is not None else word_vectors_for(cfg, train_set.vocab)
-    model = build_model(vit_weights_for(cfg, state, d), vectors).to(d.device, dtype=dtype)
-    step = build_train_step(model, t, d)  # fused AdamW, lr schedule, DDP under torchrun
-    loop = ckpt.restore(state, step, d.rank)  # a new run starts at step 0
-    if ckpt.extended_from is not None:
-        schedule_at(step, loop.step)  # the new length's lr from the first step on
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    workers = loader_workers(cfg.data.num_workers, local_processes)
-    set_cpu_threads(t.threads, workers, local_processes, d)
-    batches = training_batches(train_set, t, d, workers, dtype)
-    started = False
-    try:  # the run's files are written only now: a config that cannot train never reaches the disk
-        ckpt.start(cfg, train_set.vocab, requested_hash, state)
-        started = True
-        train_loop(cfg, ckpt, d, step, loop, batches, val_set, progress)
-    except Diverged as exc:
-        raise diverged_error(exc, ckpt, batches.steps_per_epoch) from None
-    except DiskFullError as exc:
-        raise ckpt.disk_full_error(exc, loop.step if started else None) from None
-    except DataError as exc:  # an image or mask that cannot be read (from a loader worker, in one line)
-        raise type(exc)(f"{exc}\n{data_stats_hint(cfg)}") from None
-    return ckpt.run_dir
-
-
-def train_loop(cfg: Config, ckpt: Checkpointer, d: Dist, step: TrainStep, loop, batches: TrainBatches, val_set,
-               progress: bool) -> None:
-    """Optimiser steps from ``loop``'s position to ``train.iterations``, with the logs,
-    validations and checkpoints on the way, and the final ones."""
-    t = cfg.train
-    micro = t.batch_size // (d.world * t.grad_accum)  # expressions per micro-batch
-    val_cap = t.val_max_expressions if t.val_max_expressions and t.val_max_expressions > 0 else None
-    val_indices = spread_indices(len(val_set), val_cap)[d.rank::d.world] if val_set is not None else []
-    final_validation = val_set is not None and loop.step < t.iterations  # else done before the checkpoint
-
-    def validate_and_save_best() -> None:  # every rank validates its share; rank 0 writes
-        result = validate(step.core, val_set, val_indices, t, d, micro)
-        ckpt.metrics.write(val_row(loop, cfg.data.val_split, result, t.batch_size))
-        if not bar.disable:
-            bar.write(f"step {loop.step}: val cIoU {result['cum_iou']:.4f} mIoU {result['mean_iou']:.4f} "
-                      f"({result['n']} expressions)", file=sys.stderr)
-        if result["cum_iou"] > loop.best_val:
-            loop.best_val = result["cum_iou"]
-            ckpt.save("best", loop, step, d.gather(rng_state()), cfg)
-
-    bar = progress_bar(progress and d.main, t.iterations, loop.step)
-    images, t0 = 0, time.perf_counter()
-    step.model.train()
-    try:
-        while loop.step < t.iterations:
-            if loop.step_in_epoch >= batches.steps_per_epoch:
-                loop.next_epoch()
-            for micro_batches in islice(batches.epoch(loop.epoch, loop.step_in_epoch), t.iterations - loop.step):
-                step(micro_batches)  # queued on the device; nothing is read back here
-                loop.advance()
-                images += t.batch_size
-                bar.update(1)
-                log_now, val_now, ckpt_now = events_after(loop.step, t, val_set is not None)
-                if log_now or val_now or ckpt_now:
-                    step.check()  # the host waits for the device: is the loss still finite?
-                if log_now or val_now:
-                    seconds = time.perf_counter() - t0
-                    loop.train_s += seconds
-                if log_now:
-                    row = log_row(loop, step, images, seconds)
-                    ckpt.metrics.write(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
-                                    img_s=f"{row['images_per_s']:.0f}")
-                if val_now:
-                    validate_and_save_best()
-                if log_now or val_now:
-                    images, t0 = 0, time.perf_counter()  # the speed window leaves validation out
-                if ckpt_now:
-                    ckpt.save("last", loop, step, d.gather(rng_state()), cfg)
-                kill_if_asked(loop.step)
-        step.check()
-        if final_validation:
-            validate_and_save_best()
-        ckpt.save("last", loop, step, d.gather(rng_state()), cfg, finished=True)
-        ckpt.metrics.write({"step": loop.step, "event": "finished"})
-    finally:
-        bar.close()
+    with Trainer(cfg, out, resume, device=device, progress=progress, dtype=dtype, requested_hash=requested_hash,
+                 allow=allow) as trainer:
+        return trainer.fit()
 
 
 def schedule_at(step: TrainStep, at: int) -> None:
@@ -377,7 +419,3 @@ def schedule_at(step: TrainStep, at: int) -> None:
     for group, base, fn in zip(step.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
         group["lr"] = base * fn(at)
     sched._last_lr = [g["lr"] for g in step.optimizer.param_groups]
-
-
-# ----------------------------------------------------------------------------------------
-# command line
