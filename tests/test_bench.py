@@ -15,7 +15,7 @@ from restr.model import build_model
 
 def test_inference_flops_match_the_profiler():
     cfg = get_preset("smoke").model
-    r = run_bench(cfg, mode="infer", batch=2, dtype="fp32", steps=2, warmup=1, device="cpu")
+    r = run_bench(cfg, mode="infer", batch_size=2, amp="off", steps=2, warmup=1, device="cpu")
     macs = count_macs(build_model(cfg), cfg.image_hw, batch=2, as_drawn=False)["total"]  # what runs
     assert r.flops_per_step == pytest.approx(2 * macs)
     assert r.mfu is None and r.peak_mem_gb is None
@@ -24,8 +24,8 @@ def test_inference_flops_match_the_profiler():
 
 def test_training_step_counts_backward_too():
     cfg = get_preset("smoke").model
-    infer = run_bench(cfg, mode="infer", batch=2, dtype="fp32", steps=1, warmup=1, device="cpu")
-    train = run_bench(cfg, mode="train", batch=2, dtype="fp32", steps=1, warmup=1, device="cpu")
+    infer = run_bench(cfg, mode="infer", batch_size=2, amp="off", steps=1, warmup=1, device="cpu")
+    train = run_bench(cfg, mode="train", batch_size=2, amp="off", steps=1, warmup=1, device="cpu")
     # backward costs about twice the forward: a training step is ~3x (a bit less: no
     # gradient for the input images of the patch embedding)
     assert 2.5 < train.flops_per_step / infer.flops_per_step < 3.05
@@ -52,8 +52,8 @@ def test_cli_prints_figures_and_the_baseline():
 def test_bad_dtype_is_refused():
     from restr.config import ConfigError
 
-    with pytest.raises(ConfigError, match="--dtype 'fp8'"):
-        run_bench(get_preset("smoke").model, dtype="fp8", device="cpu")
+    with pytest.raises(ConfigError, match="--amp 'fp8'"):
+        run_bench(get_preset("smoke").model, amp="fp8", device="cpu")
 
 
 def test_data_mode_times_the_trainers_items(tmp_path):
@@ -61,8 +61,8 @@ def test_data_mode_times_the_trainers_items(tmp_path):
     from restr.data.synth import generate
 
     generate(tmp_path, seed=0, num_images=12, workers=1, progress=False)
-    u8 = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch=4, workers=0, batches=3)
-    f32 = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch=4, workers=0, batches=3,
+    u8 = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch_size=4, num_workers=0, batches=3)
+    f32 = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch_size=4, num_workers=0, batches=3,
                      uint8=False)
     assert u8["images"] == f32["images"] == 12 and u8["images_per_s"] > 0
     # image 3x32x32 + mask 32x32 + 20 word ids: uint8 items are a quarter of the float32 pixels
@@ -73,11 +73,29 @@ def test_data_mode_times_the_trainers_items(tmp_path):
 
 def test_top_ops_profiles_the_step():
     cfg = get_preset("smoke").model
-    rows = top_ops(cfg, BenchSetup(mode="train", batch=4, dtype="fp32", per_image=2, steps=2, warmup=1,
-                                   device="cpu"), count=6)
+    setup = BenchSetup(mode="train", batch_size=4, amp="off", expressions_per_image=2, steps=2, warmup=1,
+                       device="cpu")
+    rows = top_ops(cfg, setup, count=6)
     assert len(rows) == 6
     shares = [r["share"] for r in rows]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0
     ops = {r["op"] for r in rows}
     assert ops & {"aten::mm", "aten::addmm", "aten::bmm", "aten::linear"}, ops  # a step is matrix products first
     assert all(r["calls"] >= 1 and r["self_ms"] > 0 for r in rows)
+
+
+def test_the_training_configs_words_and_the_former_ones_give_the_same_setup():
+    """``--compare`` and the options take train.batch_size, expressions_per_image and amp;
+    the former batch, per_image and dtype=fp32 are read as them."""
+    from restr.commands.bench import _parser, _setup_from_args, parse_setup
+
+    base = BenchSetup(device="cpu")
+    new = parse_setup("batch_size=16,amp=off,expressions_per_image=2,threads=2", base)
+    assert parse_setup("batch=16,dtype=fp32,per_image=2,threads=2", base) == new
+    assert (new.batch_size, new.amp, new.expressions_per_image, new.precision) == (16, "off", 2, "fp32")
+    cfg = get_preset("smoke")
+    a = _parser().parse_args(["--batch-size", "8", "--expressions-per-image", "2", "--amp", "off"])
+    b = _parser().parse_args(["--batch", "8", "--per-image", "2", "--dtype", "fp32"])
+    cpu = torch.device("cpu")
+    assert _setup_from_args(a, cfg, cpu) == _setup_from_args(b, cfg, cpu)
+    assert _setup_from_args(a, cfg, cpu).amp == "off"

@@ -19,23 +19,32 @@ def _fmt(r: BenchResult) -> str:
     mem = f"{r.peak_mem_gb:.2f} GB" if r.peak_mem_gb is not None else "n/a (CPU)"
     mfu = f"{100 * r.mfu:.1f} %" if r.mfu is not None else "n/a"
     comp = f", compile {r.compile_s:.1f} s" if r.compile_s is not None else ""
-    peak = f"  {100 * r.peak_fraction:5.1f} % of the CPU's {r.dtype} matmul peak" if r.peak_fraction else ""
-    return (f"{r.mode:<5} {r.dtype:<4} {'compiled' if r.compiled else 'eager':<8} batch {r.batch:<3} "
-            f"x{r.per_image}/img {r.threads} thr  step {r.step_ms:9.2f} ms  {r.images_per_s:9.2f} img/s  "
+    peak = f"  {100 * r.peak_fraction:5.1f} % of the CPU's {r.precision} matmul peak" if r.peak_fraction else ""
+    return (f"{r.mode:<5} {r.precision:<4} {'compiled' if r.compiled else 'eager':<8} batch {r.batch_size:<3} "
+            f"x{r.expressions_per_image}/img {r.threads} thr  step {r.step_ms:9.2f} ms  {r.images_per_s:9.2f} img/s  "
             f"{r.tflops * 1000:8.2f} GFLOP/s  MFU {mfu:>7}  peak mem {mem}{comp}{peak}")
 
 
+# the --compare keys and --amp values of before the training config's words (still accepted)
+FORMER_KEYS = {"batch": "batch_size", "per_image": "expressions_per_image", "dtype": "amp"}
+FORMER_AMP = {"fp32": "off"}
+
+
 def parse_setup(spec: str, base: BenchSetup) -> BenchSetup:
-    """``"batch=16,dtype=fp32,per_image=1,threads=2"`` -> ``base`` with those fields."""
+    """``"batch_size=16,amp=off,expressions_per_image=1,threads=2"`` -> ``base`` with those
+    fields (the former keys ``batch``, ``per_image``, ``dtype=fp32`` are read as these)."""
     types = {f.name: f.type for f in fields(BenchSetup)}
     changes: dict[str, Any] = {}
     for item in filter(None, (x.strip() for x in spec.split(","))):
         key, _, value = item.partition("=")
         key = key.strip().replace("-", "_")
+        key = FORMER_KEYS.get(key, key)
         if key not in types or not value:
             raise ConfigError(f"--compare {spec!r}: write key=value pairs with keys from "
                               f"{', '.join(sorted(types))}")
-        if key in ("mode", "dtype", "device"):
+        if key == "amp":
+            changes[key] = FORMER_AMP.get(value, value)
+        elif key in ("mode", "device"):
             changes[key] = value
         elif key == "compile":
             changes[key] = value.lower() in ("1", "true", "yes")
@@ -48,16 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m restr bench", description=bench.__doc__.split("\n\n")[0])
     add_model_overrides(parser)
     parser.add_argument("--mode", default="train", choices=["train", "infer", "data"])
-    parser.add_argument("--batch", type=int, help="expressions per step (default: the preset's train.batch_size)")
-    parser.add_argument("--per-image", type=int,
-                        help="expressions per image (default: the preset's train.expressions_per_image)")
-    parser.add_argument("--dtype", choices=["bf16", "fp32"], help="autocast precision (default: bf16)")
+    parser.add_argument("--batch-size", "--batch", dest="batch_size", type=int,
+                        help="expressions per step (default: the preset's train.batch_size; --batch: the former name)")
+    parser.add_argument("--expressions-per-image", "--per-image", dest="expressions_per_image", type=int,
+                        help="expressions per image (default: the preset's train.expressions_per_image; --per-image: "
+                             "the former name)")
+    parser.add_argument("--amp", "--dtype", dest="amp", choices=["bf16", "off", "fp32"],
+                        help="bf16 autocast, or off: fp32 (default: bf16; --dtype and fp32: the former names)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's, or OMP_NUM_THREADS)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (compile time reported)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds; medians are reported")
-    parser.add_argument("--compare", default="dtype=fp32,compile=false",
+    parser.add_argument("--compare", default="amp=off,compile=false",
                         help="the baseline: key=value changes to the timed setup (default: eager fp32)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the device's bf16 dense peak")
@@ -69,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="synthref")
     parser.add_argument("--split-by", default="unc")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--workers", dest="num_workers", type=int, default=4, help="--mode data: loader workers")
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--format", default="uint8", choices=["uint8", "float32"],
                         help="--mode data: the trainer's uint8 items (default) or evaluation's float32 ones")
@@ -78,20 +90,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setup_from_args(args: argparse.Namespace, cfg, dev: torch.device) -> BenchSetup:
     t = cfg.train
-    return BenchSetup(mode=args.mode, batch=args.batch or t.batch_size, dtype=args.dtype or "bf16",
-                      compile=args.compile, per_image=args.per_image or t.expressions_per_image,
+    return BenchSetup(mode=args.mode, batch_size=args.batch_size or t.batch_size,
+                      amp=FORMER_AMP.get(args.amp, args.amp or "bf16"), compile=args.compile,
+                      expressions_per_image=args.expressions_per_image or t.expressions_per_image,
                       threads=args.threads, steps=args.steps, warmup=args.warmup, device=str(dev)).check()
 
 
 def _print_data(args: argparse.Namespace, cfg) -> None:
     res = bench_data(args.data, args.dataset, args.split_by, args.split, cfg.model.image_hw,
-                     batch=args.batch or cfg.train.batch_size, workers=args.workers, batches=args.batches,
-                     uint8=args.format == "uint8", per_image=args.per_image or 1)
+                     batch_size=args.batch_size or cfg.train.batch_size, num_workers=args.num_workers,
+                     batches=args.batches, uint8=args.format == "uint8",
+                     expressions_per_image=args.expressions_per_image or 1)
     h, w = cfg.model.image_hw
     print(json.dumps(res, indent=2) if args.json else
           f"DataLoader: {res['images_per_s']:.1f} expressions/s ({res['images']} expressions, "
-          f"{res['per_image']} per image, batch {res['batch']}, "
-          f"{res['workers']} workers, split {res['split']}, {res['source_megapixels']:.2f} MP sources "
+          f"{res['expressions_per_image']} per image, batch {res['batch_size']}, "
+          f"{res['num_workers']} workers, split {res['split']}, {res['source_megapixels']:.2f} MP sources "
           f"letterboxed to {h}x{w}, {res['format']} items of {res['bytes_per_image'] / 1e6:.2f} MB)")
 
 
@@ -131,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if ratio is not None:
         print(f"speed-up over the baseline ({args.compare}): {ratio:.2f}x")
     for setup in setups if args.top_ops else []:
-        print(f"\ntop ops by self time, {setup.mode} {setup.dtype} batch {setup.batch} x{setup.per_image}/img "
+        print(f"\ntop ops by self time, {setup.mode} {setup.precision} batch {setup.batch_size} "
+              f"x{setup.expressions_per_image}/img "
               f"{setup.threads or torch.get_num_threads()} thr ({setup.steps} profiled steps):")
         for row in top_ops(cfg.model, setup, args.top_ops):
             print(f"  {row['op']:<40} {row['calls']:>5} calls/step {row['self_ms']:9.2f} ms/step {row['share']:7.1%}")

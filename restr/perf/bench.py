@@ -8,7 +8,7 @@ measured once by running the same step under ``FlopCounterMode`` (the counter be
 
 Each run also times a baseline, the eager fp32 step of the same batch unless
 ``--compare`` names another setup (e.g. the tiny preset's former default,
-``--compare batch=16,dtype=fp32,per_image=1,threads=2``), and prints the ratio. The two
+``--compare batch_size=16,amp=off,expressions_per_image=1,threads=2``), and prints the ratio. The two
 are timed in alternation, ``--repeats`` times, and the medians are reported: on a
 shared machine a ratio measured side by side means more than either figure.
 
@@ -30,6 +30,7 @@ import torch
 
 from ..config import ConfigError, ModelConfig, TrainConfig
 
+BENCH_AMP = ("bf16", "off")  # the step computes in bf16 autocast, or in fp32
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {
     "H100 SXM": 989.4,
@@ -61,42 +62,49 @@ def device_peak_tflops(device: torch.device) -> tuple[str, float | None]:
 
 @dataclass
 class BenchSetup:
-    """One configuration to time. ``per_image`` expressions share each image (the ViT
-    runs once per image, ``train.expressions_per_image``); ``threads``: intra-op threads
+    """One configuration to time, in the training config's words: ``batch_size``
+    expressions a step, ``expressions_per_image`` of them sharing each image (the ViT runs
+    once per image), ``amp`` "bf16" (autocast) or "off" (fp32); ``threads``: intra-op threads
     on a CPU (None: leave torch's setting)."""
 
     mode: str = "train"
-    batch: int = 8
-    dtype: str = "bf16"
+    batch_size: int = 8
+    amp: str = "bf16"
     compile: bool = False
-    per_image: int = 1
+    expressions_per_image: int = 1
     threads: int | None = None
     steps: int = 20
     warmup: int = 5
     device: str | None = None
 
     def check(self) -> "BenchSetup":
-        if self.dtype not in ("bf16", "fp32"):
-            raise ConfigError(f"--dtype {self.dtype!r}: choose bf16 or fp32")
+        if self.amp not in BENCH_AMP:
+            raise ConfigError(f"--amp {self.amp!r}: choose bf16 or off (fp32)")
         if self.mode not in ("train", "infer"):
             raise ConfigError(f"--mode {self.mode!r}: choose train, infer or data")
-        if self.per_image < 1 or self.batch % self.per_image:
-            raise ConfigError(f"--batch {self.batch} must be a multiple of --per-image {self.per_image}")
+        if self.expressions_per_image < 1 or self.batch_size % self.expressions_per_image:
+            raise ConfigError(f"--batch-size {self.batch_size} must be a multiple of --expressions-per-image "
+                              f"{self.expressions_per_image}")
         return self
 
     def label(self) -> str:
         threads = f", {self.threads} thr" if self.threads else ""
-        return (f"{self.mode:<5} {self.dtype:<4} {'compiled' if self.compile else 'eager':<8} batch {self.batch:<3} "
-                f"x{self.per_image}/img{threads}")
+        return (f"{self.mode:<5} {self.precision:<4} {'compiled' if self.compile else 'eager':<8} batch "
+                f"{self.batch_size:<3} x{self.expressions_per_image}/img{threads}")
+
+    @property
+    def precision(self) -> str:
+        """What the step computes in: "bf16" or "fp32"."""
+        return "fp32" if self.amp == "off" else self.amp
 
 
 @dataclass
 class BenchResult:
     mode: str
-    dtype: str
+    amp: str
     compiled: bool
-    batch: int
-    per_image: int
+    batch_size: int
+    expressions_per_image: int
     threads: int
     steps: int
     step_ms: float
@@ -106,7 +114,11 @@ class BenchResult:
     mfu: float | None
     peak_mem_gb: float | None
     compile_s: float | None
-    peak_fraction: float | None = None  # CPU: achieved / measured matmul peak in this dtype
+    peak_fraction: float | None = None  # CPU: achieved / measured matmul peak in this precision
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self.amp == "off" else self.amp
 
 
 class _Step:
@@ -122,13 +134,13 @@ class _Step:
         self.model.train(setup.mode == "train")
         h, w = cfg.image_hw
         g = torch.Generator(device="cpu").manual_seed(0)
-        n_images = setup.batch // setup.per_image
+        n_images = setup.batch_size // setup.expressions_per_image
         self.images = torch.randn(n_images, 3, h, w, generator=g).to(device)
-        self.words = torch.randint(2, cfg.vocab_size, (setup.batch, cfg.max_words), generator=g).to(device)
-        self.masks = (torch.rand(setup.batch, h, w, generator=g) > 0.7).float().to(device)
-        self.index = (torch.arange(n_images).repeat_interleave(setup.per_image).to(device)
-                      if setup.per_image > 1 else None)
-        self.amp = torch.bfloat16 if setup.dtype == "bf16" else None
+        self.words = torch.randint(2, cfg.vocab_size, (setup.batch_size, cfg.max_words), generator=g).to(device)
+        self.masks = (torch.rand(setup.batch_size, h, w, generator=g) > 0.7).float().to(device)
+        self.index = (torch.arange(n_images).repeat_interleave(setup.expressions_per_image).to(device)
+                      if setup.expressions_per_image > 1 else None)
+        self.amp = torch.bfloat16 if setup.amp == "bf16" else None
         self.train_step = None
         if setup.mode == "train":
             # the trainer's own step (restr.engine.step.TrainStep): fused AdamW with the paper's two
@@ -261,10 +273,11 @@ class _Timed:
         threads = s.threads or torch.get_num_threads()
         fraction = None
         if cpu_peaks is not None:
-            fraction = tflops * 1e12 / cpu_peaks[(s.dtype, threads)]
+            fraction = tflops * 1e12 / cpu_peaks[(s.precision, threads)]
         return BenchResult(
-            mode=s.mode, dtype=s.dtype, compiled=s.compile, batch=s.batch, per_image=s.per_image, threads=threads,
-            steps=s.steps, step_ms=step_s * 1000, images_per_s=s.batch / step_s, flops_per_step=self.flops,
+            mode=s.mode, amp=s.amp, compiled=s.compile, batch_size=s.batch_size,
+            expressions_per_image=s.expressions_per_image, threads=threads, steps=s.steps, step_ms=step_s * 1000,
+            images_per_s=s.batch_size / step_s, flops_per_step=self.flops,
             tflops=tflops, mfu=tflops / peak if (peak and on_gpu) else None,
             peak_mem_gb=torch.cuda.max_memory_allocated(self.device) / 1e9 if on_gpu else None,
             compile_s=self.compile_s, peak_fraction=fraction,
@@ -279,7 +292,7 @@ def run_benches(cfg: ModelConfig, setups: list[BenchSetup], repeats: int = 3, pe
     timed = [_Timed(cfg, s, None) for s in setups]
     peaks = None
     if cpu_peaks and timed[0].device.type == "cpu":
-        wanted = {(s.dtype, s.threads or torch.get_num_threads()) for s in setups}
+        wanted = {(s.precision, s.threads or torch.get_num_threads()) for s in setups}
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
         peaks = {(d, n): matmul_peak(dtypes[d], n) for d, n in sorted(wanted)}
     for _ in range(max(1, repeats)):
@@ -316,14 +329,15 @@ def run_bench(cfg: ModelConfig, peak_tflops: float | None = None, flops_per_step
 
 @dataclass
 class DataBench:
-    """How :func:`bench_data` loads: batch (expressions), workers, batches to time, the
-    item format, and expressions per image (groups, as the trainer loads them)."""
+    """How :func:`bench_data` loads, in the training config's words: ``batch_size``
+    (expressions), ``num_workers``, batches to time, the item format, and
+    ``expressions_per_image`` (groups, as the trainer loads them)."""
 
-    batch: int = 16
-    workers: int = 4
+    batch_size: int = 16
+    num_workers: int = 4
     batches: int = 50
     uint8: bool = True
-    per_image: int = 1
+    expressions_per_image: int = 1
 
 
 def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, **options: Any) -> dict[str, Any]:
@@ -332,7 +346,7 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
 
     ``uint8=True`` times the trainer's pipeline (letterboxed uint8 items, normalised
     later on the device); ``False`` the float32 items that evaluation uses. With
-    ``per_image > 1`` the items are groups of expressions of one image (the trainer's
+    ``expressions_per_image > 1`` the items are groups of expressions of one image (the trainer's
     ``train.expressions_per_image``; uint8 only).
     """
     from torch.utils.data import DataLoader
@@ -342,16 +356,17 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
 
     o = DataBench(**options)
     ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"),
-                      uint8=o.uint8 or o.per_image > 1)
-    units = len(ds) // o.per_image
-    per_batch = max(1, o.batch // o.per_image)
+                      uint8=o.uint8 or o.expressions_per_image > 1)
+    per_image = o.expressions_per_image
+    units = len(ds) // per_image
+    per_batch = max(1, o.batch_size // per_image)
     batches = o.batches if units >= per_batch * (o.batches + 1) else max(1, units // per_batch - 1)
-    if o.per_image > 1:
-        data, sampler, fn = ExpressionGroups(ds), expression_groups(ds, o.per_image, 0, 0), collate_groups
+    if per_image > 1:
+        data, sampler, fn = ExpressionGroups(ds), expression_groups(ds, per_image, 0, 0), collate_groups
     else:
         data, sampler, fn = ds, None, collate
-    loader = DataLoader(data, batch_size=per_batch, shuffle=sampler is None, sampler=sampler, num_workers=o.workers,
-                        collate_fn=fn, persistent_workers=o.workers > 0, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(data, batch_size=per_batch, shuffle=sampler is None, sampler=sampler, num_workers=o.num_workers,
+                        collate_fn=fn, persistent_workers=o.num_workers > 0, generator=torch.Generator().manual_seed(0))
     it = iter(loader)
     first = next(it)  # start the workers
     per_item = sum(first[k][0].numel() * first[k].element_size() for k in ("image", "mask", "words"))
@@ -363,6 +378,6 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
     elapsed = time.perf_counter() - t0
     sizes = [ds.data.images[i] for i in ds.image_ids()[:200]]
     mean_pixels = sum(int(im["height"]) * int(im["width"]) for im in sizes) / max(len(sizes), 1)
-    return {"mode": "data", "split": split, "batch": o.batch, "workers": o.workers, "images": n,
-            "per_image": o.per_image, "format": "uint8" if o.uint8 else "float32", "bytes_per_image": per_item,
-            "source_megapixels": mean_pixels / 1e6, "seconds": elapsed, "images_per_s": n / elapsed}
+    return {"mode": "data", "split": split, "batch_size": o.batch_size, "num_workers": o.num_workers,
+            "images": n, "expressions_per_image": per_image, "format": "uint8" if o.uint8 else "float32",
+            "bytes_per_image": per_item, "source_megapixels": mean_pixels / 1e6, "seconds": elapsed, "images_per_s": n / elapsed}
