@@ -380,4 +380,5 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
     mean_pixels = sum(int(im["height"]) * int(im["width"]) for im in sizes) / max(len(sizes), 1)
     return {"mode": "data", "split": split, "batch_size": o.batch_size, "num_workers": o.num_workers,
             "images": n, "expressions_per_image": per_image, "format": "uint8" if o.uint8 else "float32",
-            "bytes_per_image": per_item, "source_megapixels": mean_pixels / 1e6, "seconds": elapsed, "images_per_s": n / elapsed}
+            "bytes_per_image": per_item, "source_megapixels": mean_pixels / 1e6, "seconds": elapsed,
+            "images_per_s": n / elapsed}
