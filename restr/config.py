@@ -390,8 +390,9 @@ class Config:
         new.train.validate()
         return new
 
-    def hash(self, sections: tuple[str, ...] = ("model", "data", "train")) -> str:
-        """Stable short hash of the given sections (used to cache runs)."""
+    def run_key(self, sections: tuple[str, ...] = ("model", "data", "train")) -> str:
+        """The run cache's key of this config: a stable short hash of the given sections (a run
+        folder's name, restr.zoo.cache.run_dir_for, and config.json's "config_hash")."""
         d = self.to_dict()
         payload = json.dumps({k: d[k] for k in sections}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]

@@ -582,7 +582,7 @@ def measure(out: Path, data_root: str, iterations: int, seeds: list[int], varian
             row: dict[str, Any] = {"overrides": over, "seeds": list(seeds), "cum_iou": [], "mean_iou": []}
             for seed in seeds:
                 cfg = get_preset("tiny").override({**base, **over, "train.seed": seed})
-                run_dir = out / f"{name}-s{seed}-{cfg.hash()}"
+                run_dir = out / f"{name}-s{seed}-{cfg.run_key()}"
                 t0 = time.perf_counter()
                 if not (run_dir / "checkpoints" / "last.pt").is_file():
                     train(cfg, run_dir, progress=False, device="cpu")

@@ -47,7 +47,7 @@ def test_run_config_takes_the_profile_values(tmp_path):
 def test_run_config_overrides_and_hash(tmp_path):
     prof = BOOK_PROFILES["quick"]
     main = book.run_config(prof, "data/synthref")
-    assert book.run_config(prof, "data/synthref").hash() == main.hash()  # a function of its arguments
+    assert book.run_config(prof, "data/synthref").run_key() == main.run_key()  # a function of its arguments
     variant = book.run_config(prof, "data/synthref", iterations=prof.variant_iterations, seed=2,
                               fusion="vme", shared=True)
     its = prof.variant_iterations
@@ -56,16 +56,16 @@ def test_run_config_overrides_and_hash(tmp_path):
     assert variant.train.seed == 2 and variant.model.fusion == "vme" and variant.model.shared
     assert variant.model.dim == main.model.dim  # untouched fields stay
     hashes = {
-        main.hash(),
-        variant.hash(),
-        book.run_config(prof, "data/synthref", seed=1).hash(),
-        book.run_config(prof, "data/synthref", fusion="ime").hash(),
-        book.run_config(prof, "data/synthref", iterations=prof.iterations + 1).hash(),
-        book.run_config(prof, "elsewhere").hash(),
-        book.run_config(BOOK_PROFILES["full"], "data/synthref").hash(),
+        main.run_key(),
+        variant.run_key(),
+        book.run_config(prof, "data/synthref", seed=1).run_key(),
+        book.run_config(prof, "data/synthref", fusion="ime").run_key(),
+        book.run_config(prof, "data/synthref", iterations=prof.iterations + 1).run_key(),
+        book.run_config(prof, "elsewhere").run_key(),
+        book.run_config(BOOK_PROFILES["full"], "data/synthref").run_key(),
     }
     # every change but the last gives another run; full's main run is quick's (same preset, length, data)
-    assert len(hashes) == 6 and book.run_config(BOOK_PROFILES["full"], "data/synthref").hash() == main.hash()
+    assert len(hashes) == 6 and book.run_config(BOOK_PROFILES["full"], "data/synthref").run_key() == main.run_key()
     with pytest.raises(ConfigError, match="model.no_such_field"):
         book.run_config(prof, "data/synthref", no_such_field=1)
 

@@ -56,7 +56,7 @@ def test_identical_configs_are_one_model():
     assert bm.find_model(QUICK, "table4-4L-dec").name == "table4-4L-dec"
     # ... full trains them as long as the main model: then it is
     assert bm.find_model(FULL, "table4-4L-dec").name == "main"
-    assert bm.model_config(FULL, "d", "table4-4L-dec").hash() == bm.model_config(FULL, "d", "main").hash()
+    assert bm.model_config(FULL, "d", "table4-4L-dec").run_key() == bm.model_config(FULL, "d", "main").run_key()
 
 
 def test_seeds_of_the_headline_models_and_of_the_rest():
@@ -66,7 +66,8 @@ def test_seeds_of_the_headline_models_and_of_the_rest():
     for name in ("table4-2L", "table4-2L-dec", "table4-4L-shared-dec", "table4-6L", "table4-6L-shared", "head-release"):
         assert bm.model_seeds(QUICK, name) == (0,)
     assert bm.model_config(QUICK, "d", "table3-vme", seed=1).train.seed == 1
-    assert bm.model_config(QUICK, "d", "table3-vme", seed=1).hash() != bm.model_config(QUICK, "d", "table3-vme").hash()
+    seed1, seed0 = bm.model_config(QUICK, "d", "table3-vme", seed=1), bm.model_config(QUICK, "d", "table3-vme")
+    assert seed1.run_key() != seed0.run_key()
     with pytest.raises(bm.UnknownModel, match=r"'table4-6L' of the quick book is trained with seeds \[0\], not 1"):
         bm.model_config(QUICK, "d", "table4-6L", seed=1)
     with pytest.raises(bm.UnknownModel, match="the smoke book has no model 'table4-6L'; it asks for: main, "):
@@ -92,7 +93,7 @@ def test_a_converged_profile_seeds_every_claim_arm_and_trains_the_new_arms():
     dense, none = bm.model_config(conv, "d", "start-dense"), bm.model_config(conv, "d", "start-none")
     assert (dense.model.vit_pretrain, dense.model.vit_weights) == ("dense", "pretrain")
     assert none.model.vit_weights is None
-    assert len({bm.model_config(conv, "d", n).hash() for n in ("main", "start-dense", "start-none")}) == 3
+    assert len({bm.model_config(conv, "d", n).run_key() for n in ("main", "start-dense", "start-none")}) == 3
     assert bm.runs_count(conv) == 11 * 3 + 3  # eleven claim arms, three fidelity arms
     # the quick profile trains none of them
     assert not {"table2-conv", "start-dense", "start-none"} & {r.name for r in bm.requests(QUICK)}

@@ -43,7 +43,7 @@ def test_missing_run_is_reported_or_trained(data_root, tmp_path, train_calls):
     expected = run_dir_for(cfg, tmp_path)
     from restr.data.fingerprint import data_fingerprint, short
 
-    assert expected == tmp_path / f"smoke-{cfg.hash()}-{short(data_fingerprint(cfg.data))}"
+    assert expected == tmp_path / f"smoke-{cfg.run_key()}-{short(data_fingerprint(cfg.data))}"
     assert run_status(expected) == {"exists": False, "finished": False, "step": 0, "iterations": None}
     with pytest.raises(RunMissing, match="missing"):
         get_run(cfg, tmp_path, train_if_missing=False)

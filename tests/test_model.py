@@ -276,7 +276,7 @@ def test_override_from_strings_and_diff():
         "model.fusion: 'cme' != 'vme'", "model.shared: False != True", "train.lr: 0.001 != 0.0003",
         "model.image_size: 64 != [64, 96]",
     }
-    assert base.hash() != new.hash() and base.hash() == get_preset("tiny").hash()
+    assert base.run_key() != new.run_key() and base.run_key() == get_preset("tiny").run_key()
 
 
 # --- ViT weights from a local file ---------------------------------------------------

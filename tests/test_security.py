@@ -368,7 +368,6 @@ def test_data_synth_on_a_full_disk_names_it_from_its_workers_and_exits_2(tmp_pat
 
 def test_a_half_pretrain_cache_entry_is_reported_and_redone(data_root, tmp_path, monkeypatch, capsys):
     import restr.engine.pretrain as pretrain
-    import restr.utils.files
     from restr.config import get_preset
 
     calls = []
@@ -384,18 +383,19 @@ def test_a_half_pretrain_cache_entry_is_reported_and_redone(data_root, tmp_path,
     def ensure():
         return pretrain.ensure_pretrained(model, str(data_root), "synthref", "unc", p, tmp_path / "pre")
 
-    real_write = restr.utils.files.atomic_write_bytes
+    real_write = pretrain.atomic_write_bytes
 
     def killed(path, data, **kw):  # the process dies while writing the weights
         if str(path).endswith(".safetensors"):
             raise KeyboardInterrupt
         return real_write(path, data, **kw)
 
-    monkeypatch.setattr(restr.utils.files, "atomic_write_bytes", killed)
+    monkeypatch.setattr(pretrain, "atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
         ensure()
-    monkeypatch.setattr(restr.utils.files, "atomic_write_bytes", real_write)
-    path = pretrain.pretrained_path(model, p, pretrain.data_fingerprint(ReferData(data_root, "synthref", "unc")),
+    monkeypatch.setattr(pretrain, "atomic_write_bytes", real_write)
+    key = pretrain.instances_key(ReferData(data_root, "synthref", "unc").instances_path)
+    path = pretrain.pretrained_path(model, p, key,
                                     tmp_path / "pre")
     assert path.with_suffix(".json").is_file() and not path.exists()  # the record only: no entry
     capsys.readouterr()

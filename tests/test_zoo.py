@@ -13,7 +13,7 @@ import torch
 from restr.config import get_preset
 from restr.data.fingerprint import data_fingerprint, short
 from restr.runs.folder import load_run, read_run_config
-from restr.zoo.manifest import ZooError, add_to_zoo, find, identity, materialize, read_manifest, write_manifest
+from restr.zoo.manifest import ZooError, add_to_zoo, find, materialize, read_manifest, write_manifest, zoo_identity
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,9 +40,9 @@ def test_identity_ignores_where_the_data_lives_but_not_what_it_is(smoke_run, tmp
     cfg = read_run_config(smoke_run)
     fp = short(data_fingerprint(cfg.data))
     moved = cfg.override({"data.root": "/elsewhere", "data.num_workers": 7, "train.log_every": 3})
-    assert identity(moved, fp) == identity(cfg, fp)
-    assert identity(cfg.override({"train.lr": 0.5}), fp) != identity(cfg, fp)
-    assert identity(cfg, "another-data-set") != identity(cfg, fp)
+    assert zoo_identity(moved, fp) == zoo_identity(cfg, fp)
+    assert zoo_identity(cfg.override({"train.lr": 0.5}), fp) != zoo_identity(cfg, fp)
+    assert zoo_identity(cfg, "another-data-set") != zoo_identity(cfg, fp)
 
 
 def test_a_matching_request_finds_the_model_and_rebuilds_its_run(zoo, smoke_run, tmp_path):

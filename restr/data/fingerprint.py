@@ -21,28 +21,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..utils.files import file_sha256
 from .errors import DataError
 
 FIELDS = ("refs", "instances", "vocabulary")
-_FILE_CACHE: dict[tuple[str, int, int], str] = {}
 _VOCAB_CACHE: dict[tuple[str, str, str], str] = {}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (cached while its size and mtime stay the same)."""
-    path = Path(path)
+def cached_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a data file (:func:`restr.utils.files.file_sha256`, cached while its size
+    and mtime stay the same); a :class:`DataError` naming a file that cannot be read."""
     try:
-        st = path.stat()
+        return file_sha256(path, cached=True)
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _FILE_CACHE[key] = h.hexdigest()
-    return _FILE_CACHE[key]
 
 
 def vocabulary_sha256(refs_path: Path, refs_hash: str, dataset: str, split_by: str, split: str) -> str:
@@ -69,8 +61,8 @@ def data_fingerprint(data: Any) -> dict[str, str]:
     missing = [str(p) for p in (refs, instances) if not p.is_file()]
     if missing:
         raise DataError(f"missing {' and '.join(missing)} (expected layout: see data/README.md)")
-    refs_hash = file_sha256(refs)
-    return {"refs": refs_hash, "instances": file_sha256(instances),
+    refs_hash = cached_sha256(refs)
+    return {"refs": refs_hash, "instances": cached_sha256(instances),
             "vocabulary": vocabulary_sha256(refs, refs_hash, data.dataset, data.split_by, data.train_split)}
 
 

@@ -33,11 +33,13 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import ConfigError, ModelConfig
+from ..data import synth
+from ..data.errors import DataError
+from ..data.refer import ReferData
+from ..data.synth import COLOURS, SHAPES, render
+from ..data.synth_scenes import SHAPES_PER_SCENE, ImageJob
+from ..data.transforms import augment_group, letterbox, letterbox_mask, normalize_batch
+from ..model.vision import VisionEncoder
+from ..utils.devices import cpu_threads, resolve_amp
+from ..utils.files import atomic_write_bytes, atomic_write_text, file_sha256
+from .optim import lr_factor
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class PretrainConfig:
     warmup: float = 0.05
     amp: str = "bf16"
     seed: int = 0
-    workers: int = 0  # the items are in memory: loading in the training process is enough
+    num_workers: int = 0  # the items are in memory: loading in the training process is enough
     val_images: int = 200  # held out of the training split to report pixel accuracy
 
     def validate(self) -> "PretrainConfig":
@@ -103,8 +115,6 @@ class CategoryMaps(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        from ..data.transforms import augment_group, letterbox, letterbox_mask
-
         image, labels = self.images[i], self.labels[i]
         if self.augment:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
@@ -135,28 +145,24 @@ class DenseHead(nn.Module):
         return x.reshape(B, C, gh * P, gw * P)
 
 
-def data_fingerprint(data) -> str:
-    """sha256 (first 12 hex digits) of the instances file the labels come from."""
-    h = hashlib.sha256()
-    with open(data.instances_path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+def instances_key(instances_path: str | os.PathLike) -> str:
+    """What the pretraining caches are keyed by for the data: the first 12 hex digits of
+    the SHA-256 of its ``instances.json`` (the file the labels come from)."""
+    return file_sha256(instances_path)[:12]
 
 
 def _loaders(data, train_ids: list[int], model_cfg: ModelConfig, p: PretrainConfig) -> tuple[DataLoader, Dataset]:
     hw = model_cfg.image_hw
     train = CategoryMaps(data, train_ids[p.val_images:], hw, augment=True)
     held = CategoryMaps(data, train_ids[:p.val_images], hw, augment=False)
-    loader = DataLoader(train, batch_size=p.batch_size, shuffle=True, drop_last=True, num_workers=p.workers,
-                        generator=torch.Generator().manual_seed(p.seed), persistent_workers=p.workers > 0)
+    loader = DataLoader(train, batch_size=p.batch_size, shuffle=True, drop_last=True, num_workers=p.num_workers,
+                        generator=torch.Generator().manual_seed(p.seed), persistent_workers=p.num_workers > 0)
     return loader, held
 
 
 @torch.no_grad()
 def pixel_accuracy(vision: nn.Module, head: nn.Module, dataset: Dataset, amp: torch.dtype | None) -> dict[str, float]:
     """Pixel accuracy over all pixels and over object pixels only, on ``dataset``."""
-    from ..data.transforms import normalize_batch
 
     vision.eval()
     right = total = right_obj = total_obj = 0
@@ -179,13 +185,9 @@ def pretrain_vit(model_cfg: ModelConfig, data, train_ids: list[int], p: Pretrain
     its state dict and a summary (losses, held-out accuracy, seconds)."""
     from tqdm import tqdm
 
-    from ..data.transforms import normalize_batch
-    from ..model.vision import VisionEncoder
-    from ..utils.devices import cpu_threads, resolve_amp
-    from .optim import lr_factor
 
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(cpu_threads(p.workers))
+        torch.set_num_threads(cpu_threads(p.num_workers))
     torch.manual_seed(p.seed)
     vision = VisionEncoder(ModelConfig(**{**asdict(model_cfg), "vit_weights": None}))
     loader, held = _loaders(data, train_ids, model_cfg, p)
@@ -223,7 +225,9 @@ def pretrained_path(model_cfg: ModelConfig, p: PretrainConfig, fingerprint: str,
     changes with any of them."""
     vit = {k: getattr(model_cfg, k) for k in ("image_size", "patch_size", "vit_dim", "vit_depth", "vit_heads",
                                                "vit_mlp_ratio", "drop_path")}
-    key = json.dumps({"vit": vit, "pretrain": asdict(p), "data": fingerprint}, sort_keys=True, default=list)
+    fields = asdict(p)
+    fields["workers"] = fields.pop("num_workers")  # the key keeps the name its entries were written under
+    key = json.dumps({"vit": vit, "pretrain": fields, "data": fingerprint}, sort_keys=True, default=list)
     return Path(folder) / f"vit-{hashlib.sha256(key.encode()).hexdigest()[:12]}.safetensors"
 
 
@@ -233,11 +237,10 @@ def ensure_pretrained(model_cfg: ModelConfig, root: str, dataset: str, split_by:
     pretrained now (a few minutes on a CPU) when it is not."""
     from safetensors.torch import save
 
-    from ..data.refer import ReferData
 
     p = (p or PretrainConfig()).validate()
     data = ReferData(root, dataset, split_by)
-    path = pretrained_path(model_cfg, p, data_fingerprint(data), folder)
+    path = pretrained_path(model_cfg, p, instances_key(data.instances_path), folder)
     if _cached(path):
         return path
     train_ids = sorted({int(r["image_id"]) for r in data.refs if r.get("split") == "train"})
@@ -247,7 +250,7 @@ def ensure_pretrained(model_cfg: ModelConfig, root: str, dataset: str, split_by:
     state, summary = pretrain_vit(model_cfg, data, train_ids, p)
     _write_cache(path, save({k: v.contiguous() for k, v in state.items()}), {
         "data": {"root": str(root), "dataset": dataset, "split_by": split_by,
-                 "instances_sha256": data_fingerprint(data)},
+                 "instances_sha256": instances_key(data.instances_path)},
         "pretrain": asdict(p), "vit": {"image_size": list(model_cfg.image_hw), "patch_size": model_cfg.patch_size,
                                        "dim": model_cfg.vit_dim, "depth": model_cfg.vit_depth},
         **summary})
@@ -337,8 +340,6 @@ def generator_stream(root: str | os.PathLike, dataset: str) -> tuple[int, int]:
     """The seed and the generator version of the embedded data set at ``root/dataset`` (its
     ``scenes.json``): the pretraining pictures are drawn by the same version's rules, from
     image streams the data set never uses."""
-    from ..data import synth
-    from ..data.errors import DataError
 
     path = Path(root) / dataset / "scenes.json"
     if not path.is_file():
@@ -376,12 +377,9 @@ def render_pretraining_images(seed: int, count: int, first_index: int = CLASSIFY
     data set's kinds and ``per_object``, the pictures are the data set's own (the tests'
     control). The only function that calls the generator: a new generator version with the
     same :func:`restr.data.synth.render` and ``ImageJob`` serves here unchanged."""
-    import tempfile
 
     from PIL import Image
 
-    from ..data.synth import render
-    from ..data.synth_scenes import SHAPES_PER_SCENE, ImageJob
 
     turns = list(SHAPES_PER_SCENE)  # the generator's scene kinds
     kinds = kinds if kinds is not None else [turns[i % len(turns)] for i in range(count)]
@@ -400,7 +398,6 @@ def image_labels(record: dict) -> tuple[np.ndarray, int]:
     """A rendered image's targets: presence (len(SHAPES) + len(COLOURS),) float32 (1 for every
     shape, then every colour, the image holds) and the index of its largest object's shape
     (most visible pixels)."""
-    from ..data.synth import COLOURS, SHAPES
 
     colours = list(COLOURS)
     presence = np.zeros(len(SHAPES) + len(colours), np.float32)
@@ -417,8 +414,6 @@ class ClassifyImages(Dataset):
     (which changes no label)."""
 
     def __init__(self, images: list[np.ndarray], records: list[dict], image_size: tuple[int, int], augment: bool):
-        from ..data.transforms import letterbox
-
         self.augment = augment
         boxed = [letterbox(im, image_size)[0].transpose(2, 0, 1) for im in images]
         self.images = torch.from_numpy(np.ascontiguousarray(np.stack(boxed)))  # (N, 3, H, W) uint8
@@ -477,8 +472,6 @@ def classification_metrics(vision: nn.Module, head: ImageHead, dataset: Classify
     """On ``dataset``: mAP over the presence labels (and over shapes and colours apart), the
     per-label accuracy at probability 0.5, the share of images with every label right, and
     the largest object's shape accuracy (with that head)."""
-    from ..data.synth import SHAPES
-    from ..data.transforms import normalize_batch
 
     vision.eval()
     scores, largest = [], []
@@ -508,8 +501,6 @@ class ObjectCrops(Dataset):
     crop of each picture. Held out: object ``i mod n``, centred, at :data:`HELD_OUT_FILL`."""
 
     def __init__(self, images: list[np.ndarray], records: list[dict], image_size: tuple[int, int], augment: bool):
-        from ..data.synth import COLOURS, SHAPES
-
         self.images, self.image_size, self.augment = images, image_size, augment
         colours = list(COLOURS)
         self.objects = [[(o["cx"], o["cy"], o["r"], SHAPES.index(o["shape"]), colours.index(o["colour"]))
@@ -529,8 +520,6 @@ class ObjectCrops(Dataset):
         return obj, fill, (2 * u[2] - 1) * CROP_SHIFT, (2 * u[3] - 1) * CROP_SHIFT, u[4] < 0.5
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        from ..data.transforms import letterbox
-
         (cx, cy, r, shape, colour), fill, dx, dy, flip = self._draw(i)
         image = self.images[i]
         side = 2 * r / fill
@@ -566,7 +555,6 @@ def crop_loss(shape_logits, colour_logits, batch) -> torch.Tensor:
 def crop_metrics(vision: nn.Module, head: CropHead, dataset: ObjectCrops, amp: torch.dtype | None
                  ) -> dict[str, float]:
     """On held-out crops: the shape's and the colour's accuracy, and both right."""
-    from ..data.transforms import normalize_batch
 
     vision.eval()
     right = {"shape": [], "colour": []}
@@ -583,7 +571,6 @@ def crop_metrics(vision: nn.Module, head: CropHead, dataset: ObjectCrops, amp: t
 
 def _task_parts(c: ClassifyConfig, vision_dim: int, images: list, records: list, hw: tuple[int, int]):
     """The task's training set, held-out set, head, loss and metrics."""
-    from ..data.synth import COLOURS, SHAPES
 
     if c.task == "objects":
         train_set = ObjectCrops(images[:c.images], records[:c.images], hw, augment=True)
@@ -600,8 +587,6 @@ def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig, prog
     """Render the pictures of generator seed ``seed`` (:func:`render_pretraining_images`),
     train the ViT of ``model_cfg`` (random start) to classify them; return its state dict
     and a summary (seconds rendering and training, losses, held-out metrics)."""
-    from ..model.vision import VisionEncoder
-    from ..utils.devices import cpu_threads, resolve_amp
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cpu_threads(0))
@@ -631,8 +616,6 @@ def _classify_loop(vision: nn.Module, head: nn.Module, train_set: Dataset, c: Cl
     and the seconds."""
     from tqdm import tqdm
 
-    from ..data.transforms import normalize_batch
-    from .optim import lr_factor
 
     loader = DataLoader(train_set, batch_size=c.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(c.seed))
@@ -684,7 +667,7 @@ def entry_problem(entry: Path) -> str | None:
         recorded = json.loads(info.read_text())["weights_sha256"]
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         return f"{info.name} is unreadable ({type(exc).__name__})"
-    if _sha256(weights) != recorded:
+    if file_sha256(weights) != recorded:
         return f"{weights.name} does not match the sha256 in {info.name}"
     return None
 
@@ -694,8 +677,6 @@ def commit_entry(entry: Path, weights: bytes, info: dict[str, Any]) -> None:
     both to disk, and rename the folder to ``entry`` in one step: a process killed at any
     moment leaves no entry or a whole one (and at most a temporary folder, removed by
     :func:`remove_abandoned`). If another process committed the entry first, keep its."""
-    import shutil
-    import uuid
 
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = entry.with_name(f".{entry.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -721,7 +702,6 @@ def commit_entry(entry: Path, weights: bytes, info: dict[str, Any]) -> None:
 def remove_abandoned(entry: Path) -> list[str]:
     """Remove the temporary folders of ``entry`` left by processes that no longer run (killed
     while writing it); return a notice for each."""
-    import shutil
 
     notices = []
     for tmp in entry.parent.glob(f".{entry.name}.*.tmp"):
@@ -739,18 +719,16 @@ def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, 
     """The ViT pretrained by image classification for this config and data set: read from
     ``folder`` when a complete entry is there, made now when not (an incomplete entry is
     reported and made again). Returns the weights file."""
-    import shutil
 
     from safetensors.torch import save
 
-    from ..data.errors import DataError
 
     c = (c or ClassifyConfig()).validate()
     instances = Path(root) / dataset / "instances.json"
     if not instances.is_file():
         raise DataError(f"no data set at {Path(root) / dataset}: {instances} is missing")
     # the data set's identity only: no image, expression or mask of it is read
-    fingerprint = data_fingerprint(SimpleNamespace(instances_path=instances))
+    fingerprint = instances_key(instances)
     entry = classify_entry(model_cfg, c, fingerprint, folder)
     for notice in remove_abandoned(entry):
         print(f"notice: {notice}", file=sys.stderr)
@@ -778,14 +756,6 @@ def ensure_vit_start(model_cfg: ModelConfig, root: str, dataset: str, split_by: 
     if model_cfg.vit_pretrain == "classify":
         return ensure_classify_pretrained(model_cfg, root, dataset, split_by, folder=folder, progress=progress)
     return ensure_pretrained(model_cfg, root, dataset, split_by, folder=folder)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -830,7 +800,6 @@ def _write_cache(path: Path, weights: bytes, record: dict) -> None:
     """Write a cache entry so that a kill at any moment leaves nothing or all of it: the
     record first, the weights last (each file atomically); :func:`_cached` counts an entry
     only when both are there, and the next pretraining overwrites a lone record."""
-    from ..utils.files import atomic_write_bytes, atomic_write_text
 
     atomic_write_text(path.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
     atomic_write_bytes(path, weights)

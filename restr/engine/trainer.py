@@ -257,7 +257,7 @@ class Trainer:
         self.ckpt = Checkpointer(run_dir, main=self.dist.main)
         take_run_folder(self.ckpt, self.dist)  # held until close()
         self.cfg, self.progress, self.dtype = cfg, progress, dtype
-        self.requested_hash = requested_hash or cfg.hash()
+        self.requested_hash = requested_hash or cfg.run_key()
         try:
             self.plan = self.ckpt.plan = plan_resume(self.ckpt.run_dir, cfg, resume, extend,
                                                      data_fingerprint(cfg.data), force, self.ckpt.existed)

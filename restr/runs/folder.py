@@ -154,7 +154,7 @@ def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: st
                      fingerprint: dict | None = None) -> None:
     d = cfg.to_dict()
     d["vocab_file"] = VOCAB_FILE
-    d["config_hash"] = requested_hash or cfg.hash()
+    d["config_hash"] = requested_hash or cfg.run_key()
     if (Path(run_dir) / VOCAB_FILE).is_file():  # written before config.json, by every writer of runs
         d["vocab_sha256"] = Vocabulary.load(Path(run_dir) / VOCAB_FILE).sha256()
     if fingerprint is not None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -89,6 +90,33 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------------------
+# hashes
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike, cached: bool = False) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks. ``cached``: remember it for this
+    process while the file's size and modification time stay the same (the data
+    fingerprint's files, read by every ``get_run`` of a notebook); a check of a file
+    against a recorded hash reads the bytes every time."""
+    path = Path(path)
+    key = None
+    if cached:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key in _HASH_CACHE:
+            return _HASH_CACHE[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if key is not None:
+        _HASH_CACHE[key] = h.hexdigest()
+    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------

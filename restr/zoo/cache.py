@@ -1,6 +1,6 @@
 """A cache of trained runs for the notebooks: ``get_run(cfg)`` trains once, then reuses.
 
-Runs live in ``<runs_dir>/<preset>-<cfg.hash()>-<data fingerprint>``: the hash covers the
+Runs live in ``<runs_dir>/<preset>-<cfg.run_key()>-<data fingerprint>``: the hash covers the
 whole config (model, data, train) as the caller gave it, and the fingerprint the data's
 contents (:mod:`restr.data.fingerprint`: the refs and instances files, the vocabulary),
 since the config names the data only by its path. Data regenerated in place thus gets
@@ -38,7 +38,7 @@ def run_dir_for(cfg: Config, runs_dir: str | os.PathLike = "runs", fingerprint: 
     """``<runs_dir>/<preset>-<config hash>-<data fingerprint>`` (the data is read if no
     ``fingerprint`` is given)."""
     fp = fingerprint if fingerprint is not None else data_fingerprint(cfg.data)
-    return Path(runs_dir) / f"{cfg.preset}-{cfg.hash()}-{short(fp)}"
+    return Path(runs_dir) / f"{cfg.preset}-{cfg.run_key()}-{short(fp)}"
 
 
 def stale_runs(cfg: Config, runs_dir: str | os.PathLike = "runs", fingerprint: dict | None = None) -> list[str]:
@@ -47,7 +47,7 @@ def stale_runs(cfg: Config, runs_dir: str | os.PathLike = "runs", fingerprint: d
     fp = fingerprint if fingerprint is not None else data_fingerprint(cfg.data)
     current = run_dir_for(cfg, runs_dir, fp)
     out = []
-    for other in sorted(Path(runs_dir).glob(f"{cfg.preset}-{cfg.hash()}*")):
+    for other in sorted(Path(runs_dir).glob(f"{cfg.preset}-{cfg.run_key()}*")):
         if other != current and (other / CONFIG_FILE).is_file():
             what = changes(read_run_fingerprint(other), fp, cfg.data)
             out.append(f"{other} is stale: it was trained on other data at {cfg.data.root} ({'; '.join(what)})")
@@ -91,7 +91,7 @@ def get_run(cfg: Config, runs_dir: str | os.PathLike = "runs", train_if_missing:
     with RunLock(run_dir, wait=True):  # another process training it: wait, then use its run
         status = run_status(run_dir)
         if not status["finished"] and not (not status["exists"] and from_zoo(cfg, run_dir, use_zoo)):
-            train(cfg, run_dir, resume=status["exists"], device=device, progress=progress, requested_hash=cfg.hash())
+            train(cfg, run_dir, resume=status["exists"], device=device, progress=progress, requested_hash=cfg.run_key())
     return run_dir
 
 

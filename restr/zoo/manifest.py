@@ -58,7 +58,7 @@ from ..data.vocab import Vocabulary
 from ..eval.evaluate import evaluate_run
 from ..model import build_model
 from ..runs.folder import CONFIG_FILE, LoopState, load_checkpoint, read_run_config, save_checkpoint, write_run_config
-from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, read_jsonl
+from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
 
 ZOO_DIR = REPO / "data" / "zoo"  # $RESTR_ZOO names another folder (tests)
 MANIFEST = "manifest.json"
@@ -80,15 +80,7 @@ class ZooError(RuntimeError):
 # ----------------------------------------------------------------------------------------
 # identity
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def identity(cfg: Config, fingerprint: str) -> str:
+def zoo_identity(cfg: Config, fingerprint: str) -> str:
     """The model's identity: its weight-shaping config and its data (see the module doc)."""
     flat = {f"{s}.{k}": v for s in ("model", "data", "train") for k, v in cfg.to_dict()[s].items()}
     kept = {k: v for k, v in flat.items() if k not in NOT_IDENTITY and k != "model.vocab_size"}
@@ -122,7 +114,7 @@ def find(cfg: Config, zoo_dir: str | os.PathLike | None = None,
     models = read_manifest(zoo_dir)
     if not models:
         return None
-    key = identity(cfg, fingerprint or short(data_fingerprint(cfg.data)))
+    key = zoo_identity(cfg, fingerprint or short(data_fingerprint(cfg.data)))
     return next((m for m in models if current_identity(m) == key), None)
 
 
@@ -137,7 +129,7 @@ def current_identity(entry: dict[str, Any]) -> str:
         cfg = Config.from_dict(entry["config"])
     except (ConfigError, KeyError, TypeError) as exc:
         raise ZooError(f"zoo model {entry.get('name')!r}: its config does not load under this code ({exc})") from None
-    return identity(cfg, entry["data_fingerprint"])
+    return zoo_identity(cfg, entry["data_fingerprint"])
 
 
 def entry_name(model: str, seed: int, profile: str) -> str:
@@ -216,7 +208,7 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     atomic_write_bytes(run_dir / "metrics.jsonl", log.read_bytes() if log.is_file() else b"")
     loop = LoopState(step=step)
     atomic_write_text(run_dir / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
-    write_run_config(run_dir, resolved, cfg.hash(), fingerprint=data_fingerprint(cfg.data))
+    write_run_config(run_dir, resolved, cfg.run_key(), fingerprint=data_fingerprint(cfg.data))
     return run_dir
 
 
@@ -251,7 +243,7 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     fingerprint = short(data_fingerprint(cfg.data))
     entry = {
         "name": name, "file": weights.name, "sha256": file_sha256(weights), "metrics_file": f"{name}.metrics.jsonl",
-        "identity": identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
+        "identity": zoo_identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
         "seed": cfg.train.seed, "profile": profile, "commit": _git_commit(), "command": command,
         "wall_s": round(wall_s, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1),
         "cpu": _cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",

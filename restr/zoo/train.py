@@ -18,8 +18,8 @@ from ..config import Config
 from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import read_jsonl
 from .cache import get_run
-from .manifest import (MANIFEST, ZooError, add_to_zoo, current_identity, entry_name, find, identity, read_manifest,
-                       zoo_folder)
+from .manifest import (MANIFEST, ZooError, add_to_zoo, current_identity, entry_name, find, read_manifest, zoo_folder,
+                       zoo_identity)
 
 
 def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds: list[int] | None = None,
@@ -142,7 +142,7 @@ def refuse_replacing(name: str, cfg: Config, command: str, zoo_dir: str | os.Pat
     if entry is None:
         return
     try:
-        same = current_identity(entry) == identity(cfg, short(data_fingerprint(cfg.data)))
+        same = current_identity(entry) == zoo_identity(cfg, short(data_fingerprint(cfg.data)))
     except ZooError:
         same = False  # its config no longer loads: it is another config now
     if not same:
