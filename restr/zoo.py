@@ -240,6 +240,25 @@ def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
     return {k: r[k] for k in keys} | {"expressions": r["expressions"]}
 
 
+def eval_arithmetic(cfg: Config) -> str:
+    """The arithmetic a CPU evaluation of ``cfg`` computes in on this machine: ``bfloat16``
+    (bf16 autocast on a CPU with native bf16) or ``float32`` (everything else). The
+    manifest records it; a slice evaluated in other arithmetic agrees only to rounding."""
+    from .utils import resolve_amp
+
+    dtype = resolve_amp(cfg.train.amp, torch.device("cpu"))
+    return "bfloat16" if dtype == torch.bfloat16 else "float32"
+
+
+def entry_arithmetic(entry: dict[str, Any]) -> str:
+    """The arithmetic an entry's metrics were computed in: recorded since this field exists;
+    before it, every zoo model was trained and evaluated on a CPU with native bf16 (AVX512-
+    BF16), so its bf16 configs were evaluated in bfloat16."""
+    if "eval_arithmetic" in entry:
+        return entry["eval_arithmetic"]
+    return "bfloat16" if entry["config"]["train"].get("amp") == "bf16" else "float32"
+
+
 def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: float,
                zoo_dir: str | os.PathLike | None = None, profile: str | None = None,
                cpu_s: float | None = None) -> dict[str, Any]:
@@ -269,6 +288,7 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
         "wall_s": round(wall_s, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1),
         "cpu": _cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",
         "vocab": Vocabulary.load(run_dir / "vocab.json").words, "eval": dict(EVAL_SLICE), "fp32_metrics": fp32,
+        "eval_arithmetic": eval_arithmetic(cfg),
     }
     with _temporary_run(entry, cfg, zoo_dir) as fp16_run:
         entry["metrics"] = evaluate_slice(fp16_run)
