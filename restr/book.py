@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         try:
             site.serve(build / "html", args.port, build_command="python -m restr book" + (
+                "" if args.profile == "quick" else f" --profile {args.profile}") + (
                 "" if build == Path(DEFAULT_BUILD) else f" --build {build}"))
         except (site.SiteError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -479,13 +479,17 @@ def test_zoo_models_of_two_profiles_never_replace_each_other_and_the_advice_runs
 
 @pytest.mark.slow
 def test_book_serve_without_a_site_prints_the_command_that_builds_it(tmp_path):
-    """`book --serve --build B` with nothing built names `python -m restr book --build B`;
-    that command (its data and runs kept under tmp_path) builds the site --serve then serves."""
+    """`book --serve [--profile P] --build B` with nothing built names `python -m restr book
+    [--profile P] --build B`; that command (its data and runs kept under tmp_path) builds
+    the site --serve then serves (the smoke profile here: the quick one's advice differs
+    only by leaving out its default --profile, checked below)."""
     build = tmp_path / "build"
-    proc = cli("book", "--serve", "--build", str(build))
+    quick = cli("book", "--serve", "--build", str(build))
+    assert quick.returncode == 1 and printed_command(quick.stderr) == ["book", "--build", str(build)]
+    proc = cli("book", "--serve", "--profile", "smoke", "--build", str(build))
     assert proc.returncode == 1 and f"no site at {build / 'html'}" in proc.stderr
     args = printed_command(proc.stderr)
-    assert args == ["book", "--build", str(build)]
+    assert args == ["book", "--profile", "smoke", "--build", str(build)]
     done = cli(*args, "--runs", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (build / "html" / "index.html").is_file()

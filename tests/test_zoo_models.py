@@ -3,7 +3,9 @@
 The embedded data set is regenerated from its seed (the zoo's models were trained on
 these very bytes: the fingerprints must match), each model is rebuilt from its fp16
 file exactly as the book rebuilds it, and the fixed validation slice is scored again on
-the CPU: the metrics must equal the manifest's, digit for digit.
+the CPU: the metrics must equal the manifest's, digit for digit, where this machine
+computes in the arithmetic the manifest's metrics were computed in (bf16 autocast needs a
+CPU with native bf16), and agree to rounding where it cannot.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from restr.book import book_profile
 from restr.config import Config
 from restr.data.fingerprint import data_fingerprint, short
 from restr.data.synth import generate
-from restr.zoo.manifest import EVAL_SLICE, evaluate_slice, find, materialize, read_manifest, zoo_folder
+from restr.zoo.manifest import (EVAL_SLICE, entry_arithmetic, eval_arithmetic, evaluate_slice, find, materialize,
+                               read_manifest, zoo_folder)
 
 MODELS = read_manifest(zoo_folder())
 
@@ -43,6 +46,15 @@ def test_zoo_model_reproduces_its_manifest(entry, quick_data, tmp_path):
     run = materialize(entry, tmp_path / "run", cfg)
     metrics = evaluate_slice(run)
     assert metrics["expressions"] == EVAL_SLICE["max_expressions"]
-    assert metrics == entry["metrics"]
+    if eval_arithmetic(cfg) == entry_arithmetic(entry):
+        assert metrics == entry["metrics"]  # the same arithmetic: digit for digit
+    else:
+        # a CPU without native bf16 computes what was measured in bf16 in fp32: the same masks up
+        # to rounding, so a few of 1,000 expressions may cross a threshold (seen on this machine's
+        # Zen 3: precisions up to 0.004 apart, mean IoUs 3e-4, cumulative IoUs 5e-5)
+        assert metrics["cum_iou"] == pytest.approx(entry["metrics"]["cum_iou"], abs=1e-3)
+        assert metrics["mean_iou"] == pytest.approx(entry["metrics"]["mean_iou"], abs=1e-3)
+        for x in ("0.5", "0.6", "0.7", "0.8", "0.9"):
+            assert abs(metrics[f"prec@{x}"] - entry["metrics"][f"prec@{x}"]) <= 0.005, x
     # fp16 storage costs less than 0.1 IoU points against the fp32 run
     assert abs(entry["metrics"]["cum_iou"] - entry["fp32_metrics"]["cum_iou"]) < 1e-3

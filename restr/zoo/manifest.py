@@ -39,6 +39,7 @@ what the book needs and is missing (``--only MODEL``, ``--seeds N``, ``--retrain
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -58,6 +59,7 @@ from ..data.vocab import Vocabulary
 from ..eval.evaluate import evaluate_run
 from ..model import build_model
 from ..runs.folder import CONFIG_FILE, LoopState, load_checkpoint, read_run_config, save_checkpoint, write_run_config
+from ..utils.devices import resolve_amp
 from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
 
 ZOO_DIR = REPO / "data" / "zoo"  # $RESTR_ZOO names another folder (tests)
@@ -221,6 +223,24 @@ def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
     return {k: r[k] for k in keys} | {"expressions": r["expressions"]}
 
 
+def eval_arithmetic(cfg: Config) -> str:
+    """The arithmetic a CPU evaluation of ``cfg`` computes in on this machine: ``bfloat16``
+    (bf16 autocast on a CPU with native bf16) or ``float32`` (everything else). The
+    manifest records it; a slice evaluated in other arithmetic agrees only to rounding."""
+
+    dtype = resolve_amp(cfg.train.amp, torch.device("cpu"))
+    return "bfloat16" if dtype == torch.bfloat16 else "float32"
+
+
+def entry_arithmetic(entry: dict[str, Any]) -> str:
+    """The arithmetic an entry's metrics were computed in: recorded since this field exists;
+    before it, every zoo model was trained and evaluated on a CPU with native bf16 (AVX512-
+    BF16), so its bf16 configs were evaluated in bfloat16."""
+    if "eval_arithmetic" in entry:
+        return entry["eval_arithmetic"]
+    return "bfloat16" if entry["config"]["train"].get("amp") == "bf16" else "float32"
+
+
 def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: float,
                zoo_dir: str | os.PathLike | None = None, profile: str | None = None,
                cpu_s: float | None = None) -> dict[str, Any]:
@@ -248,6 +268,7 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
         "wall_s": round(wall_s, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1),
         "cpu": _cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",
         "vocab": Vocabulary.load(run_dir / "vocab.json").words, "eval": dict(EVAL_SLICE), "fp32_metrics": fp32,
+        "eval_arithmetic": eval_arithmetic(cfg),
     }
     with _temporary_run(entry, cfg, zoo_dir) as fp16_run:
         entry["metrics"] = evaluate_slice(fp16_run)
@@ -265,16 +286,12 @@ class manifest_lock:
         self.path = zoo_folder(zoo_dir) / "manifest.lock"
 
     def __enter__(self) -> "manifest_lock":
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fh = open(self.path, "a")
         fcntl.flock(self.fh, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc) -> None:
-        import fcntl
-
         fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
 
