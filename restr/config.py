@@ -11,7 +11,7 @@ Every run of the project (profile, train, evaluate, the notebooks) is described 
 Three presets of the full model: ``paper`` (the paper's text), ``release`` (what the
 authors' code computes: every difference from the text is a named option, switched on
 there) and the small ones (``tiny``, ``smoke``). Where the text is silent, the ``paper``
-preset makes choices of its own; :mod:`restr.fidelity` lists every choice (paper /
+preset makes choices of its own; :mod:`restr.book.fidelity` lists every choice (paper /
 release / ours, the option that switches it, its measured effect) and generates the
 book's fidelity page from that one table.
 """
@@ -107,7 +107,7 @@ class ModelConfig:
     # PyTorch's default (``None``) draws W and b uniformly in +-1/sqrt(fan_in), so W x and
     # b have the same spread, 1/sqrt(3 fan_in) (0.051 at fan_in = 128); the release's 0.02
     # (zero bias) is smaller still. ``1.0`` (ours) starts W x at unit std and b at 0, the
-    # scale a LayerNorm's output has. restr.fidelity gives the measured effect.
+    # scale a LayerNorm's output has. restr.book.fidelity gives the measured effect.
     proj_init_std: float | None = 1.0
     # Weight initialisation of everything not loaded from a file: "default" (PyTorch's
     # layer defaults, timm's ViT init) or "release" (Linear normal(0, 0.02) with zero
@@ -137,7 +137,7 @@ class ModelConfig:
     norm_eps: float = 1e-6  # every LayerNorm, the ViT's included (timm: 1e-6; the release: 1e-5)
     # --- model family ---------------------------------------------------------------------
     # "restr" (everything above) or "m3att": Liu et al.'s Multi-Modal Mutual Attention and
-    # decoder on the same ViT and language encoder (restr.model.m3att; restr.fidelity lists
+    # decoder on the same ViT and language encoder (restr.model.m3att; restr.book.fidelity lists
     # every choice). The m3att_* fields apply to the m3att family only, and are refused with
     # "restr". Their defaults are the paper's; every preset keeps them (so no ReSTR config's
     # zoo identity changes).
@@ -422,7 +422,7 @@ def _paper() -> Config:
 
 
 # Every field the release preset changes from the paper preset: what the authors' code
-# (github.com/SouthFlame/restr) computes. restr.fidelity documents each one.
+# (github.com/SouthFlame/restr) computes. restr.book.fidelity documents each one.
 RELEASE_OVERRIDES: dict[str, Any] = {
     "model.lang_mlp": 1200,  # 4 x 300
     "model.lang_block": "post",
@@ -452,7 +452,7 @@ def _release() -> Config:
 
 
 def _tiny() -> Config:
-    # The CPU recipe (restr.recipe: the sweep that found it, each change measured):
+    # The CPU recipe (restr.book.recipe: the sweep that found it, each change measured):
     # a ViT pretrained on the training images' category maps ("pretrain": the trainer
     # makes it once, about 6 CPU minutes), 64 expressions a step in groups of 4 per image
     # (one ViT pass per image), bf16 autocast on CPUs with native bf16, one loader worker.
@@ -648,7 +648,7 @@ class BookProfile:
     table4_layers: tuple[int, ...]  # fusion depths of the Table 4 grid
     # training seeds of the headline models (Table 3's four variants, the decoder on/off
     # pair at 4 layers); every other model, the main one included, is trained with the
-    # first one (restr.book_models)
+    # first one (restr.book.models)
     seeds: tuple[int, ...] = (0,)
     bench_steps: int = 10  # timed steps per round of chapter 6's side-by-side benchmark
     # True: every arm of every claim (not only the headline ones) is trained with every

@@ -1,4 +1,4 @@
-"""restr.analysis.bootstrap_ci against answers computed another way."""
+"""restr.book.analysis.bootstrap_ci against answers computed another way."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from restr.analysis import bootstrap_ci
+from restr.book.analysis import bootstrap_ci
 
 
 def brute_force_ci(inter, union, samples, level, seed):
@@ -84,7 +84,7 @@ def test_empty_and_all_empty_unions():
 
 
 def test_vit_start_says_where_the_vit_begins():
-    from restr import analysis
+    from restr.book import analysis
     from restr.config import get_preset
 
     assert analysis.vit_start(get_preset("tiny").model).startswith("pretrained on the training images")

@@ -1,4 +1,4 @@
-"""restr.analysis' per-expression numbers for the verdicts, on a 4-step smoke run."""
+"""restr.book.analysis' per-expression numbers for the verdicts, on a 4-step smoke run."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from restr import analysis
-from restr.runs.folder import load_run, read_run_config
+from restr.book import analysis
 from restr.data import ReferDataset, collate
 from restr.eval.evaluate import evaluate_run
+from restr.runs.folder import load_run, read_run_config
 
 
 def test_expression_scores_are_the_evaluation_per_expression(smoke_run):

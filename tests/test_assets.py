@@ -93,8 +93,8 @@ def test_release_preset_asks_for_the_same_files(offline):
 
 
 def test_train_command_stops_before_any_work(offline, tmp_path, capsys):
-    from restr.data.synth import generate
     from restr.commands.train import main
+    from restr.data.synth import generate
 
     root = tmp_path / "data"
     generate(root, seed=1, num_images=8, progress=False)

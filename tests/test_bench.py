@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from restr import get_preset
+from restr.model import build_model
 from restr.perf.bench import BenchSetup, device_peak_tflops, run_bench, top_ops
 from restr.perf.cost import count_macs
-from restr.model import build_model
 
 
 def test_inference_flops_match_the_profiler():
@@ -57,8 +57,8 @@ def test_bad_dtype_is_refused():
 
 
 def test_data_mode_times_the_trainers_items(tmp_path):
-    from restr.perf.bench import bench_data
     from restr.data.synth import generate
+    from restr.perf.bench import bench_data
 
     generate(tmp_path, seed=0, num_images=12, workers=1, progress=False)
     u8 = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch_size=4, num_workers=0, batches=3)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from restr import book
+from restr.book import models
+from restr.book import runner as book
 from restr.config import BOOK_PROFILES, BookProfile, ConfigError, SynthData, get_book_profile, get_preset
 
 
@@ -32,7 +33,7 @@ def test_profiles_are_frozen_and_derived():
 
 def test_run_config_takes_the_profile_values(tmp_path):
     prof = BOOK_PROFILES["smoke"]
-    cfg = book.run_config(prof, tmp_path / "data")
+    cfg = models.run_config(prof, tmp_path / "data")
     assert cfg.preset == prof.preset
     assert cfg.data.root == str(tmp_path / "data")
     assert (cfg.data.dataset, cfg.data.split_by) == (prof.dataset, prof.split_by)
@@ -46,9 +47,9 @@ def test_run_config_takes_the_profile_values(tmp_path):
 
 def test_run_config_overrides_and_hash(tmp_path):
     prof = BOOK_PROFILES["quick"]
-    main = book.run_config(prof, "data/synthref")
-    assert book.run_config(prof, "data/synthref").run_key() == main.run_key()  # a function of its arguments
-    variant = book.run_config(prof, "data/synthref", iterations=prof.variant_iterations, seed=2,
+    main = models.run_config(prof, "data/synthref")
+    assert models.run_config(prof, "data/synthref").run_key() == main.run_key()  # a function of its arguments
+    variant = models.run_config(prof, "data/synthref", iterations=prof.variant_iterations, seed=2,
                               fusion="vme", shared=True)
     its = prof.variant_iterations
     assert variant.train.iterations == its
@@ -58,16 +59,16 @@ def test_run_config_overrides_and_hash(tmp_path):
     hashes = {
         main.run_key(),
         variant.run_key(),
-        book.run_config(prof, "data/synthref", seed=1).run_key(),
-        book.run_config(prof, "data/synthref", fusion="ime").run_key(),
-        book.run_config(prof, "data/synthref", iterations=prof.iterations + 1).run_key(),
-        book.run_config(prof, "elsewhere").run_key(),
-        book.run_config(BOOK_PROFILES["full"], "data/synthref").run_key(),
+        models.run_config(prof, "data/synthref", seed=1).run_key(),
+        models.run_config(prof, "data/synthref", fusion="ime").run_key(),
+        models.run_config(prof, "data/synthref", iterations=prof.iterations + 1).run_key(),
+        models.run_config(prof, "elsewhere").run_key(),
+        models.run_config(BOOK_PROFILES["full"], "data/synthref").run_key(),
     }
     # every change but the last gives another run; full's main run is quick's (same preset, length, data)
-    assert len(hashes) == 6 and book.run_config(BOOK_PROFILES["full"], "data/synthref").run_key() == main.run_key()
+    assert len(hashes) == 6 and models.run_config(BOOK_PROFILES["full"], "data/synthref").run_key() == main.run_key()
     with pytest.raises(ConfigError, match="model.no_such_field"):
-        book.run_config(prof, "data/synthref", no_such_field=1)
+        models.run_config(prof, "data/synthref", no_such_field=1)
 
 
 def test_ensure_data_generates_once_and_refuses_real_data(tmp_path):

@@ -1,4 +1,4 @@
-"""restr.book_models: one list of the book's models, which the notebooks ask for by name."""
+"""restr.book.models: one list of the book's models, which the notebooks ask for by name."""
 from __future__ import annotations
 
 import ast
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from restr import book, book_models as bm, paper
+from restr.book import models as bm
+from restr.book import paper
+from restr.book import runner as book
 from restr.config import BOOK_PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,7 +23,7 @@ def test_every_request_resolves_to_its_exact_config():
         for r in bm.requests(prof):
             cfg = bm.model_config(prof, "data/x", r.name)
             iterations = prof.iterations if r.name == "main" else prof.variant_iterations
-            expected = book.run_config(prof, "data/x", iterations=iterations, seed=prof.seeds[0], **r.overrides)
+            expected = bm.run_config(prof, "data/x", iterations=iterations, seed=prof.seeds[0], **r.overrides)
             assert cfg.to_dict() == expected.to_dict(), (prof.name, r.name)
 
 

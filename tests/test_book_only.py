@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_book_only_with_no_match_is_an_error_listing_the_notebooks(tmp_path, capsys, monkeypatch):
-    from restr import book
+    from restr.book import runner as book
 
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "data"

@@ -1,4 +1,4 @@
-"""restr.claims: each claim's verdict on constructed scores whose answer is known."""
+"""restr.book.claims: each claim's verdict on constructed scores whose answer is known."""
 from __future__ import annotations
 
 import re
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from restr import claims
-from restr.claims import Arm
-from restr.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from restr.book import claims
+from restr.book.claims import Arm
+from restr.book.verdict import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
 N = 300
 BUCKETS = ["1-2", "3", "4-5", "6-20"]
@@ -307,7 +307,7 @@ def test_group_table():
 def test_glue_values_are_plain(monkeypatch):
     import myst_nb
 
-    from restr import glue
+    from restr.book import glue
 
     assert glue.plain(np.float64(0.5)) == 0.5 and type(glue.plain(np.float64(0.5))) is float
     assert type(glue.plain(np.int64(3))) is int and glue.plain(True) == "True" and glue.plain("x") == "x"

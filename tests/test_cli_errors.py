@@ -58,7 +58,7 @@ def test_the_explorer_shows_the_truncation(smoke_run):
     import matplotlib
 
     matplotlib.use("Agg")
-    from restr.explorer import Explorer
+    from restr.book.explorer import Explorer
 
     cfg = read_run_config(smoke_run)
     p = Predictor.from_run(smoke_run)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from restr import ConfigError, get_preset
-from restr.perf.cost import measure as measure_cost
 from restr.model import build_model
 from restr.model.convfusion import ConcatConvFusion, ConvPatchHead, spatial_coordinates
+from restr.perf.cost import measure as measure_cost
 
 
 def smoke(**model):

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from restr.config import get_preset
 from restr.data.groups import ExpressionGroups, GroupedSampler, collate_groups, expression_groups
 from restr.data.refer import ReferDataset
-from restr.model.losses import restr_loss
 from restr.model import build_model
 from restr.model.attention import attention, cpu_bf16
+from restr.model.losses import restr_loss
 from restr.utils import cpu_has_fast_bf16, resolve_amp
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from restr import book
+from restr.book import runner as book
 from restr.commands.data import main as data_main
 from restr.config import BOOK_PROFILES, SynthData
 from restr.data import DataError, ReferData, bucket_of, load_glove, synth, synth_v2, tokenize

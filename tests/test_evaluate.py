@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from restr.runs.folder import RunError
 from restr.data.errors import DataError
 from restr.data.refer import ReferDataset
 from restr.data.transforms import compute_meta
 from restr.eval.evaluate import SwapDataset, evaluate_run, score_batch, spread_indices
+from restr.runs.folder import RunError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -132,7 +132,7 @@ for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
 
 
 def test_kill_9_during_concurrent_book_runs_then_a_clean_rerun(tmp_path):
-    from restr.book import book_profile
+    from restr.book.runner import book_profile
     from restr.data.synth import generate
 
     rng = random.Random(SEED)

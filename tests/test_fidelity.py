@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from restr import fidelity, get_preset
+from restr import get_preset
+from restr.book import fidelity
 from restr.config import RELEASE_OVERRIDES, _coerce
 
 

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_notebooks import NOTEBOOKS, cell_text, glued_values
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +57,7 @@ def test_jupyter_book_build_makes_the_site_of_the_last_book_run(smoke_book, tmp_
     proc = jupyter_book_build(repo)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "WARNING" not in proc.stderr, proc.stderr[-3000:]  # no glued value missing, no notebook edited since
-    assert "restr.site: the notebooks as executed in " + str((repo / "_build" / "executed" / "smoke").resolve()) \
+    assert "restr.book.site: the notebooks as executed in " + str((repo / "_build" / "executed" / "smoke").resolve()) \
         in proc.stdout
     html = repo / "_build" / "html"
 

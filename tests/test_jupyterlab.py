@@ -117,11 +117,11 @@ def predictions(book: Book) -> tuple[str, str, dict[str, bool]]:
     """The explorer's default expression (the first validation image's first one), an
     expression for another object of that image, and whether the model's mask and
     patch-level map differ between the two."""
-    from restr.book import book_profile
-    from restr.book_models import model_config
+    from restr.book.models import model_config
+    from restr.book.runner import book_profile
     from restr.data import ReferDataset
-    from restr.zoo.cache import get_run
     from restr.eval.predict import Predictor
+    from restr.zoo.cache import get_run
 
     def here(p: str) -> Path:
         return (book.folder / p).resolve()

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from restr.engine.checkpointer import Checkpointer
-from restr.runs.folder import LoopState, MetricsLog, load_run
 from restr.config import ConfigError, TrainConfig, get_preset
 from restr.data.transforms import compute_meta
-from restr.eval.evaluate import SegmentationEvaluator, distinct_images, eval_loader, inference_on_dataset, split_dataset
+from restr.engine.checkpointer import Checkpointer
 from restr.engine.trainer import train
+from restr.eval.evaluate import SegmentationEvaluator, distinct_images, eval_loader, inference_on_dataset, split_dataset
+from restr.runs.folder import LoopState, MetricsLog, load_run
 from restr.utils import atomic_write_text, mask_outline, overlay_mask, read_jsonl
 
 

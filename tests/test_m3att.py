@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from restr import ConfigError, get_preset
-from restr.model.losses import m3att_loss
 from restr.model import M3Att, build_model
+from restr.model.losses import m3att_loss
 from restr.model.m3att import LanguageReconstruction
 from restr.model.mutual import IMIBlock, MutualAttention, TokenBatchNorm
 
@@ -362,7 +362,7 @@ def test_config_options_are_checked():
 def test_every_zoo_model_keeps_its_identity():
     """The new fields take defaults that every ReSTR config keeps: the book's request for
     each committed zoo model still hashes to that model's identity."""
-    from restr.book_models import model_config
+    from restr.book.models import model_config
     from restr.config import get_book_profile
     from restr.zoo.manifest import current_identity, identity, read_manifest, zoo_folder
 
@@ -427,9 +427,9 @@ def train_args(root: Path) -> list[str]:
 
 
 def test_smoke_training_resumes_bit_identically_and_evaluates(data_root, tmp_path):
-    from restr.runs.folder import load_checkpoint, load_run, read_metrics
-    from restr.eval.predict import Predictor
     from restr.engine.trainer import KILL_ENV
+    from restr.eval.predict import Predictor
+    from restr.runs.folder import load_checkpoint, load_run, read_metrics
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     p = cli("train", *train_args(data_root), "--workers", "0", "--out", str(ref))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from restr import book
+from restr.book import runner as book
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = [p.name for p in book.notebook_paths()]

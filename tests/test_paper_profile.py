@@ -48,11 +48,11 @@ def paper_files(tmp_path_factory):
 
 
 def test_paper_profile_trains_and_evaluates_on_cpu(paper_files, tmp_path):
-    from restr.runs.folder import VOCAB_FILE, checkpoint_path, load_checkpoint, read_run_config
     from restr.data.vocab import Vocabulary
+    from restr.engine.trainer import train
     from restr.eval.evaluate import evaluate_run
     from restr.model.vision import resize_pos_embed
-    from restr.engine.trainer import train
+    from restr.runs.folder import VOCAB_FILE, checkpoint_path, load_checkpoint, read_run_config
 
     f = paper_files
     cfg = get_preset("paper").override({

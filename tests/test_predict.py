@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from restr.runs.folder import RunError
 from restr.data.errors import DataError, EmptyExpressionError
 from restr.eval.predict import Predictor, UnknownWordsWarning
+from restr.runs.folder import RunError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -258,7 +258,7 @@ def test_the_trainer_loads_the_classification_weights(data_set, tmp_path, monkey
 
 
 def test_the_book_names_the_start():
-    from restr.analysis import vit_start
+    from restr.book.analysis import vit_start
 
     assert vit_start(get_preset("tiny", model={"vit_pretrain": "classify"}).model).startswith(
         "pretrained to classify generated pictures")

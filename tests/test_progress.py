@@ -1,4 +1,4 @@
-"""restr.progress: the batch run's live progress, with a fake clock and written run files."""
+"""restr.book.progress: the batch run's live progress, with a fake clock and written run files."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from restr.progress import BatchProgress, TrainingStatus, clock, training_status
+from restr.book.progress import BatchProgress, TrainingStatus, clock, training_status
 
 
 class FakeClock:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from restr import analysis
+from restr.book import analysis, recipe
+from restr.book.recipe import BEFORE, CONVERGED, SWEEP, sweep_configs
 from restr.config import get_preset
-from restr import recipe
-from restr.recipe import BEFORE, CONVERGED, SWEEP, sweep_configs
 
 
 def test_sweep_rows_add_one_change_each_from_the_old_preset():

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 
 from restr import ConfigError, get_preset
 from restr.config import RELEASE_OVERRIDES
-from restr.model.losses import loss_settings, patch_labels
+from restr.engine.optim import lr_factor
 from restr.model import build_model, sinusoidal_positions
 from restr.model.decoder import PatchHead
+from restr.model.losses import loss_settings, patch_labels
 from restr.model.release import from_release_state_dict
 from restr.model.vision import resize_pos_embed
-from restr.engine.optim import lr_factor
 
 
 def smoke(**model):

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from restr.runs.folder import load_checkpoint, read_metrics
+from restr.commands.train import main as train_main
 from restr.config import get_preset
 from restr.engine.trainer import KILL_ENV, TrainingError, train
-from restr.commands.train import main as train_main
+from restr.runs.folder import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_s", "elapsed_s", "val_seconds")

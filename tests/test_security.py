@@ -27,11 +27,11 @@ import numpy as np
 import pytest
 import torch
 
-from restr.runs.folder import RunError, load_checkpoint, load_run
+from restr.commands.train import main as train_main
 from restr.data.errors import DataError
 from restr.data.refer import ReferData, ReferDataset, load_refs
 from restr.engine.trainer import TrainingError, train
-from restr.commands.train import main as train_main
+from restr.runs.folder import RunError, load_checkpoint, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -220,7 +220,7 @@ def test_an_image_path_leaving_the_image_folder_is_a_named_problem(data_copy, na
 
 
 def test_the_site_server_serves_regular_files_inside_the_site_only(tmp_path):
-    from restr.site import SiteRequestHandler
+    from restr.book.site import SiteRequestHandler
 
     site, outside = tmp_path / "html", tmp_path / "secret"
     (site / "sub").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""restr.site without a browser: which executed notebooks the site shows, the MathJax it serves, --serve.
+"""restr.book.site without a browser: which executed notebooks the site shows, the MathJax it serves, --serve.
 
 ``jupyter-book build .`` itself, after a smoke book and without one: tests/test_jupyter_book.py."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from restr import site
+from restr.book import site
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def test_a_bad_run_record_is_named(tmp_path, text, match):
 
 def test_config_points_mathjax_at_the_served_copy():
     config = (REPO / "_config.yml").read_text()
-    assert "restr.site" in config and "mathjax_path: mathjax/tex-mml-chtml.js" in config
+    assert "restr.book.site" in config and "mathjax_path: mathjax/tex-mml-chtml.js" in config
     assert (site.mathjax_dir() / "tex-mml-chtml.js").is_file()
     assert "django-static-mathjax==3.2.2.1" in (REPO / "requirements.txt").read_text()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from browser_harness import chromium, offline, serve_folder
 
-from restr import site
+from restr.book import site
 
 pytestmark = pytest.mark.slow
 

@@ -1,11 +1,11 @@
-"""restr.source: a chapter shows the package's own code, read from the file that runs."""
+"""restr.book.source: a chapter shows the package's own code, read from the file that runs."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from restr.book.source import REPO, source_markdown, source_of
+from restr.book.verdict import convergence
 from restr.model.mutual import MutualAttention
-from restr.source import REPO, source_markdown, source_of
-from restr.verdict import convergence
 
 
 def test_the_shown_code_is_the_files_lines():
@@ -15,7 +15,7 @@ def test_the_shown_code_is_the_files_lines():
     assert [line.strip() for line in code.splitlines()] == [line.strip() for line in lines]
     assert code.startswith("def parts(self") and "softmax" in code  # dedented, the method itself
     md = source_markdown(convergence)
-    assert md.startswith("`convergence`, from `restr/verdict.py`, lines ")
+    assert md.startswith("`convergence`, from `restr/book/verdict.py`, lines ")
     assert "```python\ndef convergence(" in md and md.rstrip().endswith("```")
 
 

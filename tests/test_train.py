@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from restr.runs.folder import RunError, load_checkpoint, load_run, read_metrics
 from restr.config import ConfigError, get_preset
 from restr.data.order import ResumableSampler, item_seed
 from restr.engine.trainer import KILL_ENV, TrainingError, train
+from restr.runs.folder import RunError, load_checkpoint, load_run, read_metrics
 from restr.utils import cpu_has_fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]

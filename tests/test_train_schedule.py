@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from restr.config import get_preset
-from restr.model import build_model
 from restr.engine.optim import build_optimizer, build_scheduler, lr_at, lr_factor, warmup_steps
+from restr.model import build_model
 
 
 def test_paper_schedule_values():

@@ -14,11 +14,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from restr.config import get_preset
+from restr.engine.distributed import Dist
+from restr.engine.optim import build_optimizer, build_scheduler
+from restr.engine.step import Diverged, TrainStep
 from restr.model import build_model
 from restr.model.restr import ReSTR
-from restr.engine.optim import build_optimizer, build_scheduler
-from restr.engine.distributed import Dist
-from restr.engine.step import Diverged, TrainStep
 
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal"}
 

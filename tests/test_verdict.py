@@ -1,13 +1,13 @@
-"""restr.verdict: the rules on constructed intervals, the resampler on constructed scores."""
+"""restr.book.verdict: the rules on constructed intervals, the resampler on constructed scores."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from restr.analysis import bootstrap_ci
-from restr.verdict import (BIASED_SHARE, INCONCLUSIVE, MARGINAL, NOT_REPRODUCED, REPRODUCED, RULES, ArmCheck, Estimate,
-                           Resampler, Stat, Statement, above, all_of, convergence, cum_iou, greater, judge, mean_of,
-                           missing_part, part, relative_gain, within)
+from restr.book.analysis import bootstrap_ci
+from restr.book.verdict import (BIASED_SHARE, INCONCLUSIVE, MARGINAL, NOT_REPRODUCED, REPRODUCED, RULES, ArmCheck,
+                                Estimate, Resampler, Stat, Statement, above, all_of, convergence, cum_iou, greater,
+                                judge, mean_of, missing_part, part, relative_gain, within)
 
 
 def est(lo, hi, point=None):

@@ -1,4 +1,4 @@
-"""restr.viz: the layouts the figures rely on (headless, Agg backend)."""
+"""restr.book.viz: the layouts the figures rely on (headless, Agg backend)."""
 from __future__ import annotations
 
 import matplotlib
@@ -6,11 +6,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
 
-from restr import viz  # noqa: E402
+from restr.book import viz  # noqa: E402
 from restr.data.transforms import LetterboxMeta  # noqa: E402
 
 

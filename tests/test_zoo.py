@@ -127,14 +127,14 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
     folder is answered from the zoo (no training), and says so; --retrain is refused
     nothing but trains again."""
     import restr.zoo.cache
-    from restr.book import book_profile
-    from restr.book_models import model_config
+    from restr.book.models import model_config
+    from restr.book.runner import book_profile
+    from restr.book.zoo_train import zoo_train
     from restr.zoo.cache import get_run
-    from restr.zoo.train import zoo_train
 
     monkeypatch.setenv("RESTR_ZOO", str(tmp_path / "zoo"))
     monkeypatch.chdir(tmp_path)  # the smoke profile's data root is relative
-    monkeypatch.setattr("restr.book.REPO", tmp_path)
+    monkeypatch.setattr("restr.book.runner.REPO", tmp_path)
     added = zoo_train("smoke", only=["main"], runs_dir=str(tmp_path / "runs"))
     assert added == ["smoke-main-s0"]  # the profile in the name: never the shipped quick model main-s0
     assert zoo_train("smoke", only=["main"], runs_dir=str(tmp_path / "runs")) == []  # in the zoo already
@@ -154,7 +154,7 @@ def test_zoo_train_then_get_run_uses_the_zoo_model(tmp_path, monkeypatch, capsys
 def test_the_queue_trains_seed_0_of_every_model_first():
     from types import SimpleNamespace
 
-    from restr.zoo.train import queue
+    from restr.book.zoo_train import queue
 
     a, b, c = (SimpleNamespace(name=n, seeds=s) for n, s in (("a", (0, 1, 2)), ("b", (0,)), ("c", (0, 1, 2))))
     order = [(m.name, s) for m, s in queue([a, b, c])]

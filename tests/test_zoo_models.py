@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from restr.book import book_profile
+from restr.book.runner import book_profile
 from restr.config import Config
 from restr.data.fingerprint import data_fingerprint, short
 from restr.data.synth import generate
 from restr.zoo.manifest import (EVAL_SLICE, entry_arithmetic, eval_arithmetic, evaluate_slice, find, materialize,
-                               read_manifest, zoo_folder)
+                                read_manifest, zoo_folder)
 
 MODELS = read_manifest(zoo_folder())
 

@@ -6,7 +6,7 @@ import sys
 
 from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
-from ..zoo.train import zoo_train, zoo_train_jobs
+from ..book.zoo_train import zoo_train, zoo_train_jobs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -140,7 +140,7 @@ def foreign_files(run_dir: Path) -> list[str]:
     and a config.json or vocab.json that a run did not write."""
     if not run_dir.is_dir():
         return []
-    own = {CONFIG_FILE, VOCAB_FILE, METRICS_FILE, CKPT_DIR, LOCK_NAME, "scores"}  # scores/: restr.analysis
+    own = {CONFIG_FILE, VOCAB_FILE, METRICS_FILE, CKPT_DIR, LOCK_NAME, "scores"}  # scores/: restr.book.analysis
     names = [p.name for p in run_dir.iterdir() if p.name not in own and not p.name.endswith(".tmp")]
     config = run_dir / CONFIG_FILE
     if config.exists() and not _is_run_config(config):

@@ -11,7 +11,7 @@ comparison with ReSTR isolates the fusion and the decoding:
     LFR (Eq. (4)), while training: F_rec and F_proj, whose distance is the loss of Eq. (5)
 
 Every choice the paper leaves open (widths, kernel sizes, upsampling, the sentence
-feature) is listed, with its reason, in the M3Att table of :mod:`restr.fidelity`.
+feature) is listed, with its reason, in the M3Att table of :mod:`restr.book.fidelity`.
 """
 from __future__ import annotations
 

@@ -181,7 +181,7 @@ class M3DecLayer(nn.Module):
     F_q = LN(query + MHSA(query)); M = M3Att(F_q, F_enc); out = LN(F_q + MHCA(F_q, M))
     (the multimodal feature as key and value); then an MLP sub-block, LN(out + MLP(out)).
     Residuals, post-norm LayerNorms and the MLP are those of a transformer decoder layer
-    (the paper's [5]); the text names the three attention steps only (restr.fidelity).
+    (the paper's [5]); the text names the three attention steps only (restr.book.fidelity).
     """
 
     def __init__(self, dim: int, heads: int, mlp_hidden: int, num_pixels: int, setting: str, eps: float):

@@ -4,7 +4,7 @@
   ``<build>/executed/<profile>/`` (default ``_build/executed/quick/``) and, when all of
   them ran, records that profile in ``<build>/executed/last-run.json``
   (:func:`record_last_run`).
-* This module is the Sphinx extension ``restr.site`` (listed in ``_config.yml``), and it
+* This module is the Sphinx extension ``restr.book.site`` (listed in ``_config.yml``), and it
   makes ``jupyter-book build .`` build the real site: each notebook page is read from its
   executed copy instead of the committed notebook (which has no outputs), through
   Sphinx's ``source-read`` event, with the cell papermill injects (the batch run's
@@ -39,7 +39,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from ..config import BOOK_PROFILES
+from ..utils.files import REPO, atomic_write_text
+
 MATHJAX_PACKAGE = "django-static-mathjax"  # the requirements.txt line that ships MathJax
 MATHJAX_STATIC = "mathjax"  # folder under the site's _static/
 INJECTED_TAG = "injected-parameters"  # papermill's tag on the cell it adds
@@ -101,7 +103,6 @@ def record_last_run(executed_root: Path, profile: str, notebooks: list[str]) -> 
     """Record that ``python -m restr book`` has executed all its notebooks into
     ``<executed_root>/<profile>/``: ``jupyter-book build .`` shows that folder until the
     next run finishes. Returns the record (``last-run.json``)."""
-    from .utils.files import atomic_write_text
 
     record = executed_root / LAST_RUN
     data = {"profile": profile, "notebooks": sorted(notebooks), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -114,7 +115,6 @@ def forget_last_run(executed_root: Path, profile: str) -> None:
     that folder, so that a run which stops half-way leaves no record of a finished one. A
     record of another profile (a folder this run does not touch) stays; one that names no
     profile is of no use and goes too."""
-    from .config import BOOK_PROFILES
 
     record = executed_root / LAST_RUN
     try:
@@ -129,7 +129,6 @@ def last_run_folder(executed_root: Path) -> Path:
     """The folder of the notebooks the last finished ``python -m restr book`` executed, as
     ``<executed_root>/last-run.json`` names it; a :class:`SiteError` saying what to run
     when there is none."""
-    from .config import BOOK_PROFILES
 
     record = executed_root / LAST_RUN
     if not record.is_file():
@@ -219,7 +218,7 @@ def _choose_executed(app, config) -> None:
     except SiteError as exc:
         _stop(exc)
     config[EXECUTED_CONFIG] = str(folder.resolve())
-    _logger().info("restr.site: the notebooks as executed in %s", config[EXECUTED_CONFIG])
+    _logger().info("restr.book.site: the notebooks as executed in %s", config[EXECUTED_CONFIG])
 
 
 def _check_copies(app, env, added, changed, removed) -> list[str]:
@@ -331,7 +330,7 @@ def build(executed_dir: Path, build_root: Path) -> Path:
     log.write_text("")
     if html.exists():
         shutil.rmtree(html)  # no page of an earlier build survives
-    script = "import sys; from restr.site import jupyter_book_build; sys.exit(jupyter_book_build(*sys.argv[1:]))"
+    script = "import sys; from restr.book.site import jupyter_book_build; sys.exit(jupyter_book_build(*sys.argv[1:]))"
     proc = _run([sys.executable, "-c", script, str(executed_dir), str(html)], log, "the site's build (Jupyter Book)")
     problems = glue_problems(proc.stderr)
     if problems:

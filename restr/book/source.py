@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from ..utils.files import REPO
 
 
 def source_of(obj: Any) -> tuple[str, str, int, int]:

@@ -4,10 +4,10 @@
 2. executes every notebook in ``notebooks/`` in order with papermill into
    ``_build/executed/<profile>/``, injecting the profile's parameters, and stops with
    the failing notebook's name and cell on error; meanwhile it shows each notebook's
-   cell and, while a model trains, its step, loss, speed and ETA (:mod:`restr.progress`);
+   cell and, while a model trains, its step, loss, speed and ETA (:mod:`restr.book.progress`);
 3. records that profile as the last run's in ``_build/executed/last-run.json`` (the
    notebooks ``jupyter-book build .`` shows), builds the site from the executed
-   notebooks into ``_build/html/`` as ``jupyter-book build .`` does (:mod:`restr.site`;
+   notebooks into ``_build/html/`` as ``jupyter-book build .`` does (:mod:`restr.book.site`;
    the site's own execution is off, so it shows exactly what papermill ran), and ends
    with the time per notebook and the site's address. ``--serve`` serves that site.
 
@@ -22,20 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from ..config import BOOK_PROFILES, BookProfile, ConfigError, get_book_profile, get_preset
+from ..data.synth import generate, version_of
+from ..engine.assets import check_assets
+from ..runs.lock import RunLock
+from ..utils.files import REPO
 from . import site
-from .config import BOOK_PROFILES, BookProfile, Config, ConfigError, get_book_profile, get_preset
+from .models import BOOK_SET_ENV, model_config
 from .progress import PLAIN_INTERVAL_S, BatchProgress, clock
 
-REPO = Path(__file__).resolve().parent.parent
-# ``python -m restr book --set section.field=value``: the overrides every training config
-# of the book gets (run_config), passed to the notebooks' kernels through the environment
-BOOK_SET_ENV = "RESTR_BOOK_SET"
 DEFAULT_BUILD = "_build"
 
 
@@ -55,7 +57,6 @@ def protocol_history(repo: Path = REPO) -> list[dict[str, str]]:
     """Every commit that changed the protocol page (``book/protocol.md``), newest first:
     ``{"commit", "date", "subject"}``; empty outside a git checkout. The status page shows
     the newest (the protocol the verdicts were judged under) and lists them all."""
-    import subprocess
 
     try:
         out = subprocess.run(["git", "log", "--format=%h%x09%ad%x09%s", "--date=short", "--", PROTOCOL_PAGE],
@@ -74,7 +75,6 @@ def protocol_commit(repo: Path = REPO) -> str:
     history = protocol_history(repo)
     if not history:
         return "unknown (not a git checkout, or the page is not committed)"
-    import subprocess
 
     dirty = subprocess.run(["git", "status", "--porcelain", "--", PROTOCOL_PAGE], cwd=repo, capture_output=True,
                            text=True).stdout.strip()
@@ -101,8 +101,6 @@ def ensure_data(profile: BookProfile, data_root: Path) -> Path:
             f"no data at {refs}: the {profile.name} profile needs the real {profile.dataset} download "
             f"(see the book's page on running with real data), or pass --data"
         )
-    from .data.synth import generate
-    from .runs.lock import RunLock
 
     with RunLock(data_root, what="data folder", wait=True):  # one process generates; the others wait for it
         if not refs.exists():
@@ -120,7 +118,6 @@ def _check_synth_version(profile: BookProfile, data_root: Path) -> None:
     in place: runs may have been trained on it). A folder without ``scenes.json`` is not checked."""
     if profile.synth is None or profile.dataset != "synthref" or not (data_root / "synthref" / "scenes.json").is_file():
         return
-    from .data.synth import version_of
 
     try:
         found = version_of(data_root)
@@ -339,31 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_config(profile: BookProfile, data_root: str | Path, iterations: int | None = None, seed: int = 0,
-               **model: Any) -> Config:
-    """The full config of one of the book's training runs: the profile's preset on its data,
-    with ``model`` overrides (e.g. ``fusion="vme"``) and ``iterations`` (default: the
-    profile's main-run length) and the profile's own overrides; ``profile.curve_points``
-    validations and a checkpoint every quarter of the run.
-    Notebooks do not call it: they ask :func:`restr.book_models.model_config` for one of
-    the book's models by name, which calls it."""
-    its = int(iterations or profile.iterations)
-    cfg = get_preset(profile.preset)
-    overrides: dict[str, Any] = {
-        "data.root": str(data_root),
-        "data.dataset": profile.dataset,
-        "data.split_by": profile.split_by,
-        "train.iterations": its,
-        "train.seed": seed,
-        "train.val_every": max(its // profile.curve_points, 1),  # a learning curve of curve_points points
-        "train.ckpt_every": max(its // 4, 1),
-        **dict(profile.overrides),
-    }
-    overrides.update({f"model.{k}": v for k, v in model.items()})
-    overrides.update(book_overrides())
-    return cfg.override(overrides)
-
-
 def set_book_overrides(items: list[str], preset: str) -> None:
     """Check ``--set`` items against the config and hand them to the notebooks' kernels."""
     overrides = {}
@@ -379,24 +351,8 @@ def set_book_overrides(items: list[str], preset: str) -> None:
         os.environ.pop(BOOK_SET_ENV, None)
 
 
-def book_overrides() -> dict[str, Any]:
-    """The ``--set`` overrides of the running ``python -m restr book`` (none elsewhere)."""
-    raw = os.environ.get(BOOK_SET_ENV)
-    if not raw:
-        return {}
-    try:
-        overrides = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {exc}") from None
-    if not isinstance(overrides, dict):
-        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {raw[:80]!r}")
-    return overrides
-
-
 def check_book_assets(profile: BookProfile, data_root: Path) -> None:
     """Stop before any work if the profile's models need files this machine lacks (the
     paper profile: the ViT weights and a 300-d GloVe file; restr.engine.assets names them)."""
-    from .engine.assets import check_assets
-    from .book_models import model_config
 
     check_assets(model_config(profile, data_root, "main"))

@@ -1,6 +1,7 @@
 """Analyses the notebooks run: small, tested functions, so that cells hold only calls."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -9,7 +10,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import get_preset
+from ..config import get_preset
+from ..data.refer import ReferData, collate
+from ..data.synth import load_scenes, scene_shapes
+from ..data.synth_language import referents
+from ..eval.evaluate import (Inference, SegmentationEvaluator, evaluate_swap_control, score_batch, split_dataset,
+                             spread_indices)
+from ..eval.metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
+from ..perf.cost import measure
+from ..runs.folder import checkpoint_path, load_run, read_metrics
+from ..utils.devices import resolve_amp
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -66,7 +76,6 @@ def cost_by_patch_size(
     patch_sizes: Iterable[int] = (32, 16, 8), image_size: int = 480, preset: str = "paper", **model: Any
 ) -> list[dict[str, Any]]:
     """Tokens, parameters and MACs of the model as the patch size changes (measured)."""
-    from .perf.cost import measure
 
     rows = []
     for p in patch_sizes:
@@ -136,7 +145,7 @@ def bootstrap_ci(intersections: np.ndarray, unions: np.ndarray, samples: int = 1
 
 
 # ----------------------------------------------------------------------------------------
-# per-expression numbers for the verdicts (restr.verdict, restr.claims)
+# per-expression numbers for the verdicts (restr.book.verdict, restr.book.claims)
 
 @torch.no_grad()
 def seed_attention_records(model: torch.nn.Module, batches: Iterable[dict], max_expressions: int | None = None):
@@ -212,9 +221,6 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     evaluation, and a rebuild of the book evaluates nothing twice."""
     import pandas as pd
 
-    from .runs.folder import load_run
-    from .eval.evaluate import Inference, SegmentationEvaluator, spread_indices, split_dataset
-    from .utils.devices import resolve_amp
 
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
@@ -234,7 +240,7 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     inference.run(dataset, evaluator, indices)
     scores = pd.DataFrame(evaluator.records)
     if cache:
-        from .utils.files import atomic_write_text
+        from ..utils.files import atomic_write_text
 
         atomic_write_text(path, scores.to_csv(index=False))
         atomic_write_text(path.with_suffix(".json"), json.dumps(stamp) + "\n")
@@ -243,10 +249,7 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
 
 def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) -> tuple[Path, dict]:
     """Where :func:`expression_scores` caches a run's scores, and the stamp they must carry."""
-    import hashlib
 
-    from .runs.folder import checkpoint_path
-    from .eval.metrics import PROTOCOL
 
     ckpt = checkpoint_path(run_dir, "last")
     digest = hashlib.sha256()
@@ -263,8 +266,7 @@ def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) 
 def whole_image_scores(scores, data_root, dataset: str, split_by: str, image_root=None):
     """The scores of predicting the whole image for the expressions of ``scores`` (a frame
     of :func:`expression_scores`): intersection = the target's pixels, union = the image's.
-    The floor a model must beat to count as having learned (:mod:`restr.verdict`)."""
-    from .data.refer import ReferData
+    The floor a model must beat to count as having learned (:mod:`restr.book.verdict`)."""
 
     data = ReferData(data_root, dataset, split_by, image_root)
     area = {a: int(data.load_mask(a).sum()) for a in sorted(set(int(x) for x in scores["ann_id"]))}
@@ -281,8 +283,7 @@ def all_objects_scores(scores, data_root, dataset: str, split_by: str, image_roo
     image, whatever the expression says. The target is one of them, so the intersection
     is the target's pixels and the union that of all objects. A model that reads nothing
     of the expression but knows what an object is scores this; the ``learned`` rule of
-    :mod:`restr.verdict` asks every model to beat it."""
-    from .data.refer import ReferData
+    :mod:`restr.book.verdict` asks every model to beat it."""
 
     data = ReferData(data_root, dataset, split_by, image_root)
     objects_of: dict[int, list[int]] = {}
@@ -312,9 +313,6 @@ def patch_ceiling_scores(run_dir, split: str = "val", max_expressions: int | Non
     can pass."""
     import pandas as pd
 
-    from .runs.folder import load_run
-    from .data.refer import collate
-    from .eval.evaluate import score_batch, spread_indices, split_dataset
 
     run = load_run(run_dir, "last", "cpu")
     dataset = split_dataset(run, split)
@@ -332,10 +330,9 @@ def patch_ceiling_scores(run_dir, split: str = "val", max_expressions: int | Non
 
 
 def score_columns(scores, groups: Iterable[str] = (), group_column: str = "bucket") -> dict[str, np.ndarray]:
-    """Per-expression columns of a scores frame for :class:`restr.verdict.Resampler`:
+    """Per-expression columns of a scores frame for :class:`restr.book.verdict.Resampler`:
     ``intersection``, ``union``, ``iou``, ``hit@X`` (IoU >= X for Prec@X) and, for each
     label of ``groups``, ``intersection|label`` and ``union|label`` (zero outside it)."""
-    from .eval.metrics import PREC_THRESHOLDS
 
     inter = scores["intersection"].to_numpy(np.float64)
     union = scores["union"].to_numpy(np.float64)
@@ -361,7 +358,6 @@ def neighbour_similarity(pos_embed: torch.Tensor, grid: tuple[int, int]) -> tupl
 def scores_summary(frames) -> dict[str, float]:
     """The paper's metrics (%) of a model from its scores frames, averaged over seeds:
     Prec@X, cumulative IoU (``IoU``) and mean IoU."""
-    from .eval.metrics import PREC_THRESHOLDS
 
     rows = [{**{f"prec@{x}": 100 * float((f["iou"] >= x).mean()) for x in PREC_THRESHOLDS},
              "IoU": 100 * float(f["intersection"].sum() / f["union"].sum()), "mean IoU": 100 * float(f["iou"].mean())}
@@ -376,9 +372,6 @@ def synthref_programs(data_root, sent_ids: Iterable[int], split_by: str = "unc")
     would pick out its target (``attributes_suffice``: the clauses are then redundant)."""
     import pandas as pd
 
-    from .data.refer import ReferData
-    from .data.synth import load_scenes, scene_shapes
-    from .data.synth_language import referents
 
     wanted = {int(s) for s in sent_ids}
     refs = {int(r["ref_id"]): r for r in ReferData(data_root, "synthref", split_by).refs}
@@ -423,9 +416,6 @@ def resolution_bounds(dataset, patch_size: int, max_expressions: int | None = 10
     input (what a perfect pixel-level prediction at this size gives) and the ground truth
     averaged over each P x P patch, upsampled bilinearly and thresholded at 0.5 (what a
     perfect patch-level map gives, without a decoder's sub-patch detail)."""
-    from .data.refer import collate
-    from .eval.evaluate import score_batch, spread_indices
-    from .eval.metrics import SegmentationMeter
 
     meters = {"pixel": SegmentationMeter(), "patch": SegmentationMeter()}
     indices = spread_indices(len(dataset), max_expressions)
@@ -445,7 +435,6 @@ def learning_curve(run_dir):
     (validation left out), cumulative and mean IoU (%)."""
     import pandas as pd
 
-    from .runs.folder import read_metrics
 
     rows = [r for r in read_metrics(run_dir) if r.get("split") and "cum_iou" in r]
     return pd.DataFrame([{"step": r["step"], "expressions": r.get("expressions_seen"),
@@ -467,9 +456,6 @@ def swap_control(run_dir, split: str = "val", max_expressions: int | None = None
     """The swap control of :mod:`restr.eval.evaluate` (each expression replaced by one of another
     object in the same image): cumulative IoU (%) with the swapped expressions and with the
     original ones on the same expressions, and how many there were."""
-    from .runs.folder import load_run
-    from .eval.evaluate import Inference, evaluate_swap_control, split_dataset
-    from .utils.devices import resolve_amp
 
     run = load_run(run_dir, "last", "cpu")
     inference = Inference(run.model, resolve_amp(run.cfg.train.amp, torch.device("cpu")), 64, 0)

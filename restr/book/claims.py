@@ -1,10 +1,10 @@
 """The paper's learned claims in its own words, and the book's own readings, each judged
-from per-expression scores by the rules of :mod:`restr.verdict`.
+from per-expression scores by the rules of :mod:`restr.book.verdict`.
 
 A claim compares *arms* (:class:`Arm`: one trained model, its scores per training seed on
 the same validation expressions, its validation curves and its budget). Every claim
 function takes its arms and the language-blind floor for those expressions (the mask of
-every object in the image, :func:`restr.analysis.all_objects_scores`: the ``learned``
+every object in the image, :func:`restr.book.analysis.all_objects_scores`: the ``learned``
 rule) and returns a :class:`ClaimResult`: the verdict (after the ``learned``,
 ``converged`` and ``testable`` gates), a table of our estimates beside the paper's
 numbers, and named numbers for the chapter's prose (glued into the page, never typed).
@@ -42,12 +42,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.refer import bucket_labels
+from ..runs.folder import read_run_config
 from . import paper
 from .analysis import attention_layers, expression_scores, learning_curve, score_columns, uniform_visual_share
-from .runs.folder import read_run_config
+from .glue import glue, glue_values
 from .verdict import (INCONCLUSIVE, MARGINAL, MIN_HITS, ArmCheck, Estimate, Resampler, Stat, Statement, Verdict,
                       convergence, cum_iou, judge, mean_of, missing_part, part, relative_gain)
-
 
 CLAIMS: dict[str, Statement] = {
     "claim1": Statement(
@@ -127,7 +128,7 @@ PAPER_NV, PAPER_NL = 900, 20  # Table 3(a): 480 x 480 input, P = 16, 20 word pos
 @dataclass
 class Arm:
     """One model of a comparison: its scores per training seed (the same expressions for
-    every arm of a claim), its validation curves (:func:`restr.analysis.learning_curve`),
+    every arm of a claim), its validation curves (:func:`restr.book.analysis.learning_curve`),
     its schedule and batch, and its seeds."""
 
     name: str
@@ -248,7 +249,7 @@ def paper_attention() -> dict[str, float]:
 
 
 def attention_columns(records: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Per-expression columns of :func:`restr.analysis.seed_attention_records` for the
+    """Per-expression columns of :func:`restr.book.analysis.seed_attention_records` for the
     resampler: each layer's ``a_v``, ``a_l`` and ``a_v - uniform``; their means over all
     layers (``*_all``) and over the layers after the first (``*_deep``); the attended
     word count."""
@@ -307,10 +308,10 @@ def _vme_checks(vme: Arm, floor: pd.DataFrame, samples: int, seed: int) -> list[
 
 def seed_attention(records: Sequence[pd.DataFrame], num_visual: int, vme: Arm, floor: pd.DataFrame,
                    samples: int = 1000, seed: int = 0) -> ClaimResult:
-    """Claim 1. ``records``: per seed, :func:`restr.analysis.seed_attention_records` of the
+    """Claim 1. ``records``: per seed, :func:`restr.book.analysis.seed_attention_records` of the
     VME model (training expressions, the same ones for every seed); ``vme``: its arm (its
     validation scores and curves, for the gates). The share on the visual tokens, averaged
-    over every layer, must lie above :data:`restr.verdict.BIASED_SHARE`; the per-token
+    over every layer, must lie above :data:`restr.book.verdict.BIASED_SHARE`; the per-token
     ratio and the uniform share (the token count) are shown beside it."""
     at = _attention(records, num_visual, samples, seed)
     share, r, u = at.mean("a_v_all").estimate(), at.ratio.estimate(), at.mean("uniform_a_v").point
@@ -383,7 +384,7 @@ def fusion_ranking(arms: Mapping[str, Arm], floor: pd.DataFrame, samples: int = 
 
 def dagger_equivalence(arms: Mapping[str, Arm], floor: pd.DataFrame, samples: int = 1000, seed: int = 0
                        ) -> ClaimResult:
-    """Reading 2: CME-dagger within :data:`restr.verdict.MARGINAL` IoU point of CME."""
+    """Reading 2: CME-dagger within :data:`restr.book.verdict.MARGINAL` IoU point of CME."""
     rs, iou, ref, est, table = _variants(arms, floor, samples, seed)
     parts = [part(f"CME† - CME (IoU points, within ±{MARGINAL:g})", iou["CME†"] - iou["CME"],
                   ref["CME†"] - ref["CME"], rule="marginal")]
@@ -501,7 +502,7 @@ def _precision_rows(rs: Resampler, on: Arm, off: Arm, p_on: dict, p_off: dict):
 
 
 def _relative(on: float, off: float) -> float:
-    """:func:`restr.verdict.relative_gain` of two plain numbers."""
+    """:func:`restr.book.verdict.relative_gain` of two plain numbers."""
     return (on - off) / (on + off) if on + off > 0 else 0.0
 
 
@@ -552,7 +553,6 @@ def length_trend(main: Arm, floor: pd.DataFrame, dataset: str, baseline: Arm | N
     convolutional fusion on the same expressions (None until it is trained); ``dataset``
     names the length buckets (Table 2's). ``untestable``: why the data cannot test the
     claim as the paper meant it."""
-    from .data.refer import bucket_labels
 
     labels = bucket_labels(dataset)
     ref_name = dataset if dataset in paper.TABLE2_RESTR else "refcoco"
@@ -597,9 +597,9 @@ def length_trend(main: Arm, floor: pd.DataFrame, dataset: str, baseline: Arm | N
 def patch_to_pixel(main: Arm, patch: Sequence[pd.DataFrame], ceiling: pd.DataFrame, floor: pd.DataFrame,
                    samples: int = 1000, seed: int = 0) -> ClaimResult:
     """Claim 7. ``main``: the main model's arm (its final masks); ``patch``: per seed, the
-    scores of its own patch-level map upsampled (:func:`restr.analysis.expression_scores`
+    scores of its own patch-level map upsampled (:func:`restr.book.analysis.expression_scores`
     with ``level="patch"``); ``ceiling``: the scores of a perfect patch-level map
-    (:func:`restr.analysis.patch_ceiling_scores`), all on the same expressions. The pixel
+    (:func:`restr.book.analysis.patch_ceiling_scores`), all on the same expressions. The pixel
     mask must beat the ceiling: detail below the patch grid, which no patch-level map
     holds, comes from the decoder."""
     rs = _resampler([*main.scores, *patch, ceiling, floor], samples, seed)
@@ -702,7 +702,6 @@ def glue_result(result: ClaimResult) -> None:
     """Glue a claim's verdict for its chapter and the status page: ``<key>_statement``,
     ``_quote``, ``_source``, ``_paper``, ``_ours``, ``_verdict`` (with its tag),
     ``_budget``, ``_why`` (text) and ``<key>_<number>``."""
-    from .glue import glue, glue_values
 
     v = result.verdict
     for name in ("statement", "quote", "source", "paper", "ours", "why"):

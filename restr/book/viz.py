@@ -16,7 +16,7 @@ def _image(x) -> np.ndarray:
     import torch
 
     if isinstance(x, torch.Tensor):
-        from .data.transforms import denormalize
+        from ..data.transforms import denormalize
 
         return denormalize(x)
     return np.asarray(x)
@@ -186,7 +186,7 @@ def curve_over_seeds(ax, runs, x: str, y: str, label: str, seed: str = "seed", s
 
 
 def arm_curves(ax, arms: Sequence, last_fraction: float = 0.2) -> None:
-    """The validation curves (cumulative IoU %) of a claim's arms (:class:`restr.claims.Arm`),
+    """The validation curves (cumulative IoU %) of a claim's arms (:class:`restr.book.claims.Arm`),
     seeds as a band, overlaid; the shaded stretch is the last fifth of the schedule, which
     the ``converged`` rule reads."""
     import pandas as pd

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, get_preset
-
-REPO = Path(__file__).resolve().parent.parent
+from ..config import Config, ConfigError, get_preset
+from ..data.synth import version_of
+from ..runs.folder import read_metrics
+from ..utils.files import REPO, atomic_write_text
+from ..zoo.cache import get_run
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,6 @@ def sweep_configs(data_root: str, expressions: int, val_every: int = 8, sweep: s
 
 def curve(run_dir: Path) -> list[dict[str, float]]:
     """The validation rows of a run: step, expressions seen, seconds of training, cIoU."""
-    from .runs.folder import read_metrics
 
     rows = [r for r in read_metrics(run_dir) if r.get("split") == "val"]
     return [{"step": r["step"], "expressions": r.get("expressions_seen"), "seconds": r.get("elapsed_s"),
@@ -109,8 +110,6 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
 
 def run_sweep(data_root: str, expressions: int, runs_dir: str, only: list[str] | None = None,
               sweep: str = "recipe", val_every: int = 8) -> list[dict]:
-    from .zoo.cache import get_run
-
     rows = []
     for change, cfg in sweep_configs(data_root, expressions, val_every, sweep):
         if only and change.name not in only:
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--runs", default="runs")
     s.add_argument("--expressions", type=int, default=96_000, help="training expressions per row")
     s.add_argument("--val-every", type=int, default=8, help="validations per row (default: 8)")
-    s.add_argument("--only", nargs="*", help="rows to run (names as in restr.recipe.SWEEPS)")
+    s.add_argument("--only", nargs="*", help="rows to run (names as in restr.book.recipe.SWEEPS)")
     s.add_argument("--out", help="default: data/zoo/sweep.json (recipe), data/zoo/sweep-converged-<N>.json")
     args = parser.parse_args(argv)
     data = args.data or SWEEP_DATA[args.sweep][0]
@@ -158,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .utils.files import atomic_write_text
 
     atomic_write_text(out, json.dumps({"sweep": args.sweep, "expressions": args.expressions, "rows": rows},
                                       indent=1) + "\n")
@@ -174,7 +172,6 @@ def _check_sweep_args(args, data: str) -> None:
     if unknown:
         raise ConfigError(f"unknown sweep rows {sorted(unknown)}; the rows of --sweep {args.sweep} are: "
                           f"{', '.join(names)}")
-    from .data.synth import version_of
 
     want = SWEEP_DATA[args.sweep][1]
     if (Path(data) / "synthref" / "scenes.json").is_file() and version_of(data) != want:

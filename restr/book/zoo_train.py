@@ -1,7 +1,7 @@
 """``python -m restr zoo train``: train what a book profile needs and the zoo lacks, and add it.
 
 The one part of the zoo that knows the book: which models a profile's notebooks ask for
-(:mod:`restr.book_models`) and where its data comes from (:mod:`restr.book`).
+(:mod:`restr.book.models`) and where its data comes from (:mod:`restr.book.runner`).
 """
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..book import book_profile, ensure_data
-from ..book_models import book_models
 from ..config import Config
 from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import read_jsonl
-from .cache import get_run
-from .manifest import (MANIFEST, ZooError, add_to_zoo, current_identity, entry_name, find, read_manifest, zoo_folder,
-                       zoo_identity)
+from ..zoo.cache import get_run
+from ..zoo.manifest import (MANIFEST, ZooError, add_to_zoo, current_identity, entry_name, find, read_manifest,
+                            zoo_folder, zoo_identity)
+from .models import book_models
+from .runner import book_profile, ensure_data
 
 
 def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds: list[int] | None = None,

@@ -4,7 +4,7 @@ Interaction for Referring Image Segmentation"; text in the sources' ``paper/`` f
 
 A table of its own (:data:`M3ATT_CHOICES`), not rows of ReSTR's: M3Att has no public
 release read here, so each row has two sides, the paper's text and this project, and
-the reason where they differ. :func:`restr.fidelity.page_markdown` puts
+the reason where they differ. :func:`restr.book.fidelity.page_markdown` puts
 :func:`section_markdown` at the end of ``book/fidelity.md``.
 """
 from __future__ import annotations

@@ -40,16 +40,62 @@ the order above, with the union of their seeds.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .book import run_config
+from ..config import BOOK_PROFILES, BookProfile, Config, get_preset
+from ..model import build_model
+from ..zoo.cache import get_run
 from .claims import Arm, load_arm
-from .config import BookProfile, Config
-from .zoo.cache import get_run
 from .paper import TABLE4
+
+# ``python -m restr book --set section.field=value``: the overrides every training config
+# of the book gets (run_config), passed to the notebooks' kernels through the environment
+BOOK_SET_ENV = "RESTR_BOOK_SET"
+
+
+def run_config(profile: BookProfile, data_root: str | Path, iterations: int | None = None, seed: int = 0,
+               **model: Any) -> Config:
+    """The full config of one of the book's training runs: the profile's preset on its data,
+    with ``model`` overrides (e.g. ``fusion="vme"``) and ``iterations`` (default: the
+    profile's main-run length) and the profile's own overrides; ``profile.curve_points``
+    validations and a checkpoint every quarter of the run.
+    Notebooks do not call it: they ask :func:`restr.book.models.model_config` for one of
+    the book's models by name, which calls it."""
+    its = int(iterations or profile.iterations)
+    cfg = get_preset(profile.preset)
+    overrides: dict[str, Any] = {
+        "data.root": str(data_root),
+        "data.dataset": profile.dataset,
+        "data.split_by": profile.split_by,
+        "train.iterations": its,
+        "train.seed": seed,
+        "train.val_every": max(its // profile.curve_points, 1),  # a learning curve of curve_points points
+        "train.ckpt_every": max(its // 4, 1),
+        **dict(profile.overrides),
+    }
+    overrides.update({f"model.{k}": v for k, v in model.items()})
+    overrides.update(book_overrides())
+    return cfg.override(overrides)
+
+
+def book_overrides() -> dict[str, Any]:
+    """The ``--set`` overrides of the running ``python -m restr book`` (none elsewhere)."""
+    raw = os.environ.get(BOOK_SET_ENV)
+    if not raw:
+        return {}
+    try:
+        overrides = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {exc}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {raw[:80]!r}")
+    return overrides
+
 
 TABLE3_VARIANTS = {  # Table 3(b)'s rows: request name -> model overrides (4 fusion layers, no decoder)
     "VME": ("table3-vme", {"fusion": "vme"}),
@@ -186,7 +232,7 @@ def model_seeds(profile: BookProfile, name: str) -> tuple[int, ...]:
 
 def arm(profile: BookProfile, data_root: str | Path, name: str, runs_dir: str | Path = "runs",
         label: str | None = None, max_expressions: int | None = None, level: str = "pixel") -> Arm:
-    """The book's model ``name`` as an arm of a claim (:class:`restr.claims.Arm`): every
+    """The book's model ``name`` as an arm of a claim (:class:`restr.book.claims.Arm`): every
     seed's run (found in ``runs_dir``, taken from the zoo, or trained), scored on the
     profile's evaluation split (``max_expressions`` of it, spread; None: all of it)."""
     seeds = model_seeds(profile, name)
@@ -210,7 +256,6 @@ def weights_megabytes(profile: BookProfile, vocab_size: int, bytes_per_weight: i
     stores them), for a vocabulary of ``vocab_size`` words (the embedded data's: 58)."""
     import torch
 
-    from .model import build_model
 
     total = 0
     for m in book_models(profile):
@@ -224,9 +269,7 @@ def weights_megabytes(profile: BookProfile, vocab_size: int, bytes_per_weight: i
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m restr models [--profile quick]``: the book's models as a table."""
-    import argparse
 
-    from .config import BOOK_PROFILES
 
     parser = argparse.ArgumentParser(prog="python -m restr models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")

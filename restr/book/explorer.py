@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.vocab import tokenize
+from . import viz
+
 
 def truncation_note(result: dict[str, Any], words: list[str] | None) -> str:
     """"24 words: the model reads the first 20 (ignored: ...)" for a cut expression, else ""."""
@@ -30,7 +33,6 @@ def show_prediction(rgb: np.ndarray, text: str, result: dict[str, Any], words: l
     """
     import matplotlib.pyplot as plt
 
-    from . import viz
 
     attn = result.get("seed_attention")
     ncols = 3 if attn else 2
@@ -76,7 +78,6 @@ class Explorer:
 
     def run(self, image_id: int, text: str):
         """Predict and draw for one (image, expression); returns the figure."""
-        from .data.vocab import tokenize
 
         rgb = self.dataset.load_image(image_id)
         result = self.predictor.predict(rgb, text, return_attention=True)  # warns if the expression is cut
