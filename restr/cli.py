@@ -19,11 +19,12 @@ COMMANDS = {
     "pretrain": ("restr.commands.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
                  "image classification of generated pictures (--set model.vit_pretrain=classify)"),
     "zoo": ("restr.commands.zoo", "the trained models shipped with the book: list, train what is missing"),
-    "recipe": ("restr.book.recipe", "the sweep that found the tiny model's training recipe"),
+    "recipe": ("restr.commands.recipe", "the sweep that found the tiny model's training recipe"),
     "bench": ("restr.commands.bench", "time training or inference steps on synthetic tensors"),
-    "book": ("restr.book.runner", "run every notebook with papermill and build the site"),
-    "models": ("restr.book.models", "the book's trained models: names, overrides, seeds (what the notebooks use)"),
-    "fidelity": ("restr.book.fidelity", "the paper / release / ours table: write the book page, measure the effects"),
+    "book": ("restr.commands.book", "run every notebook with papermill and build the site"),
+    "models": ("restr.commands.models", "the book's trained models: names, overrides, seeds (what the notebooks use)"),
+    "fidelity": ("restr.commands.fidelity",
+                 "the paper / release / ours table: write the book page, measure the effects"),
 }
 ALIASES = {"profile": "cost"}  # the command's name before 0.2
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from restr.book import analysis, recipe
+from restr.book import analysis
 from restr.book.recipe import BEFORE, CONVERGED, SWEEP, sweep_configs
+from restr.commands.recipe import main as recipe_main
 from restr.config import get_preset
 
 
@@ -46,10 +47,10 @@ def test_the_converged_sweep_tries_each_change_alone_against_the_final_start(tmp
     from restr.data.synth import generate
 
     generate(tmp_path, seed=1, num_images=8, progress=False)  # version 1
-    assert recipe.main(["sweep", "--sweep", "converged", "--data", str(tmp_path), "--only", "final start"]) == 2
+    assert recipe_main(["sweep", "--sweep", "converged", "--data", str(tmp_path), "--only", "final start"]) == 2
     err = capsys.readouterr().err
     assert "runs on version 2 of the embedded data" in err and f"--out {tmp_path} --version 2" in err
-    assert recipe.main(["sweep", "--sweep", "converged", "--only", "no such row"]) == 2
+    assert recipe_main(["sweep", "--sweep", "converged", "--only", "no such row"]) == 2
     assert "the rows of --sweep converged are: final start, 8 per image" in capsys.readouterr().err
 
 

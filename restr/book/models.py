@@ -40,14 +40,13 @@ the order above, with the union of their seeds.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import BOOK_PROFILES, BookProfile, Config, get_preset
+from ..config import BookProfile, Config, get_preset
 from ..model import build_model
 from ..zoo.cache import get_run
 from .claims import Arm, load_arm
@@ -265,24 +264,3 @@ def weights_megabytes(profile: BookProfile, vocab_size: int, bytes_per_weight: i
             params = sum(p.numel() for p in build_model(model_cfg).parameters())
         total += params * len(m.seeds)
     return total * bytes_per_weight / 1e6
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m restr models [--profile quick]``: the book's models as a table."""
-
-
-    parser = argparse.ArgumentParser(prog="python -m restr models", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")
-    parser.add_argument("--vocab-size", type=int, default=58,
-                        help="vocabulary size for the weights' size (default: 58, the embedded data's)")
-    args = parser.parse_args(argv)
-    prof = BOOK_PROFILES[args.profile]
-    rows = describe(prof)
-    width = max(len(r["model"]) for r in rows)
-    print(f"{'model':<{width}}  {'steps':>7}  {'seeds':<6} overrides; answers")
-    for r in rows:
-        print(f"{r['model']:<{width}}  {r['iterations']:>7}  {r['seeds']:<6} {r['overrides']}; {r['answers']}")
-    size = weights_megabytes(prof, args.vocab_size)
-    print(f"{len(rows)} models, {runs_count(prof)} trained runs (one per model and seed), "
-          f"about {size:.0f} MB of fp16 weights")
-    return 0

@@ -12,8 +12,8 @@ import torch
 from ..config import Config, ConfigError, get_preset
 from ..data.errors import DataError
 from ..engine import trainer
-from ..engine.resume import TrainingError
 from ..engine.distributed import DistributedError, shutdown_distributed
+from ..engine.resume import TrainingError
 from ..engine.trainer import train
 from ..runs.folder import CONFIG_FILE, RunError, read_run_config
 from ..runs.lock import RunLock

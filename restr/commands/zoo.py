@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..book.zoo_train import zoo_train, zoo_train_jobs
 from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
-from ..book.zoo_train import zoo_train, zoo_train_jobs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,27 @@
+"""``python -m restr models``: the command line of :mod:`restr.book.models`."""
+from __future__ import annotations
+
+import argparse
+
+from ..book import models
+from ..book.models import describe, runs_count, weights_megabytes
+from ..config import BOOK_PROFILES
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m restr models [--profile quick]``: the book's models as a table."""
+    parser = argparse.ArgumentParser(prog="python -m restr models", description=models.__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")
+    parser.add_argument("--vocab-size", type=int, default=58,
+                        help="vocabulary size for the weights' size (default: 58, the embedded data's)")
+    args = parser.parse_args(argv)
+    prof = BOOK_PROFILES[args.profile]
+    rows = describe(prof)
+    width = max(len(r["model"]) for r in rows)
+    print(f"{'model':<{width}}  {'steps':>7}  {'seeds':<6} overrides; answers")
+    for r in rows:
+        print(f"{r['model']:<{width}}  {r['iterations']:>7}  {r['seeds']:<6} {r['overrides']}; {r['answers']}")
+    size = weights_megabytes(prof, args.vocab_size)
+    print(f"{len(rows)} models, {runs_count(prof)} trained runs (one per model and seed), "
+          f"about {size:.0f} MB of fp16 weights")
+    return 0
