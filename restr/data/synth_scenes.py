@@ -18,18 +18,15 @@ import numpy as np
 from PIL import Image
 
 from ..utils.files import atomic_write_bytes
+from . import synth_v1, synth_v2
 from .synth_language import COLOURS, Shape, raw_form
 
 __all__ = ["ImageJob", "render_image", "scene_rules", "VERSIONS"]
 
 VERSIONS = (1, 2)                         # the data set versions (see synth.py)
+RULES = {1: synth_v1, 2: synth_v2}        # each version's scene rules
 
 CANVAS_SIDES = (96, 128)                  # width and height drawn from this range (at scale 1)
-SHAPES_PER_SCENE = {"sparse": (3, 4), "crowded": (5, 6)}
-RADIUS = {"small": (0.12, 0.14), "big": (0.19, 0.23)}  # fraction of the shorter side
-PLACEMENT_TRIES = 60                      # positions tried per shape before the scene is redrawn
-SPARSE_GAP = 2                            # pixels between the outlines of shapes in a sparse scene
-CROWDED_OVERLAP = 0.62                    # crowded: centres at least 0.62 x (r1 + r2) apart
 SCENE_ATTEMPTS = 200
 MIN_VISIBLE_FRACTION = 0.6                # an occluded shape keeps at least 60% of its pixels ...
 MIN_VISIBLE_PIXELS = 20                   # ... and at least 20 of them
@@ -102,10 +99,6 @@ def _full_mask(o: Shape, h: int, w: int) -> tuple[np.ndarray, list[list[float]] 
     return m, polys
 
 
-def _min_distance(kind: str, r1: float, r2: float) -> float:
-    return (r1 + r2 + SPARSE_GAP) if kind == "sparse" else CROWDED_OVERLAP * (r1 + r2)
-
-
 def _visible(full: tuple[np.ndarray, ...]) -> list[np.ndarray]:
     """The pixels of each shape left visible by the shapes drawn after it (on top)."""
     visible = []
@@ -151,13 +144,9 @@ def scene_rules(version: int):
     """The module holding version ``version``'s rules: ``place_shapes(rng, kind, w, h)`` (the
     shapes of a scene, or None to draw again) and ``scene_expressions(shapes, w, h, rng,
     per_object)`` (every shape's expressions)."""
-    if version == 1:
-        from . import synth_v1 as rules
-    elif version == 2:
-        from . import synth_v2 as rules
-    else:
+    if version not in RULES:
         raise ValueError(f"synthref version {version!r}: choose one of {VERSIONS}")
-    return rules
+    return RULES[version]
 
 
 def _sample_scene(job: ImageJob, rng: np.random.Generator) -> _Scene:

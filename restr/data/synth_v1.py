@@ -25,27 +25,10 @@ from itertools import combinations
 import numpy as np
 
 from .refer import bucket_of
-from .synth_language import (
-    ATTRS,
-    BUCKET_LABELS,
-    COLOURS,
-    LENGTH_DATASET,
-    MAX_WORDS,
-    ORDINALS,
-    RELATIONS,
-    SHAPES,
-    SIZES,
-    Shape,
-    _coin,
-    _matches,
-    _pick,
-    _region,
-    _relation,
-    clear_margin,
-    referents,
-    render_program,
-)
-from .synth_scenes import PLACEMENT_TRIES, RADIUS, SHAPES_PER_SCENE, _min_distance
+from .synth_language import (ATTRS, BUCKET_LABELS, COLOURS, LENGTH_DATASET, MAX_WORDS, ORDINALS, RELATIONS, SHAPES,
+                             SIZES, Shape, _coin, _matches, _pick, _region, _relation, clear_margin, referents,
+                             render_program)
+from .synth_layout import PLACEMENT_TRIES, RADIUS, SHAPES_PER_SCENE, min_distance
 
 __all__ = ["place_shapes", "scene_expressions", "pick_expressions"]
 
@@ -64,7 +47,7 @@ def place_shapes(rng: np.random.Generator, kind: str, w: int, h: int) -> list[Sh
         for _try in range(PLACEMENT_TRIES):
             cx = rng.uniform(r + 1, w - r - 1)
             cy = rng.uniform(r + 1, h - r - 1)
-            if all(np.hypot(o.cx - cx, o.cy - cy) >= _min_distance(kind, o.r, r) for o in shapes):
+            if all(np.hypot(o.cx - cx, o.cy - cy) >= min_distance(kind, o.r, r) for o in shapes):
                 break
         else:
             return None

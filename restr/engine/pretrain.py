@@ -53,7 +53,8 @@ from ..data import synth
 from ..data.errors import DataError
 from ..data.refer import ReferData
 from ..data.synth import COLOURS, SHAPES, render
-from ..data.synth_scenes import SHAPES_PER_SCENE, ImageJob
+from ..data.synth_layout import SHAPES_PER_SCENE
+from ..data.synth_scenes import ImageJob
 from ..data.transforms import augment_group, letterbox, letterbox_mask, normalize_batch
 from ..model.vision import VisionEncoder
 from ..utils.devices import cpu_threads, resolve_amp
