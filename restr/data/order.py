@@ -19,6 +19,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import ConfigError
+from .refer import collate
+from .transforms import normalize_batch
 
 
 def item_seed(seed: int, epoch: int, position: int) -> int:
@@ -128,21 +130,17 @@ class TrainBatches:
         return self.sampler.steps_per_epoch
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
-        from .refer import collate
-
-        collate = self.collate or collate
+        collate_fn = self.collate or collate
         self.sampler.set_position(epoch, start)
         generator = torch.Generator().manual_seed(self.sampler.seed + epoch)
         loader = DataLoader(self.data, batch_size=self.micro_batch, sampler=self.sampler, num_workers=self.workers,
-                            collate_fn=collate, pin_memory=self.device.type == "cuda", drop_last=False,
+                            collate_fn=collate_fn, pin_memory=self.device.type == "cuda", drop_last=False,
                             worker_init_fn=_worker_init, generator=generator, persistent_workers=False)
         it = iter(loader)
         for _ in range(start, self.steps_per_epoch):
             yield [self.to_device(next(it)) for _ in range(self.grad_accum)]
 
     def to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        from .transforms import normalize_batch
-
         dev = self.device
         images = normalize_batch(batch["image"].to(dev, non_blocking=True)).to(self.dtype)
         words = batch["words"].to(dev, non_blocking=True)

@@ -15,17 +15,10 @@ from collections import Counter
 from typing import Any
 
 from .errors import DataError, UnsafeFileError
-from .refer import (
-    DATASETS,
-    RLE_DICT,
-    RLE_LIST,
-    UNCOMPRESSED,
-    ReferData,
-    bucket_labels,
-    bucket_of,
-    check_names,
-    mask_form,
-)
+from .refer import (DATASETS, RLE_DICT, RLE_LIST, UNCOMPRESSED, ReferData, bucket_labels, bucket_of, check_names,
+                    mask_form)
+from .synth import scene_shapes
+from .synth_language import attributes_single_out
 from .vocab import Vocabulary, load_glove, tokenize
 
 __all__ = ["dataset_stats", "format_stats", "length_stats"]
@@ -254,8 +247,6 @@ def _synth_facts(data: ReferData, problems: list[str] | None) -> tuple[dict[int,
     path = data.dir / "scenes.json"
     if data.dataset != "synthref" or not path.is_file():
         return None, None
-    from .synth import scene_shapes
-    from .synth_language import attributes_single_out
 
     try:
         scenes = json.loads(path.read_text())

@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..utils.files import atomic_write_text
 from .errors import DataError, EmptyExpressionError
 
 __all__ = [
@@ -120,8 +121,6 @@ class Vocabulary:
 
     # -- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        from ..utils.files import atomic_write_text
-
         atomic_write_text(path, json.dumps({"words": self.words}, ensure_ascii=False))
 
     @classmethod

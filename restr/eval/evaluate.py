@@ -42,10 +42,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import ConfigError
+from ..data.refer import ReferDataset, bucket_labels, bucket_of, collate
+from ..data.transforms import LetterboxMeta, unletterbox
+from ..data.vocab import tokenize
+from ..runs.folder import load_run
 from ..utils.devices import cpu_threads, resolve_amp
 from ..utils.files import atomic_write_text
 from ..utils.overlay import overlay_mask
-from .metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
+from .metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter, intersection_union
 
 DEFAULT_BATCH = 64
 CSV_COLUMNS = ["control", "index", "ref_id", "sent_id", "ann_id", "image_id", "sentence", "original_sentence",
@@ -102,8 +107,6 @@ class SwapDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict:
-        from ..data.vocab import tokenize
-
         index, text, other_ref = self.items[i]
         item = self.base[index]
         ids, length = self.base.vocab.encode(text, self.base.max_words)
@@ -130,8 +133,6 @@ def spread_indices(n: int, k: int | None) -> list[int]:
 
 def score_batch(batch: dict, mask_logits: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
     """``(I, U, prediction)`` per item: logits unletterboxed to the original size, >= 0."""
-    from ..data.transforms import LetterboxMeta, unletterbox
-    from .metrics import intersection_union
 
     metas = LetterboxMeta.batch_from_tensor(batch["meta"])
     rows_of: dict[LetterboxMeta, list[int]] = defaultdict(list)  # rows of one geometry resize together
@@ -171,8 +172,6 @@ class SegmentationEvaluator:
 
     def __init__(self, dataset: str, distributed: bool = False, keep_records: bool = False,
                  on_prediction: Callable | None = None):
-        from ..data.refer import bucket_labels
-
         self.dataset, self.labels = dataset, bucket_labels(dataset)
         self.distributed, self.keep_records, self.on_prediction = distributed, keep_records, on_prediction
         self.reset()
@@ -183,8 +182,6 @@ class SegmentationEvaluator:
         self.seen = 0
 
     def process(self, batch: dict, mask_logits: torch.Tensor) -> None:
-        from ..data.refer import bucket_of
-
         for i, (inter, union, pred) in enumerate(score_batch(batch, mask_logits)):
             bucket = bucket_of(int(batch["num_words"][i]), self.dataset)
             iou = self.meter.add(inter, union, bucket)
@@ -208,7 +205,6 @@ def eval_loader(dataset: Dataset, batch_size: int = DEFAULT_BATCH, num_workers: 
                 indices: Sequence[int] | None = None, pin_memory: bool = False) -> DataLoader:
     """A loader over ``dataset`` (or its items ``indices``) in order, keeping an image's
     expressions together so that a batch holds few distinct images."""
-    from ..data.refer import collate
 
     data = Subset(dataset, indices) if indices is not None else dataset
     return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
@@ -369,8 +365,6 @@ class EvalOptions:
     data_root: str | None = None  # None: the run's data.root
 
     def __post_init__(self) -> None:
-        from ..config import ConfigError
-
         for name, low in (("batch_size", 1), ("max_expressions", 1), ("num_workers", 0), ("threads", 1)):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < low):
@@ -379,7 +373,6 @@ class EvalOptions:
 
 def split_dataset(run, split: str, data_root: str | None = None):
     """The ReferDataset of ``split`` for a loaded run, with the run's vocabulary and size."""
-    from ..data.refer import ReferDataset
 
     d = run.cfg.data
     return ReferDataset(data_root or d.root, d.dataset, d.split_by, split, image_root=d.image_root,
@@ -392,7 +385,6 @@ def evaluate_run(run_dir: str | Path, split: str = "val", *, swap_control: bool 
                  progress: bool = False, **options: Any) -> dict[str, Any]:
     """Evaluate a trained run (rebuilt from its directory) on ``split``; returns the result
     dict. ``options`` are the fields of :class:`EvalOptions`."""
-    from ..runs.folder import load_run
 
     t_start = time.perf_counter()
     opts = EvalOptions(**options)

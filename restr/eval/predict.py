@@ -38,6 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.images import load_rgb
+from ..data.transforms import letterbox, normalize, unletterbox
+from ..data.vocab import tokenize
+from ..runs.folder import load_run
+
 
 class UnknownWordsWarning(UserWarning):
     """Every word of the expression is outside the run's vocabulary."""
@@ -70,7 +75,6 @@ class Predictor:
 
         Raises :class:`restr.runs.folder.RunError` naming the missing or corrupt file.
         """
-        from ..runs.folder import load_run
 
         run = load_run(run_dir, checkpoint, device)
         p = cls(run.model, run.vocab, run.cfg, device)
@@ -83,14 +87,12 @@ class Predictor:
         """A path, a PIL image or a NumPy array -> H x W x 3 uint8 RGB, upright (EXIF
         orientation applied). The accepted forms and how each is read are listed in
         :mod:`restr.data.images`; anything else raises a :class:`DataError` saying what was given."""
-        from ..data.images import load_rgb
 
         return load_rgb(image)
 
     def encode(self, text: str, strict: bool = False) -> tuple[torch.Tensor, list[str], list[str]]:
         """(ids (1, max_words), unknown words, words cut off). Warns when every word is
         unknown, and when the expression is longer than ``model.max_words``."""
-        from ..data.vocab import tokenize
 
         ids, length = self.vocab.encode(text, self.cfg.model.max_words)  # EmptyExpressionError if empty
         all_tokens = tokenize(text)
@@ -111,8 +113,6 @@ class Predictor:
     # -- prediction ---------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, image: Any, text: str, return_attention: bool = False, strict: bool = False) -> dict[str, Any]:
-        from ..data.transforms import letterbox, normalize, unletterbox
-
         rgb = self.load_image(image)
         boxed, meta = letterbox(rgb, self.cfg.model.image_hw)
         x = normalize(boxed)[None].to(self.device)

@@ -29,6 +29,10 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, ModelConfig, TrainConfig
+from ..data.groups import ExpressionGroups, collate_groups, expression_groups
+from ..data.refer import ReferDataset, collate
+from ..engine.step import Diverged
+from ..model import build_model
 
 BENCH_AMP = ("bf16", "off")  # the step computes in bf16 autocast, or in fp32
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
@@ -125,8 +129,6 @@ class _Step:
     """One training or inference step on fixed synthetic tensors."""
 
     def __init__(self, cfg: ModelConfig, setup: BenchSetup, device: torch.device):
-        from ..model import build_model
-
         torch.manual_seed(0)
         self.mode, self.device = setup.mode, device
         cfg = ModelConfig(**{**cfg.__dict__, "vit_weights": None})  # timing needs no pre-trained weights
@@ -185,7 +187,6 @@ class _Step:
         """A training step that diverged timed no real work: refuse its figures."""
         if self.train_step is None:
             return
-        from ..engine.step import Diverged
 
         try:
             self.train_step.check()
@@ -351,8 +352,6 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
     """
     from torch.utils.data import DataLoader
 
-    from ..data.groups import ExpressionGroups, collate_groups, expression_groups
-    from ..data.refer import ReferDataset, collate
 
     o = DataBench(**options)
     ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"),

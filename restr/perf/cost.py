@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..config import CONV_FUSION, ModelConfig
+from ..model import build_model
 
 MODULES = ("vision", "language", "projection", "fusion", "decoder")
 
@@ -114,7 +115,6 @@ def measure(cfg: ModelConfig, device: str = "cpu") -> dict[str, Any]:
     ``device="meta"`` runs the same forward on shape-only tensors: identical counts,
     no memory and no arithmetic, which is what the tests use at paper scale.
     """
-    from ..model import build_model
 
     cfg = ModelConfig(**{**cfg.__dict__, "vit_weights": None})  # never download to count
     with torch.device(device):
