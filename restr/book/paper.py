@@ -1,7 +1,7 @@
 """The numbers the paper reports, as data, for side-by-side comparisons.
 
-From Kim et al., CVPR 2022 (tables as reconstructed in shared/paper/FIDELITY.md where
-text extraction garbled them). Accuracy values are IoU in %, on the named data set.
+From Kim et al., CVPR 2022 (tables read from the paper; where its text extraction garbles a
+table, the rows as the printed table gives them). Accuracy values are IoU in %, on the named data set.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ TABLE3B = {
     "CME†": {"params_M": 14.18, "GMACs": 15.96, "IoU": 52.79},
 }
 
-# Table 4 (G-Ref val), rows as reconstructed in FIDELITY.md. P@0.6 of the second row is
+# Table 4 (G-Ref val), rows as the printed table gives them. P@0.6 of the second row is
 # printed as 36.61, which cannot be below its P@0.7; 46.61 is the likely value (kept
 # here as printed).
 TABLE4 = [

@@ -5,7 +5,8 @@ size (the longer side, relative to the output, fills it), then padded to the out
 size. The resized image is CENTRED (padding split evenly, the odd pixel going to the
 bottom / right). :func:`unletterbox` undoes this exactly: it crops the padding and
 resizes back bilinearly to the original resolution, which is where predictions are
-scored (FIDELITY.md, "Evaluation in the release").
+scored (as in the authors' release, whose evaluation maps each prediction back to the
+original image).
 """
 from __future__ import annotations
 

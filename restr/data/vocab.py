@@ -1,6 +1,7 @@
 """Tokenisation, the word vocabulary and GloVe word vectors.
 
-Tokenisation follows the authors' release (see ``shared/paper/FIDELITY.md``): the
+Tokenisation follows the authors' release (``utils/text_processing.py``; the book's
+fidelity page, ``book/fidelity.md``, lists it): the
 expression is lower-cased and split on runs of non-word characters; the separators
 themselves are kept as tokens when they are not blank (so ``"man, left"`` gives
 ``["man", ",", "left"]``), and a final ``"."`` token is dropped. An expression is

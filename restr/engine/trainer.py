@@ -4,7 +4,7 @@ The same command runs on several GPUs (or CPU processes) under torchrun::
 
     torchrun --nproc_per_node N -m restr train ...
 
-Optimisation (FIDELITY.md): AdamW, two lr groups (the ViT at ``vit_lr_scale`` x lr),
+Optimisation (the book's fidelity page, ``book/fidelity.md``): AdamW, two lr groups (the ViT at ``vit_lr_scale`` x lr),
 weight decay, linear warm-up from 0 then polynomial decay (:mod:`restr.engine.optim`), loss
 Eq. (12) with lambda and tau. ``train.batch_size`` is the GLOBAL batch of one optimiser
 step: it is split over the processes and the ``grad_accum`` micro-steps, so the same

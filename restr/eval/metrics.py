@@ -1,6 +1,6 @@
 """Referring-segmentation metrics: cumulative IoU, mean IoU, Prec@X, IoU by length bucket.
 
-The protocol follows the authors' release (FIDELITY.md, "Evaluation in the release"):
+The protocol follows the authors' release (its evaluation code, ``eval/evaluate.py``):
 
 - a prediction is scored at the ORIGINAL image resolution (the letterbox is undone
   first, see :func:`restr.data.transforms.unletterbox`);

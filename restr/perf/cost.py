@@ -15,7 +15,8 @@ word-embedding table), ``projection`` (the fusion input projections of Sec. 3.2)
 Table 3(b) counts; for the ``concat-conv`` baseline its convolution layers),
 ``decoder`` (Eq. (9)-(10), or the baseline's 1 x 1 patch logit, and the coarse-to-fine decoder),
 ``total`` (their sum). ``word_embeddings`` is reported separately and not included in
-the total: Table 5's count leaves the vocabulary-sized table out (FIDELITY.md).
+the total: Table 5's count appears to leave the vocabulary-sized table out (its total is
+matched without it).
 
 ``--family m3att`` counts M3Att (:mod:`restr.model.m3att`) on the same encoders, with its
 own rows (the model's ``cost_groups``): ``projection`` (its input projections to C),
