@@ -1,9 +1,9 @@
 """The paper's optimisation: AdamW with two learning-rate groups and a warm-up/poly schedule.
 
 The paper and its release (the book's fidelity page, ``book/fidelity.md``): AdamW, betas
-(0.9, 0.999), weight decay 5e-4, lr for the fusion, language and decoder parts and ``vit_lr_scale`` (0.1) x lr for the ViT; a linear warm-up from 0
-over the first ``warmup`` fraction of the iterations, then polynomial decay (power 0.9)
-to ``end_lr``.
+(0.9, 0.999), weight decay 5e-4, lr for the fusion, language and decoder parts and
+``vit_lr_scale`` (0.1) x lr for the ViT; a linear warm-up from 0 over the first ``warmup``
+fraction of the iterations, then polynomial decay (power 0.9) to ``end_lr``.
 
 Steps are counted from 0; step ``s`` is the s-th optimiser update and uses ``lr_at(s)``:
 
