@@ -3,14 +3,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import torch
 
 from restr import get_preset
+from restr.config import ModelConfig
 from restr.model import build_model
-from restr.perf.bench import BenchSetup, device_peak_tflops, run_bench, top_ops
+from restr.perf.bench import BenchResult, BenchSetup, TimedSetup, device_peak_tflops, top_ops
 from restr.perf.cost import count_macs
+
+
+def run_bench(cfg: ModelConfig, peak_tflops: float | None = None, flops_per_step: float | None = None,
+              **setup: Any) -> BenchResult:
+    """Time one setup (the fields of :class:`BenchSetup` as keywords), one round."""
+    t = TimedSetup(cfg, BenchSetup(**setup), flops_per_step)
+    t.time_round()
+    return t.result(peak_tflops, None)
 
 
 def test_inference_flops_match_the_profiler():

@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import pytest
 import torch
 
-from restr.eval.metrics import PREC_THRESHOLDS, SegmentationMeter, intersection_union, iou_of, summarize
+from restr.eval.metrics import PREC_THRESHOLDS, SegmentationMeter, intersection_union, iou_of
+
+
+def summarize(pairs: Iterable[tuple[float, float]]) -> dict:
+    """Summary of ``(I, U)`` pairs without buckets (the tests' shorthand)."""
+    meter = SegmentationMeter()
+    for inter, union in pairs:
+        meter.add(inter, union)
+    return meter.summary()
 
 
 def test_intersection_union_counts():

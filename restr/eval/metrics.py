@@ -18,7 +18,7 @@ refer-format data has no empty targets; the reader rejects them.)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -152,11 +152,3 @@ class SegmentationMeter:
         if self.buckets:
             out["buckets"] = {b: self.per_bucket[b].summary() for b in self.buckets}
         return out
-
-
-def summarize(pairs: Iterable[tuple[float, float]]) -> dict:
-    """Summary of ``(I, U)`` pairs without buckets (convenience for notebooks and tests)."""
-    meter = SegmentationMeter()
-    for inter, union in pairs:
-        meter.add(inter, union)
-    return meter.summary()

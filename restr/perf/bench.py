@@ -226,7 +226,7 @@ def _threads(n: int | None):
         torch.set_num_threads(before)
 
 
-class _Timed:
+class TimedSetup:
     """A prepared step and the seconds of its timed rounds (see :func:`run_benches`)."""
 
     def __init__(self, cfg: ModelConfig, setup: BenchSetup, flops_per_step: float | None):
@@ -290,7 +290,7 @@ def run_benches(cfg: ModelConfig, setups: list[BenchSetup], repeats: int = 3, pe
     """Time each setup in alternation, ``repeats`` rounds of ``steps`` steps each, and
     report each one's median round. On a CPU (``cpu_peaks``) the matrix-product peaks of
     each precision and thread count are measured first. Returns (results, peaks)."""
-    timed = [_Timed(cfg, s, None) for s in setups]
+    timed = [TimedSetup(cfg, s, None) for s in setups]
     peaks = None
     if cpu_peaks and timed[0].device.type == "cpu":
         wanted = {(s.precision, s.threads or torch.get_num_threads()) for s in setups}
@@ -307,7 +307,7 @@ def top_ops(cfg: ModelConfig, setup: BenchSetup, count: int = 8) -> list[dict[st
     (after the warm-up), as rows: op, calls, self ms per step, share of all self time."""
     from torch.profiler import ProfilerActivity, profile
 
-    timed = _Timed(cfg, setup, flops_per_step=0.0)
+    timed = TimedSetup(cfg, setup, flops_per_step=0.0)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if timed.device.type == "cuda" else [])
     with _threads(setup.threads), profile(activities=activities) as prof:
         for _ in range(setup.steps):
@@ -318,14 +318,6 @@ def top_ops(cfg: ModelConfig, setup: BenchSetup, count: int = 8) -> list[dict[st
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     return [{"op": e.key, "calls": e.count // setup.steps, "self_ms": e.self_cpu_time_total / 1000 / setup.steps,
              "share": e.self_cpu_time_total / total} for e in events[:count]]
-
-
-def run_bench(cfg: ModelConfig, peak_tflops: float | None = None, flops_per_step: float | None = None,
-              **setup: Any) -> BenchResult:
-    """Time one setup (the fields of :class:`BenchSetup` as keywords), one round."""
-    t = _Timed(cfg, BenchSetup(**setup), flops_per_step)
-    t.time_round()
-    return t.result(peak_tflops, None)
 
 
 @dataclass
