@@ -1,4 +1,9 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules.
+
+The tests mirror the package's layers (``tests/model/``, ``tests/data/``, ``tests/runs/``,
+``tests/engine/``, ``tests/eval/``, ``tests/perf/``, ``tests/zoo/``, ``tests/book/``,
+``tests/commands/``); ``test_security.py`` crosses them. The helpers beside this file
+(``browser_harness``, ``toolkit_reader``) are importable from every folder."""
 from __future__ import annotations
 
 import os
@@ -9,6 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
 
 
 @pytest.fixture(scope="module")

@@ -293,7 +293,7 @@ def _smoke(root: Path, **train_values):
 
 def fail_fsync_of(monkeypatch, name: str, after: int = 0) -> None:
     """os.fsync raises ENOSPC for temporary files of ``name`` after ``after`` good writes
-    (as tests/test_run_folder.py simulates a full disk)."""
+    (as tests/runs/test_run_folder.py simulates a full disk)."""
     real, seen = os.fsync, {"n": 0}
 
     def fsync(fd):

@@ -524,7 +524,7 @@ def _trainer_uses_loss_settings() -> Iterator[Any]:
     patch-label rule from :func:`restr.model.losses.loss_settings`, so ``train.patch_label`` and
     ``train.lam_no_decoder`` act whether or not :class:`restr.engine.step.TrainStep` passes them
     itself yet (the step's module-level ``restr_loss`` is swapped for the call, the
-    technique of tests/test_train.py)."""
+    technique of tests/engine/test_train.py)."""
 
     state: dict[str, Any] = {}
     original = step_module.restr_loss

@@ -7,10 +7,10 @@ Nothing else depends on this module but the version switch of
 ``version == 1`` branch; the version-1 branch of :func:`.synth.to_refer` (files without
 a version key); ``DEFAULT_VERSION`` in :mod:`.synth` and ``SynthData.version``'s default
 in :mod:`restr.config` set to 2 (or the choice dropped); and the ``VERSION_1_DIGEST``
-test in ``tests/test_data_synth.py``.
+test in ``tests/data/test_data_synth.py``.
 
 The code is the former generator's, moved here unchanged: the same seed gives the same
-bytes (``tests/test_data_synth.py`` checks a small set against a hash taken before the move).
+bytes (``tests/data/test_data_synth.py`` checks a small set against a hash taken before the move).
 
 A scene's shapes draw their size, place, shape and colour independently (so most are
 the only one of their kind). Each shape's expressions are searched among *base*

@@ -15,7 +15,7 @@ from restr.data.fingerprint import data_fingerprint, short
 from restr.runs.folder import load_run, read_run_config
 from restr.zoo.manifest import ZooError, add_to_zoo, find, materialize, read_manifest, write_manifest, zoo_identity
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

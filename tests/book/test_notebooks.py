@@ -11,7 +11,7 @@ papermill, the site built) feeds the tests:
   outputs must be deterministic; all other cells must merely run;
 * the site has one page per notebook with its figures embedded and no error output,
   hides the injected-parameters cell and names no path of the machine that built it.
-  (tests/test_site_browser.py opens every page in Chromium.)
+  (tests/book/test_site_browser.py opens every page in Chromium.)
 
 The committed notebooks carry no outputs, which is why nbval runs on the executed
 copies rather than on ``notebooks/`` directly.
@@ -30,7 +30,7 @@ import pytest
 
 from restr.book import runner as book
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [p.name for p in book.notebook_paths()]
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from test_notebooks import NOTEBOOKS, cell_text, glued_values
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fresh_copy(dst: Path) -> Path:

@@ -16,7 +16,7 @@ from restr.engine.trainer import KILL_ENV
 from restr.runs.folder import read_metrics
 from restr.zoo.cache import RunMissing, get_run, run_dir_for, run_status
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def smoke_cfg(root: Path):

@@ -14,7 +14,7 @@ from restr.book import paper
 from restr.book import runner as book
 from restr.config import BOOK_PROFILES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 QUICK, SMOKE, FULL = BOOK_PROFILES["quick"], BOOK_PROFILES["smoke"], BOOK_PROFILES["full"]
 
 

@@ -17,7 +17,7 @@ from restr.model.losses import m3att_loss
 from restr.model.m3att import LanguageReconstruction
 from restr.model.mutual import IMIBlock, MutualAttention, TokenBatchNorm
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EPS = 1e-5  # the batch norms' eps
 
 

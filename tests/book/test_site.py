@@ -1,6 +1,6 @@
 """restr.book.site without a browser: which executed notebooks the site shows, the MathJax it serves, --serve.
 
-``jupyter-book build .`` itself, after a smoke book and without one: tests/test_jupyter_book.py."""
+``jupyter-book build .`` itself, after a smoke book and without one: tests/book/test_jupyter_book.py."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import pytest
 
 from restr.book import site
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def notebook(cells: list[dict]) -> dict:

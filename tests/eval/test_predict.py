@@ -15,7 +15,7 @@ from restr.data.errors import DataError, EmptyExpressionError
 from restr.eval.predict import Predictor, UnknownWordsWarning
 from restr.runs.folder import RunError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

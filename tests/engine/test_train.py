@@ -18,7 +18,7 @@ from restr.engine.trainer import KILL_ENV, TrainingError, train
 from restr.runs.folder import RunError, load_checkpoint, load_run, read_metrics
 from restr.utils import cpu_has_fast_bf16
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def smoke_cfg(root: Path, **train):

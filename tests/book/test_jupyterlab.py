@@ -31,7 +31,7 @@ import pytest
 from browser_harness import chromium, free_port, offline
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = "05_try_it.ipynb"
 KERNEL_IDLE = "() => / \\| Idle/.test(document.querySelector('#jp-main-statusbar')?.textContent || '')"
 ALL_CELLS_RAN = """() => {

@@ -34,7 +34,7 @@ import torch
 
 from restr.runs.folder import load_checkpoint, read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED = 16
 ROUNDS = 2
 KILL_AFTER = (1.0, 15.0)  # seconds after training got under way in the round, drawn uniformly

@@ -17,7 +17,7 @@ from restr.data.transforms import compute_meta
 from restr.eval.evaluate import SwapDataset, evaluate_run, score_batch, spread_indices
 from restr.runs.folder import RunError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

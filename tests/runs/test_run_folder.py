@@ -22,7 +22,7 @@ from restr.config import get_preset
 from restr.engine.trainer import KILL_ENV, TrainingError, train
 from restr.runs.folder import load_checkpoint, read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIMING = ("images_per_s", "elapsed_s", "val_seconds")
 
 
