@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import BookProfile, ConfigError, get_book_profile, get_preset
+from ..config import BookProfile, get_book_profile, get_preset
 from ..data.synth import generate, version_of
 from ..engine.assets import check_assets
 from ..runs.lock import RunLock
@@ -255,14 +255,9 @@ def summary(records: list[dict[str, Any]], timings: dict[str, float], html: Path
     return "\n".join(lines)
 
 
-def set_book_overrides(items: list[str], preset: str) -> None:
-    """Check ``--set`` items against the config and hand them to the notebooks' kernels."""
-    overrides = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write it as section.field=value")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
+def set_book_overrides(overrides: dict[str, str], preset: str) -> None:
+    """Check ``--set`` overrides (``{"section.field": value}``) against the config and hand
+    them to the notebooks' kernels."""
     get_preset(preset).override(overrides)  # unknown fields and bad values fail here, by name
     if overrides:
         os.environ[BOOK_SET_ENV] = json.dumps(overrides)

@@ -13,6 +13,7 @@ from ..book.runner import (DEFAULT_BUILD, BookError, book_profile, build_site, c
                            execute_notebooks, notebook_paths, set_book_overrides, summary)
 from ..config import BOOK_PROFILES, ConfigError
 from ..utils.files import REPO
+from .options import parse_set
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = book_profile(args.profile)
     data_root = Path(args.data or profile.data_root)
     try:
-        set_book_overrides(args.set, profile.preset)
+        set_book_overrides(parse_set(args.set), profile.preset)
         if profile.synth is None or data_root.is_dir():  # a synthetic set is generated below
             check_book_assets(profile, data_root)
     except ConfigError as exc:  # an unknown field, a bad value, a missing file: nothing has run
