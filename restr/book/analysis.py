@@ -20,6 +20,7 @@ from ..eval.metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
 from ..perf.cost import measure
 from ..runs.folder import checkpoint_path, load_run, read_metrics
 from ..utils.devices import resolve_amp
+from ..utils.files import atomic_write_text
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -240,8 +241,6 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     inference.run(dataset, evaluator, indices)
     scores = pd.DataFrame(evaluator.records)
     if cache:
-        from ..utils.files import atomic_write_text
-
         atomic_write_text(path, scores.to_csv(index=False))
         atomic_write_text(path.with_suffix(".json"), json.dumps(stamp) + "\n")
     return scores

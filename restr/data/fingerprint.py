@@ -23,6 +23,8 @@ from typing import Any
 
 from ..utils.files import file_sha256
 from .errors import DataError
+from .refer import ReferData, check_names, load_refs
+from .vocab import Vocabulary
 
 FIELDS = ("refs", "instances", "vocabulary")
 _VOCAB_CACHE: dict[tuple[str, str, str], str] = {}
@@ -41,9 +43,6 @@ def vocabulary_sha256(refs_path: Path, refs_hash: str, dataset: str, split_by: s
     """SHA-256 of the vocabulary the trainer builds from ``split`` (its words in order)."""
     key = (refs_hash, f"{dataset}/{split_by}", split)
     if key not in _VOCAB_CACHE:
-        from .refer import ReferData, check_names, load_refs
-        from .vocab import Vocabulary
-
         splits = check_names(dataset, split_by, split)
         refs = load_refs(refs_path)
         texts = [ReferData.sentence_text(s) for r in refs if r.get("split") in splits

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.errors import DataError
 from ..data.images import load_rgb
 from ..data.transforms import letterbox, normalize, unletterbox
 from ..data.vocab import tokenize
@@ -104,8 +105,6 @@ class Predictor:
             msg = (f"every word of {text!r} is outside the run's vocabulary ({', '.join(unknown)}); the model sees "
                    f"only <unk> and its prediction does not depend on the text")
             if strict:
-                from ..data.errors import DataError
-
                 raise DataError(msg)
             warnings.warn(msg, UnknownWordsWarning, stacklevel=3)
         return torch.from_numpy(ids)[None], unknown, dropped

@@ -18,6 +18,7 @@ from .decoder import CoarseToFineDecoder, PatchHead
 from .fusion import FusionEncoder, SeedAttention
 from .init import release_init_
 from .language import LanguageEncoder
+from .m3att import M3Att
 from .vision import VisionEncoder
 
 
@@ -118,7 +119,5 @@ class ReSTR(nn.Module):
 def build_model(cfg: ModelConfig, word_vectors: np.ndarray | torch.Tensor | None = None) -> nn.Module:
     """The model ``cfg`` describes: ReSTR, or M3Att with ``model.family = "m3att"``."""
     if cfg.family == "m3att":
-        from .m3att import M3Att
-
         return M3Att(cfg, word_vectors)
     return ReSTR(cfg, word_vectors)

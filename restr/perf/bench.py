@@ -31,7 +31,9 @@ import torch
 from ..config import ConfigError, ModelConfig, TrainConfig
 from ..data.groups import ExpressionGroups, collate_groups, expression_groups
 from ..data.refer import ReferDataset, collate
-from ..engine.step import Diverged
+from ..engine.distributed import Dist
+from ..engine.optim import build_optimizer, build_scheduler
+from ..engine.step import Diverged, TrainStep
 from ..model import build_model
 
 BENCH_AMP = ("bf16", "off")  # the step computes in bf16 autocast, or in fp32
@@ -147,10 +149,6 @@ class _Step:
         if setup.mode == "train":
             # the trainer's own step (restr.engine.step.TrainStep): fused AdamW with the paper's two
             # groups and schedule, no host sync; the model is compiled inside it when asked
-            from ..engine.distributed import Dist
-            from ..engine.optim import build_optimizer, build_scheduler
-            from ..engine.step import TrainStep
-
             t = TrainConfig()
             opt = build_optimizer(self.model, t)
             self.train_step = TrainStep(self.model, opt, build_scheduler(opt, t),

@@ -364,7 +364,7 @@ def test_every_zoo_model_keeps_its_identity():
     each committed zoo model still hashes to that model's identity."""
     from restr.book.models import model_config
     from restr.config import get_book_profile
-    from restr.zoo.manifest import current_identity, identity, read_manifest, zoo_folder
+    from restr.zoo.manifest import current_identity, read_manifest, zoo_folder, zoo_identity
 
     quick = get_book_profile("quick")
     models = read_manifest(zoo_folder())
@@ -373,11 +373,11 @@ def test_every_zoo_model_keeps_its_identity():
         name, seed = entry["name"].rsplit("-s", 1)
         cfg = model_config(quick, "data/synthref", name, int(seed))
         assert cfg.model.family == "restr"
-        assert identity(cfg, entry["data_fingerprint"]) == current_identity(entry), entry["name"]
+        assert zoo_identity(cfg, entry["data_fingerprint"]) == current_identity(entry), entry["name"]
 
 
 def test_the_step_never_reads_a_device_value_on_the_host(monkeypatch):
-    from test_train_step import HostSync, NoHostSync  # noqa: F401 - the ReSTR step's detector
+    from engine.test_train_step import HostSync, NoHostSync  # noqa: F401 - the ReSTR step's detector
 
     from restr.engine.distributed import Dist
     from restr.engine.optim import build_optimizer, build_scheduler
