@@ -41,10 +41,9 @@ the order above, with the union of their seeds.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..config import BookProfile, Config, get_preset
 from ..model import build_model
@@ -52,22 +51,19 @@ from ..zoo.cache import get_run
 from .claims import Arm, load_arm
 from .paper import TABLE4
 
-# ``python -m restr book --set section.field=value``: the overrides every training config
-# of the book gets (run_config), passed to the notebooks' kernels through the environment
-BOOK_SET_ENV = "RESTR_BOOK_SET"
-
-
 def run_config(profile: BookProfile, data_root: str | Path, iterations: int | None = None, seed: int = 0,
-               **model: Any) -> Config:
+               overrides: Mapping[str, Any] | None = None, **model: Any) -> Config:
     """The full config of one of the book's training runs: the profile's preset on its data,
     with ``model`` overrides (e.g. ``fusion="vme"``) and ``iterations`` (default: the
     profile's main-run length) and the profile's own overrides; ``profile.curve_points``
-    validations and a checkpoint every quarter of the run.
+    validations and a checkpoint every quarter of the run; last, ``overrides``
+    (``{"section.field": value}``: ``python -m restr book --set``, which the notebooks get
+    as their ``overrides`` parameter), so the config is a function of the arguments only.
     Notebooks do not call it: they ask :func:`restr.book.models.model_config` for one of
     the book's models by name, which calls it."""
     its = int(iterations or profile.iterations)
     cfg = get_preset(profile.preset)
-    overrides: dict[str, Any] = {
+    changes: dict[str, Any] = {
         "data.root": str(data_root),
         "data.dataset": profile.dataset,
         "data.split_by": profile.split_by,
@@ -77,23 +73,9 @@ def run_config(profile: BookProfile, data_root: str | Path, iterations: int | No
         "train.ckpt_every": max(its // 4, 1),
         **dict(profile.overrides),
     }
-    overrides.update({f"model.{k}": v for k, v in model.items()})
-    overrides.update(book_overrides())
-    return cfg.override(overrides)
-
-
-def book_overrides() -> dict[str, Any]:
-    """The ``--set`` overrides of the running ``python -m restr book`` (none elsewhere)."""
-    raw = os.environ.get(BOOK_SET_ENV)
-    if not raw:
-        return {}
-    try:
-        overrides = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {exc}") from None
-    if not isinstance(overrides, dict):
-        raise ValueError(f"${BOOK_SET_ENV} is not a JSON object of overrides: {raw[:80]!r}")
-    return overrides
+    changes.update({f"model.{k}": v for k, v in model.items()})
+    changes.update(overrides or {})
+    return cfg.override(changes)
 
 
 TABLE3_VARIANTS = {  # Table 3(b)'s rows: request name -> model overrides (4 fusion layers, no decoder)
@@ -150,13 +132,16 @@ class BookModel:
     def overrides(self) -> dict[str, Any]:
         return dict(self.model)
 
-    def config(self, profile: BookProfile, data_root: str | Path, seed: int | None = None) -> Config:
-        """The full training config of this model with ``seed`` (default: its first)."""
+    def config(self, profile: BookProfile, data_root: str | Path, seed: int | None = None,
+               overrides: Mapping[str, Any] | None = None) -> Config:
+        """The full training config of this model with ``seed`` (default: its first) and the
+        book's ``--set`` ``overrides``."""
         seed = self.seeds[0] if seed is None else seed
         if seed not in self.seeds:
             raise UnknownModel(f"model {self.name!r} of the {profile.name} book is trained with seeds "
                                f"{list(self.seeds)}, not {seed}")
-        return run_config(profile, data_root, iterations=self.iterations, seed=seed, **self.overrides)
+        return run_config(profile, data_root, iterations=self.iterations, seed=seed, overrides=overrides,
+                          **self.overrides)
 
 
 def table4_name(layers: int, shared: bool, decoder: bool) -> str:
@@ -218,10 +203,12 @@ def find_model(profile: BookProfile, name: str) -> BookModel:
     raise UnknownModel(f"the {profile.name} book has no model {name!r}; it asks for: {', '.join(names)}")
 
 
-def model_config(profile: BookProfile, data_root: str | Path, name: str, seed: int | None = None) -> Config:
+def model_config(profile: BookProfile, data_root: str | Path, name: str, seed: int | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> Config:
     """The exact training config of the book's model ``name`` with ``seed`` (default: the
-    model's first seed); the only way a notebook gets a config to train or load."""
-    return find_model(profile, name).config(profile, data_root, seed)
+    model's first seed) and the book's ``--set`` ``overrides``; the only way a notebook gets
+    a config to train or load (through :class:`restr.book.chapter.Chapter`)."""
+    return find_model(profile, name).config(profile, data_root, seed, overrides)
 
 
 def model_seeds(profile: BookProfile, name: str) -> tuple[int, ...]:
@@ -230,12 +217,14 @@ def model_seeds(profile: BookProfile, name: str) -> tuple[int, ...]:
 
 
 def arm(profile: BookProfile, data_root: str | Path, name: str, runs_dir: str | Path = "runs",
-        label: str | None = None, max_expressions: int | None = None, level: str = "pixel") -> Arm:
+        label: str | None = None, max_expressions: int | None = None, level: str = "pixel",
+        overrides: Mapping[str, Any] | None = None) -> Arm:
     """The book's model ``name`` as an arm of a claim (:class:`restr.book.claims.Arm`): every
     seed's run (found in ``runs_dir``, taken from the zoo, or trained), scored on the
     profile's evaluation split (``max_expressions`` of it, spread; None: all of it)."""
     seeds = model_seeds(profile, name)
-    runs = [get_run(model_config(profile, data_root, name, seed=s), runs_dir=runs_dir) for s in seeds]
+    runs = [get_run(model_config(profile, data_root, name, seed=s, overrides=overrides), runs_dir=runs_dir)
+            for s in seeds]
     return load_arm(label or name, runs, seeds, profile.eval_split, max_expressions, level)
 
 

@@ -19,7 +19,6 @@ about a day on a 2-core CPU, none of it in the zoo), ``paper`` (paper-scale sett
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from ..engine.assets import check_assets
 from ..runs.lock import RunLock
 from ..utils.files import REPO
 from . import site
-from .models import BOOK_SET_ENV, model_config
+from .models import model_config
 from .progress import BatchProgress, clock
 
 DEFAULT_BUILD = "_build"
@@ -186,29 +185,40 @@ def execute_notebooks(
     runs_dir: Path,
     notebooks: list[Path] | None = None,
     progress: BatchProgress | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run each notebook with papermill; return one record per notebook (notebook, seconds, output)."""
+    """Run each notebook with papermill, its parameters set to the profile, the data and
+    runs folders and the ``--set`` ``overrides``; return one record per notebook (notebook,
+    seconds, output)."""
 
     _register_engine()
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="restr-kernels-") as sockets:  # removed with its sockets
-        return [_execute_one(nb, profile_name, data_root, out_dir, runs_dir, Path(sockets), progress)
+        return [_execute_one(nb, out_dir, notebook_parameters(nb, profile_name, data_root, runs_dir, overrides),
+                             Path(sockets), progress)
                 for nb in notebooks or notebook_paths()]
 
 
-def _execute_one(nb: Path, profile_name: str, data_root: Path, out_dir: Path, runs_dir: Path, sockets: Path,
+def notebook_parameters(nb: Path, profile_name: str, data_root: Path, runs_dir: Path,
+                        overrides: dict[str, str] | None) -> dict[str, Any]:
+    """What papermill sets in notebook ``nb``'s parameters cell: everything its config
+    depends on (paths as the kernel, working in the notebook's folder, should read them)."""
+    return {
+        "profile": profile_name,
+        "data_root": notebook_path_param(data_root, nb.parent),
+        "runs_dir": notebook_path_param(runs_dir, nb.parent),
+        "overrides": dict(overrides or {}),
+        "interactive": False,
+    }
+
+
+def _execute_one(nb: Path, out_dir: Path, params: dict[str, Any], sockets: Path,
                  progress: BatchProgress | None) -> dict[str, Any]:
     """Run one notebook with papermill (see :func:`execute_notebooks`)."""
     import nbformat
     import papermill as pm
 
     target = out_dir / nb.name
-    params = {
-        "profile": profile_name,
-        "data_root": notebook_path_param(data_root, nb.parent),
-        "runs_dir": notebook_path_param(runs_dir, nb.parent),
-        "interactive": False,
-    }
     declared = pm.inspect_notebook(str(nb))
     params = {k: v for k, v in params.items() if k in declared}
     if progress is not None:  # the code cells, and the one papermill injects
@@ -255,18 +265,16 @@ def summary(records: list[dict[str, Any]], timings: dict[str, float], html: Path
     return "\n".join(lines)
 
 
-def set_book_overrides(overrides: dict[str, str], preset: str) -> None:
-    """Check ``--set`` overrides (``{"section.field": value}``) against the config and hand
-    them to the notebooks' kernels."""
-    get_preset(preset).override(overrides)  # unknown fields and bad values fail here, by name
-    if overrides:
-        os.environ[BOOK_SET_ENV] = json.dumps(overrides)
-    else:
-        os.environ.pop(BOOK_SET_ENV, None)
+def check_book_overrides(overrides: dict[str, str], preset: str) -> dict[str, str]:
+    """``--set`` overrides (``{"section.field": value}``) checked against the config: unknown
+    fields and bad values fail here, by name; the notebooks get them as their ``overrides``
+    parameter."""
+    get_preset(preset).override(overrides)
+    return dict(overrides)
 
 
-def check_book_assets(profile: BookProfile, data_root: Path) -> None:
+def check_book_assets(profile: BookProfile, data_root: Path, overrides: dict[str, str] | None = None) -> None:
     """Stop before any work if the profile's models need files this machine lacks (the
-    paper profile: the ViT weights and a 300-d GloVe file; restr.engine.assets names them)."""
-
-    check_assets(model_config(profile, data_root, "main"))
+    paper profile: the ViT weights and a 300-d GloVe file, given with ``--set``;
+    restr.engine.assets names them)."""
+    check_assets(model_config(profile, data_root, "main", overrides=overrides))

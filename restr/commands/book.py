@@ -10,7 +10,7 @@ from pathlib import Path
 from ..book import runner, site
 from ..book.progress import PLAIN_INTERVAL_S, BatchProgress
 from ..book.runner import (DEFAULT_BUILD, BookError, book_profile, build_site, check_book_assets, ensure_data,
-                           execute_notebooks, notebook_paths, set_book_overrides, summary)
+                           check_book_overrides, execute_notebooks, notebook_paths, summary)
 from ..config import BOOK_PROFILES, ConfigError
 from ..utils.files import REPO
 from .options import parse_set
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     profile = book_profile(args.profile)
     data_root = Path(args.data or profile.data_root)
     try:
-        set_book_overrides(parse_set(args.set), profile.preset)
+        overrides = check_book_overrides(parse_set(args.set), profile.preset)
         if profile.synth is None or data_root.is_dir():  # a synthetic set is generated below
-            check_book_assets(profile, data_root)
+            check_book_assets(profile, data_root, overrides)
     except ConfigError as exc:  # an unknown field, a bad value, a missing file: nothing has run
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             ensure_data(profile, data_root)
             site.forget_last_run(build / "executed", args.profile)  # its folder is about to change
             records = execute_notebooks(args.profile, data_root, build / "executed" / args.profile,
-                                        Path(args.runs), paths, progress=progress)
+                                        Path(args.runs), paths, progress=progress, overrides=overrides)
             site.record_last_run(build / "executed", args.profile, [r["notebook"] for r in records])
             if not args.no_site:
                 progress.message("building the site ...")
