@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -159,8 +160,6 @@ def seed_attention_records(model: torch.nn.Module, batches: Iterable[dict], max_
     The uniform share counts the tokens the seed can attend to: the real words when the
     model masks padding (``model.mask_padding``), all ``max_words`` positions otherwise (the
     release's form, and the paper's 900 / (900 + 20 + 1) = 97.7 %)."""
-    import pandas as pd
-
     model.eval()
     masked = bool(getattr(getattr(model, "cfg", None), "mask_padding", True))
     frames = []
@@ -220,8 +219,6 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     depend on (the final checkpoint's sha256, the metric protocol, :data:`SCORES_FORMAT`),
     and read back while the stamp matches: chapters that score the same model share one
     evaluation, and a rebuild of the book evaluates nothing twice."""
-    import pandas as pd
-
 
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
@@ -310,8 +307,6 @@ def patch_ceiling_scores(run_dir, split: str = "val", max_expressions: int | Non
     the original resolution, as every prediction is. No patch-level map scores higher on
     average: it is the ceiling of the patch grid, which only the decoder's sub-patch detail
     can pass."""
-    import pandas as pd
-
 
     run = load_run(run_dir, "last", "cpu")
     dataset = split_dataset(run, split)
@@ -369,8 +364,6 @@ def synthref_programs(data_root, sent_ids: Iterable[int], split_by: str = "unc")
     (``scenes.json``): per sentence id, how many clauses beyond attributes it holds (an
     ordinal, each relation to a landmark, a region) and whether its attributes alone
     would pick out its target (``attributes_suffice``: the clauses are then redundant)."""
-    import pandas as pd
-
 
     wanted = {int(s) for s in sent_ids}
     refs = {int(r["ref_id"]): r for r in ReferData(data_root, "synthref", split_by).refs}
@@ -432,8 +425,6 @@ def resolution_bounds(dataset, patch_size: int, max_expressions: int | None = 10
 def learning_curve(run_dir):
     """A run's validations as a pandas frame: step, expressions seen, minutes of training
     (validation left out), cumulative and mean IoU (%)."""
-    import pandas as pd
-
 
     rows = [r for r in read_metrics(run_dir) if r.get("split") and "cum_iou" in r]
     return pd.DataFrame([{"step": r["step"], "expressions": r.get("expressions_seen"),
@@ -493,3 +484,84 @@ def training_seconds(log) -> float:
     ends = [e[i] for i in range(len(e)) if i + 1 == len(e) or e[i + 1] < e[i]]
     val = log["val_seconds"].dropna().sum() if "val_seconds" in log else 0.0
     return float(sum(ends) + val)
+
+
+# ----------------------------------------------------------------------------------------
+# the chapters' tables: each a named function, so a cell holds a call and the table shows
+
+
+def table3b_cost(variants: dict[str, dict[str, Any]], paper_rows: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """Table 3(b) measured: each fusion variant (``{name: model overrides}``) at paper scale on
+    the meta device, its fusion encoder's parameters (M) and MACs (G) beside the paper's, and
+    how far below the paper's MACs ours are (%)."""
+    rows = []
+    for name, overrides in variants.items():
+        r = measure(get_preset("paper", model=overrides).model, device="meta")
+        rows.append({"encoder": name, "params (ours) M": r["params"]["fusion"] / 1e6,
+                     "params (paper) M": paper_rows[name]["params_M"], "MACs (ours) G": r["macs"]["fusion"] / 1e9,
+                     "MACs (paper) G": paper_rows[name]["GMACs"]})
+    table = pd.DataFrame(rows)
+    table["MACs below the paper's %"] = 100 * (1 - table["MACs (ours) G"] / table["MACs (paper) G"])
+    return table
+
+
+def arms_summary(arms: dict[tuple, Any], key_names: tuple[str, ...]) -> pd.DataFrame:
+    """One row per arm (``{key: Arm}``, a key a tuple named by ``key_names``): the key's
+    fields, its seeds and steps, and the paper's metrics averaged over seeds
+    (:func:`scores_summary`)."""
+    return pd.DataFrame([{**dict(zip(key_names, key)), "seeds": len(a.scores), "steps": a.iterations,
+                          **scores_summary(a.scores)} for key, a in arms.items()])
+
+
+def bucket_counts(lengths: dict[str, np.ndarray], bucket_of, labels: list[str]) -> pd.DataFrame:
+    """Expressions per length bucket (rows, in ``labels``' order) of each split (columns);
+    ``bucket_of(n)`` names the bucket of an ``n``-word expression."""
+    return pd.DataFrame({split: pd.Series([bucket_of(n) for n in ns]).value_counts().reindex(labels)
+                         for split, ns in lengths.items()})
+
+
+def programs_by_bucket(tagged: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Per length bucket: how many expressions, their mean number of clauses beyond
+    attributes, and the share whose attributes alone pick out the target (``tagged``:
+    scores merged with :func:`synthref_programs`)."""
+    return tagged.groupby("bucket").agg(expressions=("sent_id", "size"), clauses=("clauses", "mean"),
+                                        attributes_suffice=("attributes_suffice", "mean")).reindex(labels)
+
+
+def scores_by_kind(scores: pd.DataFrame, kinds: pd.DataFrame) -> pd.DataFrame:
+    """A run's scores by what the expression needs (:data:`KINDS`, easiest first):
+    expressions, summed intersection and union, cumulative IoU (``cIoU %``) and mean IoU
+    (``mean IoU %``)."""
+    by_kind = scores.merge(kinds, on="sent_id")
+    table = (by_kind.groupby("kind").agg(expressions=("iou", "size"), intersection=("intersection", "sum"),
+                                         union=("union", "sum"), mean_iou=("iou", "mean"))
+             .reindex([k for k in KINDS if k in set(by_kind["kind"])]))
+    table["cIoU %"] = 100 * table["intersection"] / table["union"]
+    table["mean IoU %"] = 100 * table["mean_iou"]
+    return table
+
+
+def levels_reached(reached: dict[float, dict[str, float] | None]) -> pd.DataFrame:
+    """When a run first reached each cIoU level (``{level: time_to(...)}``), as a table."""
+    return pd.DataFrame([{"level": f"{level} %", "reached after": (
+        f"{hit['minutes']:.1f} min, {hit['expressions']:.0f} expressions" if hit else "not reached")}
+        for level, hit in reached.items()])
+
+
+def sweep_table(sweep: dict[str, Any]) -> pd.DataFrame:
+    """The recipe sweep (``data/zoo/sweep.json``, :mod:`restr.book.recipe`): one row per
+    change, its final validation cIoU (%), training minutes and expressions seen."""
+    return pd.DataFrame([{"row": r["name"], "change": r["what"], "val cIoU %": 100 * r["final"]["cum_iou"],
+                          "training minutes": r["final"]["seconds"] / 60, "expressions": r["final"]["expressions"]}
+                         for r in sweep["rows"]])
+
+
+def cost_by_module(preset: str, models: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Parameters (M) and MACs (G) per module of each model (``{name: model overrides}``) at
+    ``preset``'s size, counted on the meta device; the word embeddings left out."""
+    rows = []
+    for name, overrides in models.items():
+        r = measure(get_preset(preset, model=overrides).model, device="meta")
+        rows += [{"model": name, "module": module, "params M": params / 1e6, "MACs G": r["macs"].get(module, 0.0) / 1e9}
+                 for module, params in r["params"].items() if module != "word_embeddings"]
+    return pd.DataFrame(rows)

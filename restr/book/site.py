@@ -271,6 +271,19 @@ def _copy_executed_sources(app, exception) -> None:
             target.write_text(executed_text(copy))
 
 
+def _copy_package_sources(app, exception) -> None:
+    """``build-finished``: the package's Python files under the site's ``restr/``, so a
+    chapter's link to the code it shows (:func:`restr.book.source.source_link`,
+    ``../restr/model/fusion.py#L94-L130`` from a notebook page) opens that file."""
+    if exception is not None or app.builder.format != "html":
+        return
+    package = REPO / "restr"
+    for src in sorted(package.rglob("*.py")):
+        target = Path(app.outdir) / "restr" / src.relative_to(package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+
+
 def setup(app):
     """Sphinx extension: notebook pages from the executed notebooks; the pinned MathJax is
     copied into every HTML build; no page lists a script twice."""
@@ -280,6 +293,7 @@ def setup(app):
     app.connect("env-get-outdated", _check_copies)
     app.connect("source-read", _read_executed)
     app.connect("build-finished", _copy_executed_sources)
+    app.connect("build-finished", _copy_package_sources)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _unique_scripts, priority=990)  # after the handlers that add scripts
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -2,7 +2,10 @@
 from the package when the notebook runs, so the page cannot drift from what runs.
 
 ``show_source(MutualAttention.parts)`` displays the function's source as a highlighted
-block, headed by its file and line range in the repository (open it in your checkout).
+block, headed by a link to its file and line range in the repository. The link is relative
+to the notebooks' folder (``../restr/model/mutual.py#L40``), so it opens the file in
+JupyterLab, on a repository host, and on the site, which carries a copy of the package's
+sources (:mod:`restr.book.site`).
 """
 from __future__ import annotations
 
@@ -27,11 +30,16 @@ def source_of(obj: Any) -> tuple[str, str, int, int]:
     return textwrap.dedent("".join(lines)), rel, first, first + len(lines) - 1
 
 
+def source_link(rel: str, first: int, last: int) -> str:
+    """A link from a notebook's page to lines ``first``-``last`` of the repository's file ``rel``."""
+    return f"[`{rel}`, lines {first}-{last}](../{rel}#L{first}-L{last})"
+
+
 def source_markdown(obj: Any) -> str:
-    """The Markdown a chapter shows for ``obj``: where it lives, then its code."""
+    """The Markdown a chapter shows for ``obj``: where it lives (a link), then its code."""
     code, rel, first, last = source_of(obj)
     name = getattr(obj, "__qualname__", getattr(obj, "__name__", "code"))
-    return f"`{name}`, from `{rel}`, lines {first}-{last}:\n\n```python\n{code.rstrip()}\n```\n"
+    return f"`{name}`, from {source_link(rel, first, last)}:\n\n```python\n{code.rstrip()}\n```\n"
 
 
 def show_source(obj: Any) -> None:

@@ -128,6 +128,31 @@ def test_site_hides_the_injected_parameters_and_names_no_machine_path(smoke_book
     assert 'profile = "quick"' in html_lib.unescape(re.sub(r"<[^>]+>", "", page))
 
 
+CODE_SHOWN = {  # the package's code each chapter teaches, shown on its page (restr.book.source)
+    "02_fusion_variants": ("FusionEncoder.forward", "PatchHead.forward"),
+    "03_decoder_effects": ("PatchHead", "CoarseToFineDecoder"),
+    "06_training": ("patch_labels", "restr_loss", "TrainStep.__call__"),
+    "07_mutual_attention": ("MutualAttention.parts",),
+}
+
+
+def test_chapters_show_the_package_s_code_with_links_that_open_it(smoke_book):
+    html = smoke_book / "build" / "html"
+    for chapter, names in CODE_SHOWN.items():
+        page = html / "notebooks" / f"{chapter}.html"
+        text = html_lib.unescape(page.read_text())
+        links = re.findall(r'href="(\.\./restr/[^"#]+\.py)#L(\d+)-L(\d+)"', text)
+        assert len(links) >= len(names), f"{chapter}: {len(links)} links to the package's code"
+        plain = re.sub(r"<[^>]+>", "", text)
+        for name in names:
+            assert f"{name}, from restr/" in plain, f"{chapter} does not show {name}"
+        for href, first, last in links:
+            copy = (page.parent / href).resolve()
+            assert copy.is_file(), f"{chapter}: the link {href} opens nothing on the site"
+            assert copy.read_text() == (REPO / href[3:]).read_text()  # the package's file, as it ran
+            assert int(first) <= int(last) <= len(copy.read_text().splitlines())
+
+
 def glued_values(executed: Path) -> dict[str, object]:
     """Every value the executed notebooks glued (myst-nb), read back as Python values."""
     from ast import literal_eval

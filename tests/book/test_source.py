@@ -15,7 +15,10 @@ def test_the_shown_code_is_the_files_lines():
     assert [line.strip() for line in code.splitlines()] == [line.strip() for line in lines]
     assert code.startswith("def parts(self") and "softmax" in code  # dedented, the method itself
     md = source_markdown(convergence)
-    assert md.startswith("`convergence`, from `restr/book/verdict.py`, lines ")
+    _, _, c_first, c_last = source_of(convergence)
+    link = f"(../restr/book/verdict.py#L{c_first}-L{c_last})"
+    assert md.startswith(f"`convergence`, from [`restr/book/verdict.py`, lines {c_first}-{c_last}]{link}:")
+    assert (REPO / "notebooks" / link[1:].split("#")[0]).resolve().is_file()  # from the notebooks' folder
     assert "```python\ndef convergence(" in md and md.rstrip().endswith("```")
 
 
