@@ -1,7 +1,7 @@
 """The book: everything the notebooks and the site use, above the engine and the evaluation.
 
 :mod:`~restr.book.runner` (``python -m restr book``: papermill, the site),
-:mod:`~restr.book.chapter` (``setup``: the one call at the top of every chapter), :mod:`~restr.book.models`
+:mod:`~restr.book.chapter` (``open_chapter``: the one call at the top of every chapter), :mod:`~restr.book.models`
 (the book's model list: what a notebook asks for is what the zoo trains),
 :mod:`~restr.book.claims` and :mod:`~restr.book.verdict` (the paper's claims and the rules that
 judge them), :mod:`~restr.book.analysis`, :mod:`~restr.book.viz`, :mod:`~restr.book.explorer` and

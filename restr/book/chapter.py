@@ -1,7 +1,7 @@
-"""One call at the top of every chapter: ``ch = setup(profile, data_root, runs_dir, overrides, random_seed)``.
+"""One call at the top of every chapter: ``ch = open_chapter(profile, data_root, runs_dir, overrides, random_seed)``.
 
 The chapter's parameters cell holds everything its results depend on (``python -m restr
-book`` sets them with papermill); :func:`setup` resolves them once (the profile, its data,
+book`` sets them with papermill); :func:`open_chapter` resolves them once (the profile, its data,
 generated if missing, the random state) and returns a :class:`Chapter` that hands the
 cells the book's models by name: ``ch.config("main")``, ``ch.run("table3-vme", seed=1)``,
 ``ch.arm("main", label=...)``. Every config comes from :func:`restr.book.models.model_config`
@@ -60,7 +60,7 @@ class Chapter:
         return name in [r.name for r in requests(self.profile)]
 
 
-def setup(profile: str, data_root: str | None = None, runs_dir: str = "../runs",
+def open_chapter(profile: str, data_root: str | None = None, runs_dir: str = "../runs",
           overrides: Mapping[str, Any] | None = None, random_seed: int = 0) -> Chapter:
     """The chapter's parameters resolved: ``data_root`` None means the profile's own data
     (``BookProfile.data_root``, relative to the repository); the data set is generated if
