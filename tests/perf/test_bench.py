@@ -109,3 +109,15 @@ def test_the_training_configs_words_and_the_former_ones_give_the_same_setup():
     cpu = torch.device("cpu")
     assert _setup_from_args(a, cfg, cpu) == _setup_from_args(b, cfg, cpu)
     assert _setup_from_args(a, cfg, cpu).amp == "off"
+
+
+def test_matmul_peak_stops_at_its_budget_when_a_product_is_slow(monkeypatch):
+    """A precision the CPU lacks (bf16 here: 19 s a product, 13 min for the 41 of a full
+    measurement) is measured with single products while the budget lasts."""
+    from restr.perf import bench
+
+    clock = iter(range(0, 1000, 10))  # every reading of the clock 10 s after the last: each product "takes" 10 s
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    rate = bench.matmul_peak(torch.float32, threads=1, budget_s=30.0)
+    assert rate == pytest.approx(2 * 4096 * 1024 * 1024 / 10)
+    assert next(clock) == 60  # the first product and two single-product rounds: 6 readings, within 30 s
