@@ -44,9 +44,9 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory) -> Path:
     """One ``python -m restr book --profile smoke`` into a temporary folder: ``data/``,
-    ``runs/``, ``build/`` (``executed/smoke/`` and the site in ``html/``), and the
-    command's output in ``book.stdout`` and ``book.stderr`` (not a terminal, so the
-    progress is plain lines, one every 5 seconds).
+    ``runs/``, ``build/`` (``executed/smoke/`` and the site in ``html/``), the command's
+    arguments in ``book.args`` (one a line) and its output in ``book.stdout`` and
+    ``book.stderr`` (not a terminal, so the progress is plain lines, one every 5 seconds).
 
     ``RESTR_SMOKE_BOOK=<folder>`` reuses the folder of an earlier such run instead (to
     iterate on the tests that read it)."""
@@ -58,6 +58,7 @@ def smoke_book(tmp_path_factory) -> Path:
     cmd = [sys.executable, "-m", "restr", "book", "--profile", "smoke", "--build", str(root / "build"),
            "--runs", str(root / "runs"), "--data", str(root / "data"), "--progress-every", "5"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    (root / "book.args").write_text("\n".join(cmd[3:]) + "\n")  # the command's arguments after -m restr
     (root / "book.stdout").write_text(proc.stdout)
     (root / "book.stderr").write_text(proc.stderr)
     assert proc.returncode == 0, f"python -m restr book --profile smoke failed:\n{proc.stderr[-4000:]}"
