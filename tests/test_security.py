@@ -435,6 +435,7 @@ def test_the_data_stats_command_printed_after_synth_runs(tmp_path):
 # ----------------------------------------------------------------------------------------
 # 2./3. the zoo: a profile's models never replace another's; the retrain advice runs
 
+@pytest.mark.slow
 def test_zoo_models_of_two_profiles_never_replace_each_other_and_the_advice_runs(tmp_path):
     from restr.zoo.manifest import ZooError, checked_file, read_manifest, retrain_command
 

@@ -47,6 +47,7 @@ def paper_files(tmp_path_factory):
             "vectors": {w: np.array([float(f"{x:.6f}") for x in v], dtype=np.float32) for w, v in vectors.items()}}
 
 
+@pytest.mark.slow
 def test_paper_profile_trains_and_evaluates_on_cpu(paper_files, tmp_path):
     from restr.data.vocab import Vocabulary
     from restr.engine.trainer import train
@@ -116,6 +117,7 @@ def _book(args, tmp_path, env=None):
                                                                              "RESTR_NO_ZOO": "1", **(env or {})})
 
 
+@pytest.mark.slow
 def test_paper_book_without_its_files_stops_before_any_notebook(paper_files, tmp_path):
     data = _refcocog_layout(paper_files["data"], tmp_path / "refer")
     done = _book(["--data", str(data), "--only", "01"], tmp_path)
@@ -127,6 +129,7 @@ def test_paper_book_without_its_files_stops_before_any_notebook(paper_files, tmp
     assert bad.returncode == 2 and "no_such_field" in bad.stderr
 
 
+@pytest.mark.slow
 def test_paper_profile_notebook_runs_through_papermill(paper_files, tmp_path):
     """Chapter 1 under the paper profile, with the files given as the README says (--set)."""
     import json

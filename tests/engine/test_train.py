@@ -106,6 +106,7 @@ def test_resume_needs_a_run(tmp_path, data_root):
         train(smoke_cfg(data_root), tmp_path / "nothing", resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
     # 8 train images -> ~25 steps of 4 per epoch: 30 steps cross an epoch boundary; augmentation on
     common = [*data_args(data_root), "--iterations", "30", "--batch-size", "4",
@@ -130,6 +131,7 @@ def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
     assert strip(read_metrics(ref)) == strip(read_metrics(killed))  # rows after step 16 were redone, not doubled
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one_process(data_root, tmp_path):
     common = [*data_args(data_root), "--iterations", "6", "--batch-size", "4", "--dtype", "float64",
               "--set", "train.val_every=3", "--workers", "0", "--set", "train.grad_clip=1.0"]
@@ -149,6 +151,7 @@ def test_ddp_two_gloo_processes_match_one_process(data_root, tmp_path):
     assert not (two / "checkpoints" / "last.pt.tmp").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_with_one_process_takes_the_distributed_path(data_root, tmp_path):
     """``torchrun --nproc_per_node 1`` (how one GPU checks the DDP path) runs the process
     group, DDP and the all-reduces, and trains exactly as the plain command does."""

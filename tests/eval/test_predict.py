@@ -61,6 +61,7 @@ def test_predict_expressions(run, image):
         p.predict(image.parent / "nope.png", "red circle")
 
 
+@pytest.mark.slow
 def test_predict_cli(run, image, tmp_path):
     out, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
     cmd = [sys.executable, "-m", "restr", "predict", "--run", str(run), "--image", str(image),

@@ -426,6 +426,7 @@ def train_args(root: Path) -> list[str]:
             "--set", "train.ckpt_every=4", "--set", "train.val_every=10", "--set", "data.augment=true"]
 
 
+@pytest.mark.slow
 def test_smoke_training_resumes_bit_identically_and_evaluates(data_root, tmp_path):
     from restr.engine.trainer import KILL_ENV
     from restr.eval.predict import Predictor
@@ -465,6 +466,7 @@ def test_smoke_training_resumes_bit_identically_and_evaluates(data_root, tmp_pat
     assert p.returncode == 0, p.stderr
 
 
+@pytest.mark.slow
 def test_cost_counts_m3att_per_module():
     from restr.perf.cost import measure
 

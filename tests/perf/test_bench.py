@@ -49,6 +49,7 @@ def test_peak_table(monkeypatch):
         assert device_peak_tflops(torch.device("cuda", 0)) == (name, peak)
 
 
+@pytest.mark.slow
 def test_cli_prints_figures_and_the_baseline():
     out = subprocess.run(
         [sys.executable, "-m", "restr", "bench", "--preset", "smoke", "--batch", "2", "--steps", "2",

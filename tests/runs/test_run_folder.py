@@ -177,6 +177,7 @@ def test_a_finished_run_resumes_to_a_no_op_and_extends_only_when_asked(data_root
 # ----------------------------------------------------------------------------------------
 # item 9: resume says where it starts; best.pt is offered when last.pt is gone
 
+@pytest.mark.slow
 def test_resume_from_best_after_losing_last(data_root, tmp_path, capsys):
     common = [*data_args(data_root), "--iterations", "12", "--set", "train.ckpt_every=4",
               "--set", "train.val_every=4", "--set", "train.log_every=2"]
@@ -202,6 +203,7 @@ def test_resume_from_best_after_losing_last(data_root, tmp_path, capsys):
     assert strip(read_metrics(run)) == strip(read_metrics(ref))
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_last_checkpoint_resumes_from_best(data_root, tmp_path):
     """Validation every 4 steps, checkpoints every 8: killed after step 5, the run holds
     best.pt (step 4) and never wrote last.pt (as a kill between the two writes of one step

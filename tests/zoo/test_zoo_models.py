@@ -37,6 +37,7 @@ def test_the_zoo_is_committed_and_within_budget():
     assert len({m["name"] for m in MODELS}) == len(MODELS) == len({m["sha256"] for m in MODELS})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", MODELS, ids=[m["name"] for m in MODELS])
 def test_zoo_model_reproduces_its_manifest(entry, quick_data, tmp_path):
     cfg = Config.from_dict(entry["config"]).override({"data.root": str(quick_data), "data.num_workers": 0})
