@@ -45,10 +45,6 @@ class Chapter:
         """The seeds the book trains model ``name`` with."""
         return model_seeds(self.profile, name)
 
-    def runs(self, name: str) -> dict[int, Path]:
-        """Every seed's run folder of model ``name``."""
-        return {s: self.run(name, s) for s in self.seeds(name)}
-
     def arm(self, name: str, label: str | None = None, max_expressions: int | None = None,
             level: str = "pixel") -> Arm:
         """Model ``name`` as an arm of a claim: every seed's run scored on the evaluation split."""

@@ -119,9 +119,9 @@ def test_the_quick_book_fits_the_zoo_budget():
 
 def model_requests_in(source: str) -> list[str]:
     """The literal names passed to model_config / model_seeds, or to the chapter's
-    (restr.book.chapter.Chapter, ``ch``) config, run, runs, seeds, arm and asks_for, in a
+    (restr.book.chapter.Chapter, ``ch``) config, run, seeds, arm and asks_for, in a
     notebook's code."""
-    chapter = ("config", "run", "runs", "seeds", "arm", "asks_for")
+    chapter = ("config", "run", "seeds", "arm", "asks_for")
     names = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call):

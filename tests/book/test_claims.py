@@ -262,7 +262,7 @@ def test_seed_attention_share_and_the_books_reading():
     assert dead.verdict.text == "inconclusive (did not learn)"
 
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "paper"
+PAPERS = Path(__file__).resolve().parents[3] / "shared" / "paper"  # beside the repository (tests/book/ is two down)
 PAPER_TEXT, M3ATT_TEXT = PAPERS / "restr_cvpr2022.md", PAPERS / "m3att_mutual_attention.md"
 
 
