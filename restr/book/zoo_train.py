@@ -5,7 +5,9 @@ The one part of the zoo that knows the book: which models a profile's notebooks 
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,10 +16,11 @@ from typing import Any
 
 from ..config import Config
 from ..data.fingerprint import data_fingerprint, short
-from ..utils.files import read_jsonl
-from ..zoo.cache import get_run
-from ..zoo.manifest import (MANIFEST, ZooError, add_to_zoo, current_identity, entry_name, find, read_manifest,
-                            zoo_folder, zoo_identity)
+from ..utils.files import atomic_write_bytes, read_jsonl
+from ..zoo.cache import get_run, run_dir_for, run_status
+from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_name, find,
+                            read_manifest, zoo_folder, zoo_identity)
+from .analysis import SCORES_FORMAT, weights_digest
 from .models import book_models
 from .runner import book_profile, ensure_data
 
@@ -51,6 +54,35 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
         add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=time.process_time() - cpu0)
         added.append(name)
     return added
+
+
+def zoo_scores(profile_name: str = "quick", runs_dir: str | os.PathLike = "runs",
+               zoo_dir: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None) -> dict[str, int]:
+    """Ship with each zoo model of ``profile_name`` the per-expression scores the last book
+    run computed from its weights (``<run>/scores/`` into ``data/zoo/scores/<name>/``, which
+    it replaces): only files whose stamp names these very weights, in this code's scoring
+    format (``data_root``: where that run's data is, default the profile's). Returns the
+    number of files shipped per model."""
+
+    profile = book_profile(profile_name)
+    data_root = Path(data_root or profile.data_root)
+    shipped = {}
+    for m, seed in queue(book_models(profile)):
+        cfg = m.config(profile, data_root, seed)
+        entry, run_dir = find(cfg, zoo_dir), run_dir_for(cfg, runs_dir)
+        if entry is None or not run_status(run_dir)["finished"]:
+            continue
+        digest = weights_digest(run_dir)
+        stamps = [(f, json.loads(f.read_text())) for f in sorted((run_dir / "scores").glob("*.json"))]
+        current = [f for f, stamp in stamps if stamp.get("weights_sha256") == digest
+                   and stamp.get("format") == SCORES_FORMAT and f.with_suffix(".csv").is_file()]
+        target = zoo_folder(zoo_dir) / SCORES_DIR / entry["name"]
+        shutil.rmtree(target, ignore_errors=True)
+        for f in current:
+            atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
+            atomic_write_bytes(target / f.with_suffix(".csv").name, f.with_suffix(".csv").read_bytes(), durable=False)
+        shipped[entry["name"]] = 2 * len(current)
+    return shipped
 
 
 def queue(models: list, only: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[Any, int]]:
