@@ -257,11 +257,16 @@ def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) 
 
 
 def weights_digest(run_dir) -> str:
-    """The sha256 of a run's final weights: every tensor's name, dtype, shape and bytes, in
-    name order. It names the weights, not the file torch wrote them in, so a zoo model has
-    the same digest wherever (and by whichever torch) it is materialized."""
+    """The digest (:func:`state_digest`) of a run's final weights."""
 
-    state = load_checkpoint(checkpoint_path(run_dir, "last"))["model"]
+    return state_digest(load_checkpoint(checkpoint_path(run_dir, "last"))["model"])
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """The sha256 of model weights: every tensor's name, dtype, shape and bytes, in name
+    order. It names the weights, not the file torch wrote them in, so a zoo model has the
+    same digest wherever (and by whichever torch) it is materialised."""
+
     digest = hashlib.sha256()
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()

@@ -17,10 +17,11 @@ from typing import Any
 from ..config import Config
 from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import atomic_write_bytes, read_jsonl
-from ..zoo.cache import get_run, run_dir_for, run_status
+from ..runs.folder import checkpoint_path, load_checkpoint
+from ..zoo.cache import get_run
 from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_name, find,
-                            read_manifest, zoo_folder, zoo_identity)
-from .analysis import SCORES_FORMAT, weights_digest
+                            load_weights, read_manifest, zoo_folder, zoo_identity)
+from .analysis import SCORES_FORMAT, state_digest, weights_digest
 from .models import book_models
 from .runner import book_profile, ensure_data
 
@@ -56,33 +57,34 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
     return added
 
 
-def zoo_scores(profile_name: str = "quick", runs_dir: str | os.PathLike = "runs",
-               zoo_dir: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None) -> dict[str, int]:
-    """Ship with each zoo model of ``profile_name`` the per-expression scores the last book
-    run computed from its weights (``<run>/scores/`` into ``data/zoo/scores/<name>/``, which
-    it replaces): only files whose stamp names these very weights, in this code's scoring
-    format (``data_root``: where that run's data is, default the profile's). Returns the
-    number of files shipped per model."""
+def zoo_scores(runs_dir: str | os.PathLike = "runs", zoo_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """Ship with each zoo model the per-expression scores a book run computed from its
+    weights: every run in ``runs_dir`` rebuilt from a zoo model (its checkpoint names the
+    model) whose weights are the model's, each of its ``scores/`` files whose stamp names
+    those weights in this code's scoring format, into ``data/zoo/scores/<name>/`` (which it
+    replaces). Returns the number of files shipped per model."""
 
-    profile = book_profile(profile_name)
-    data_root = Path(data_root or profile.data_root)
-    shipped = {}
-    for m, seed in queue(book_models(profile)):
-        cfg = m.config(profile, data_root, seed)
-        entry, run_dir = find(cfg, zoo_dir), run_dir_for(cfg, runs_dir)
-        if entry is None or not run_status(run_dir)["finished"]:
+    entries = {e["name"]: e for e in read_manifest(zoo_dir)}
+    found: dict[str, dict[str, Path]] = {}
+    for run_dir in sorted(p for p in Path(runs_dir).glob("*") if checkpoint_path(p, "last").is_file()):
+        name = load_checkpoint(checkpoint_path(run_dir, "last")).get("zoo")
+        if name not in entries or not (run_dir / "scores").is_dir():
             continue
         digest = weights_digest(run_dir)
-        stamps = [(f, json.loads(f.read_text())) for f in sorted((run_dir / "scores").glob("*.json"))]
-        current = [f for f, stamp in stamps if stamp.get("weights_sha256") == digest
-                   and stamp.get("format") == SCORES_FORMAT and f.with_suffix(".csv").is_file()]
-        target = zoo_folder(zoo_dir) / SCORES_DIR / entry["name"]
+        if digest != state_digest(load_weights(entries[name], zoo_dir)):
+            continue  # a run of that name with other weights: not the zoo's model
+        for stamp_file in sorted((run_dir / "scores").glob("*.json")):
+            stamp = json.loads(stamp_file.read_text())
+            if stamp.get("weights_sha256") == digest and stamp.get("format") == SCORES_FORMAT \
+                    and stamp_file.with_suffix(".csv").is_file():
+                found.setdefault(name, {})[stamp_file.stem] = stamp_file
+    for name, files in found.items():
+        target = zoo_folder(zoo_dir) / SCORES_DIR / name
         shutil.rmtree(target, ignore_errors=True)
-        for f in current:
-            atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
-            atomic_write_bytes(target / f.with_suffix(".csv").name, f.with_suffix(".csv").read_bytes(), durable=False)
-        shipped[entry["name"]] = 2 * len(current)
-    return shipped
+        for stamp_file in files.values():
+            for f in (stamp_file, stamp_file.with_suffix(".csv")):
+                atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
+    return {name: 2 * len(files) for name, files in found.items()}
 
 
 def queue(models: list, only: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[Any, int]]:

@@ -25,16 +25,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="commit each model to git (weights, log, manifest) as soon as it is in the zoo")
     sc = sub.add_parser("scores", help="ship with each zoo model the per-expression scores the last book run "
                                        "computed from its weights (data/zoo/scores/)")
-    sc.add_argument("--profile", default="quick", help="the book profile whose models (default: quick)")
     sc.add_argument("--runs", default="runs", help="runs folder the book used (default: runs/)")
-    sc.add_argument("--data", default=None, help="the data folder the book used (default: the profile's)")
     args = parser.parse_args(argv)
     try:
         if args.what == "list":
             models = read_manifest()
             print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
         elif args.what == "scores":
-            shipped = zoo_scores(args.profile, args.runs, data_root=args.data)
+            shipped = zoo_scores(args.runs)
             print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "
                   f"{sum(shipped.values())} files")
         elif args.jobs > 1 or args.commit:

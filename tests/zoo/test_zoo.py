@@ -227,21 +227,23 @@ def test_zoo_train_jobs_trains_two_at_a_time_and_commits_each_model(tmp_path, mo
 
 
 def test_zoo_scores_ships_the_scores_a_book_run_computed(smoke_book, tmp_path):
-    """`python -m restr zoo scores` after a book run: each zoo model of the profile gets the
-    scores its run computed, stamped with its weights; nothing of other weights."""
-    from restr.book.analysis import weights_digest
-    from restr.book.models import model_config
-    from restr.book.runner import book_profile
+    """`python -m restr zoo scores` after a book run: each zoo model gets the scores its
+    rebuilt runs computed, stamped with its weights; nothing of other weights."""
+    from restr.book.analysis import expression_scores, weights_digest
     from restr.book.zoo_train import zoo_scores
-    from restr.zoo.cache import run_dir_for
 
-    runs, data, zoo_dir = smoke_book / "runs", smoke_book / "data", tmp_path / "zoo"
-    cfg = model_config(book_profile("smoke"), data, "main")
-    run = run_dir_for(cfg, runs)
-    add_to_zoo(run, "smoke-main-s0", "pytest", 1.0, zoo_dir, profile="smoke")
-    assert zoo_scores("smoke", runs, zoo_dir, data) == {"smoke-main-s0": len(list((run / "scores").iterdir()))} != {
-        "smoke-main-s0": 0}
-    for f in (zoo_dir / "scores" / "smoke-main-s0").iterdir():
+    zoo_dir, runs = tmp_path / "zoo", tmp_path / "runs"
+    trained = sorted(p for p in (smoke_book / "runs").glob("*") if (p / "scores").is_dir())
+    entry = add_to_zoo(trained[0], "smoke-main-s0", "pytest", 1.0, zoo_dir, profile="smoke")
+    cfg = read_run_config(trained[0])
+    run = materialize(entry, runs / "rebuilt", cfg, zoo_dir)   # what a book run holds: the zoo model...
+    shutil.copytree(trained[0] / "scores", run / "scores")     # ...which the book scored (fp16 weights:
+    shutil.copytree(trained[0], runs / "trained")              # not the trained run's, never shipped)
+    assert zoo_scores(runs, zoo_dir) == {}
+    expression_scores(run, "val", 12)
+    assert zoo_scores(runs, zoo_dir) == {"smoke-main-s0": 2}
+    shipped = zoo_dir / "scores" / "smoke-main-s0"
+    assert sorted(f.name for f in shipped.iterdir()) == ["val-pixel-12.csv", "val-pixel-12.json"]
+    for f in shipped.iterdir():
         assert f.read_bytes() == (run / "scores" / f.name).read_bytes()
-        if f.suffix == ".json":
-            assert json.loads(f.read_text())["weights_sha256"] == weights_digest(run)
+    assert json.loads((shipped / "val-pixel-12.json").read_text())["weights_sha256"] == weights_digest(run)
