@@ -19,7 +19,7 @@ from ..eval.evaluate import (Inference, SegmentationEvaluator, evaluate_swap_con
                              spread_indices)
 from ..eval.metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
 from ..perf.cost import measure
-from ..runs.folder import checkpoint_path, load_run, read_metrics
+from ..runs.folder import checkpoint_path, load_checkpoint, load_run, read_metrics, read_run_config
 from ..utils.devices import resolve_amp
 from ..utils.files import atomic_write_text
 
@@ -204,7 +204,7 @@ class _PatchLevel(torch.nn.Module):
         return out._replace(mask_logits=upsampled)
 
 
-SCORES_FORMAT = 1  # of the cached scores; bump it when scoring changes what it computes
+SCORES_FORMAT = 2  # of the cached scores; bump it when scoring changes what it computes
 
 
 def expression_scores(run_dir, split: str = "val", max_expressions: int | None = None, level: str = "pixel",
@@ -216,9 +216,12 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     prediction without the decoder's refinement), both scored at the original resolution.
 
     With ``cache``, the scores are kept in ``<run>/scores/`` beside a stamp of what they
-    depend on (the final checkpoint's sha256, the metric protocol, :data:`SCORES_FORMAT`),
-    and read back while the stamp matches: chapters that score the same model share one
-    evaluation, and a rebuild of the book evaluates nothing twice."""
+    depend on (the final weights' digest, the arithmetic this CPU evaluates in, the metric
+    protocol, :data:`SCORES_FORMAT`), and read back while the stamp matches: chapters that
+    score the same model share one evaluation, and a rebuild of the book evaluates nothing
+    twice. A zoo model brings the scores the book computed from its weights
+    (``data/zoo/scores/``, :func:`restr.zoo.manifest.materialize`); they are read only under
+    the same stamp, so another CPU's arithmetic or a changed protocol scores again."""
 
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
@@ -246,17 +249,30 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
 def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) -> tuple[Path, dict]:
     """Where :func:`expression_scores` caches a run's scores, and the stamp they must carry."""
 
-
-    ckpt = checkpoint_path(run_dir, "last")
-    digest = hashlib.sha256()
-    if ckpt.is_file():
-        with open(ckpt, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    stamp = {"format": SCORES_FORMAT, "checkpoint_sha256": digest.hexdigest(), "split": split, "level": level,
-             "max_expressions": max_expressions,
+    amp = resolve_amp(read_run_config(run_dir).train.amp, torch.device("cpu"))
+    stamp = {"format": SCORES_FORMAT, "weights_sha256": weights_digest(run_dir), "split": split, "level": level,
+             "max_expressions": max_expressions, "arithmetic": "bfloat16" if amp == torch.bfloat16 else "float32",
              "protocol": hashlib.sha256(json.dumps(PROTOCOL, sort_keys=True).encode()).hexdigest()[:16]}
     return Path(run_dir) / "scores" / f"{split}-{level}-{max_expressions or 'all'}.csv", stamp
+
+
+def weights_digest(run_dir) -> str:
+    """The digest (:func:`state_digest`) of a run's final weights."""
+
+    return state_digest(load_checkpoint(checkpoint_path(run_dir, "last"))["model"])
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """The sha256 of model weights: every tensor's name, dtype, shape and bytes, in name
+    order. It names the weights, not the file torch wrote them in, so a zoo model has the
+    same digest wherever (and by whichever torch) it is materialised."""
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def whole_image_scores(scores, data_root, dataset: str, split_by: str, image_root=None):

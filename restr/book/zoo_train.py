@@ -5,7 +5,9 @@ The one part of the zoo that knows the book: which models a profile's notebooks 
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,10 +16,12 @@ from typing import Any
 
 from ..config import Config
 from ..data.fingerprint import data_fingerprint, short
-from ..utils.files import read_jsonl
+from ..utils.files import atomic_write_bytes, read_jsonl
+from ..runs.folder import checkpoint_path, load_checkpoint
 from ..zoo.cache import get_run
-from ..zoo.manifest import (MANIFEST, ZooError, add_to_zoo, current_identity, entry_name, find, read_manifest,
-                            zoo_folder, zoo_identity)
+from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_name, find,
+                            load_weights, read_manifest, zoo_folder, zoo_identity)
+from .analysis import SCORES_FORMAT, state_digest, weights_digest
 from .models import book_models
 from .runner import book_profile, ensure_data
 
@@ -51,6 +55,36 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
         add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=time.process_time() - cpu0)
         added.append(name)
     return added
+
+
+def zoo_scores(runs_dir: str | os.PathLike = "runs", zoo_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """Ship with each zoo model the per-expression scores a book run computed from its
+    weights: every run in ``runs_dir`` rebuilt from a zoo model (its checkpoint names the
+    model) whose weights are the model's, each of its ``scores/`` files whose stamp names
+    those weights in this code's scoring format, into ``data/zoo/scores/<name>/`` (which it
+    replaces). Returns the number of files shipped per model."""
+
+    entries = {e["name"]: e for e in read_manifest(zoo_dir)}
+    found: dict[str, dict[str, Path]] = {}
+    for run_dir in sorted(p for p in Path(runs_dir).glob("*") if checkpoint_path(p, "last").is_file()):
+        name = load_checkpoint(checkpoint_path(run_dir, "last")).get("zoo")
+        if name not in entries or not (run_dir / "scores").is_dir():
+            continue
+        digest = weights_digest(run_dir)
+        if digest != state_digest(load_weights(entries[name], zoo_dir)):
+            continue  # a run of that name with other weights: not the zoo's model
+        for stamp_file in sorted((run_dir / "scores").glob("*.json")):
+            stamp = json.loads(stamp_file.read_text())
+            if stamp.get("weights_sha256") == digest and stamp.get("format") == SCORES_FORMAT \
+                    and stamp_file.with_suffix(".csv").is_file():
+                found.setdefault(name, {})[stamp_file.stem] = stamp_file
+    for name, files in found.items():
+        target = zoo_folder(zoo_dir) / SCORES_DIR / name
+        shutil.rmtree(target, ignore_errors=True)
+        for stamp_file in files.values():
+            for f in (stamp_file, stamp_file.with_suffix(".csv")):
+                atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
+    return {name: 2 * len(files) for name, files in found.items()}
 
 
 def queue(models: list, only: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[Any, int]]:

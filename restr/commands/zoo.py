@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..book.zoo_train import zoo_train, zoo_train_jobs
+from ..book.zoo_train import zoo_scores, zoo_train, zoo_train_jobs
 from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
 
@@ -23,11 +23,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="train this many models at a time, one compute thread each (default: 1, in this process)")
     t.add_argument("--commit", action="store_true",
                    help="commit each model to git (weights, log, manifest) as soon as it is in the zoo")
+    sc = sub.add_parser("scores", help="ship with each zoo model the per-expression scores the last book run "
+                                       "computed from its weights (data/zoo/scores/)")
+    sc.add_argument("--runs", default="runs", help="runs folder the book used (default: runs/)")
     args = parser.parse_args(argv)
     try:
         if args.what == "list":
             models = read_manifest()
             print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
+        elif args.what == "scores":
+            shipped = zoo_scores(args.runs)
+            print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "
+                  f"{sum(shipped.values())} files")
         elif args.jobs > 1 or args.commit:
             added, failed = zoo_train_jobs(args.profile, args.only, args.seeds, args.retrain, args.runs,
                                            max(1, args.jobs), args.commit)

@@ -13,6 +13,10 @@ error naming the file.
 and its identity, the data's fingerprint, seed, git commit, command, wall time, CPU,
 the vocabulary, and the metrics of a fixed validation slice computed with the fp16
 weights (and with the fp32 ones, to show the rounding costs less than 0.1 IoU points).
+``scores/<name>/`` holds the per-expression scores the book computed from a model's
+weights (``python -m restr zoo scores`` after a book run; stamped with the weights'
+digest, the arithmetic and the metric protocol), copied into every run rebuilt from the
+model, so a fresh clone's book does not evaluate again what the zoo already holds.
 
 Identity: a hash of everything in the config that shapes the weights (the data's
 location, loader workers, threads and log interval left out) plus the data's
@@ -35,7 +39,8 @@ never replaces another's. ``zoo train`` never replaces an entry of another confi
 the same name unless asked (``--retrain``).
 
 ``python -m restr zoo list`` prints the manifest; ``python -m restr zoo train`` trains
-what the book needs and is missing (``--only MODEL``, ``--seeds N``, ``--retrain``).
+what the book needs and is missing (``--only MODEL``, ``--seeds N``, ``--retrain``);
+``python -m restr zoo scores`` ships the last book run's scores of the zoo's models.
 """
 from __future__ import annotations
 
@@ -184,6 +189,9 @@ def load_weights(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None
 # ----------------------------------------------------------------------------------------
 # zoo model <-> run directory
 
+SCORES_DIR = "scores"  # data/zoo/scores/<name>/: the book's per-expression scores of a model
+
+
 def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
                 zoo_dir: str | os.PathLike | None = None) -> Path:
     """Write a finished run directory for the zoo model (config, vocabulary, weights as
@@ -210,8 +218,25 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     atomic_write_bytes(run_dir / "metrics.jsonl", log.read_bytes() if log.is_file() else b"")
     loop = LoopState(step=step)
     atomic_write_text(run_dir / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
+    install_scores(entry, run_dir, zoo_dir)
     write_run_config(run_dir, resolved, cfg.run_key(), fingerprint=data_fingerprint(cfg.data))
     return run_dir
+
+
+def install_scores(entry: dict[str, Any], run_dir: str | os.PathLike, zoo_dir: str | os.PathLike | None = None) -> int:
+    """Copy the per-expression scores the book computed from this zoo model's weights
+    (``data/zoo/scores/<name>/``, written by ``python -m restr zoo scores``) into the run's
+    ``scores/``, so that a fresh clone's book evaluates nothing it has already evaluated.
+    They carry their stamp (weights digest, arithmetic, protocol) and are read only while it
+    matches (:func:`restr.book.analysis.expression_scores`); otherwise the book scores again.
+    Returns the number of files copied."""
+
+    source = zoo_folder(zoo_dir) / SCORES_DIR / entry["name"]
+    files = sorted(f for f in source.glob("*") if f.suffix in (".csv", ".json") and f.is_file()) \
+        if source.is_dir() else []
+    for f in files:
+        atomic_write_bytes(Path(run_dir) / "scores" / f.name, f.read_bytes(), durable=False)
+    return len(files)
 
 
 def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:

@@ -57,6 +57,40 @@ def test_a_matching_request_finds_the_model_and_rebuilds_its_run(zoo, smoke_run,
     assert find(cfg.override({"train.lr": 0.5}), zoo) is None
 
 
+def test_shipped_scores_come_with_the_model_and_are_read_only_under_their_stamp(zoo, smoke_run, tmp_path,
+                                                                                monkeypatch):
+    from restr.book import analysis
+    from restr.eval.evaluate import Inference
+
+    cfg = read_run_config(smoke_run).override({"model.vocab_size": get_preset("smoke").model.vocab_size})
+    entry = find(cfg, zoo)
+    # the book scores the materialised model once; those scores are what `zoo scores` ships
+    first = materialize(entry, tmp_path / "first", cfg, zoo)
+    computed = analysis.expression_scores(first, "val", 12)
+    stamp = json.loads((first / "scores" / "val-pixel-12.json").read_text())
+    assert stamp["weights_sha256"] == analysis.weights_digest(first) and stamp["arithmetic"] in ("float32", "bfloat16")
+    shipped = zoo / "scores" / entry["name"]
+    shipped.mkdir(parents=True)
+    for f in (first / "scores").iterdir():
+        shutil.copy(f, shipped / f.name)
+    # a fresh clone's run of the same model: scores read, nothing evaluated
+    again = materialize(entry, tmp_path / "again", cfg, zoo)
+    assert sorted(p.name for p in (again / "scores").iterdir()) == ["val-pixel-12.csv", "val-pixel-12.json"]
+    with monkeypatch.context() as m:
+        m.setattr(Inference, "run", lambda *a, **k: pytest.fail("evaluated although the zoo shipped the scores"))
+        read = analysis.expression_scores(again, "val", 12)
+    assert read.equals(computed) and read.equals(analysis.expression_scores(again, "val", 12, cache=False))
+    # scores of other weights (or another arithmetic) are never read: scored again
+    stamp["weights_sha256"] = "0" * 64
+    (shipped / "val-pixel-12.json").write_text(json.dumps(stamp))
+    other = materialize(entry, tmp_path / "other", cfg, zoo)
+    evaluated = []
+    original_run = Inference.run
+    monkeypatch.setattr(Inference, "run", lambda self, *a, **k: evaluated.append(1) or original_run(self, *a, **k))
+    assert analysis.expression_scores(other, "val", 12).equals(computed) and evaluated == [1]
+    shutil.rmtree(zoo / "scores")
+
+
 def test_a_model_trained_before_a_config_field_existed_is_still_found(zoo, smoke_run, tmp_path):
     """An entry whose stored config lacks a field added since (here: model.norm_eps) is
     read with that field's default; one whose config names a field this code does not
@@ -190,3 +224,26 @@ def test_zoo_train_jobs_trains_two_at_a_time_and_commits_each_model(tmp_path, mo
     assert {"zoo/manifest.json", "zoo/smoke-main-s0.safetensors", "zoo/smoke-main-s0.metrics.jsonl"} <= set(tracked)
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 model(s) to train" in again.stderr
+
+
+def test_zoo_scores_ships_the_scores_a_book_run_computed(smoke_book, tmp_path):
+    """`python -m restr zoo scores` after a book run: each zoo model gets the scores its
+    rebuilt runs computed, stamped with its weights; nothing of other weights."""
+    from restr.book.analysis import expression_scores, weights_digest
+    from restr.book.zoo_train import zoo_scores
+
+    zoo_dir, runs = tmp_path / "zoo", tmp_path / "runs"
+    trained = sorted(p for p in (smoke_book / "runs").glob("*") if (p / "scores").is_dir())
+    entry = add_to_zoo(trained[0], "smoke-main-s0", "pytest", 1.0, zoo_dir, profile="smoke")
+    cfg = read_run_config(trained[0])
+    run = materialize(entry, runs / "rebuilt", cfg, zoo_dir)   # what a book run holds: the zoo model...
+    shutil.copytree(trained[0] / "scores", run / "scores")     # ...which the book scored (fp16 weights:
+    shutil.copytree(trained[0], runs / "trained")              # not the trained run's, never shipped)
+    assert zoo_scores(runs, zoo_dir) == {}
+    expression_scores(run, "val", 12)
+    assert zoo_scores(runs, zoo_dir) == {"smoke-main-s0": 2}
+    shipped = zoo_dir / "scores" / "smoke-main-s0"
+    assert sorted(f.name for f in shipped.iterdir()) == ["val-pixel-12.csv", "val-pixel-12.json"]
+    for f in shipped.iterdir():
+        assert f.read_bytes() == (run / "scores" / f.name).read_bytes()
+    assert json.loads((shipped / "val-pixel-12.json").read_text())["weights_sha256"] == weights_digest(run)

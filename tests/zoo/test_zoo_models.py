@@ -9,6 +9,9 @@ CPU with native bf16), and agree to rounding where it cannot.
 """
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 
 from restr.book.runner import book_profile
@@ -59,3 +62,12 @@ def test_zoo_model_reproduces_its_manifest(entry, quick_data, tmp_path):
             assert abs(metrics[f"prec@{x}"] - entry["metrics"][f"prec@{x}"]) <= 0.005, x
     # fp16 storage costs less than 0.1 IoU points against the fp32 run
     assert abs(entry["metrics"]["cum_iou"] - entry["fp32_metrics"]["cum_iou"]) < 1e-3
+    # the scores shipped with the model (data/zoo/scores/) are this evaluation's, expression by expression
+    shipped = run / "scores" / "val-pixel-1000.csv"
+    stamp = json.loads(shipped.with_suffix(".json").read_text()) if shipped.is_file() else None
+    if stamp is not None and stamp["arithmetic"] == eval_arithmetic(cfg):
+        scores = pd.read_csv(shipped)
+        assert len(scores) == metrics["expressions"]
+        assert scores.intersection.sum() / scores.union.sum() == pytest.approx(metrics["cum_iou"], rel=1e-12)
+        assert scores.iou.mean() == pytest.approx(metrics["mean_iou"], rel=1e-9)
+        assert (scores.iou >= 0.5).mean() == metrics["prec@0.5"]
