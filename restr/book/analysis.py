@@ -22,6 +22,7 @@ from ..perf.cost import measure
 from ..runs.folder import checkpoint_path, load_checkpoint, load_run, read_metrics, read_run_config
 from ..utils.devices import resolve_amp
 from ..utils.files import atomic_write_text
+from .verdict import convergence
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -570,6 +571,25 @@ def sweep_table(sweep: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([{"row": r["name"], "change": r["what"], "val cIoU %": 100 * r["final"]["cum_iou"],
                           "training minutes": r["final"]["seconds"] / 60, "expressions": r["final"]["expressions"]}
                          for r in sweep["rows"]])
+
+
+def converged_sweep_table(files: Iterable[str | Path]) -> pd.DataFrame:
+    """The converged recipe's rows (``data/zoo/sweep-converged-<N>.json``, ``python -m restr
+    recipe sweep --sweep converged --expressions N``): one row per trained row and budget,
+    with its steps, final validation cIoU (%), minutes, and the ``converged`` rule read from
+    its own curve (the rise of the least-squares line through the validations of the last
+    fifth of its schedule, :func:`restr.book.verdict.convergence`)."""
+    rows = []
+    for f in files:
+        sweep = json.loads(Path(f).read_text())
+        for r in sweep["rows"]:
+            curve = pd.DataFrame(r["curve"])
+            steps = r["config"]["train"]["iterations"]
+            rule = convergence(curve["step"], 100 * curve["cum_iou"], steps)
+            rows.append({"row": r["name"], "budget (expressions)": sweep["expressions"], "steps": steps,
+                         "val cIoU %": 100 * r["final"]["cum_iou"], "training minutes": r["final"]["seconds"] / 60,
+                         "last-fifth rise (points)": rule.rise, "converged": rule.passed})
+    return pd.DataFrame(rows).sort_values(["row", "steps"], ignore_index=True) if rows else pd.DataFrame()
 
 
 def cost_by_module(preset: str, models: dict[str, dict[str, Any]]) -> pd.DataFrame:

@@ -1,6 +1,8 @@
 """restr.book.analysis's table functions (the chapters' former pandas cells), on frames checked by hand."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,3 +62,23 @@ def test_table3b_cost_matches_the_paper_s_parameter_counts():
     assert (t["params (ours) M"] - t["params (paper) M"]).abs().max() < 0.05
     assert t.loc["VME", "MACs (ours) G"] == pytest.approx(2 * t.loc["CME", "MACs (ours) G"], rel=0.1)
     assert (t["MACs below the paper's %"] > 0).all()
+
+
+def test_converged_sweep_table_reads_the_rule_from_each_rows_curve(tmp_path):
+    def row(name, ious, steps=1000):
+        points = [{"step": s, "expressions": 64 * s, "seconds": s * 0.5, "cum_iou": v, "mean_iou": v}
+                  for s, v in zip(range(100, steps + 1, 100), ious)]
+        return {"name": name, "what": name, "config": {"train": {"iterations": steps}}, "curve": points,
+                "final": points[-1]}
+
+    flat = [0.1, 0.2, 0.3, 0.35, 0.36, 0.37, 0.38, 0.40, 0.40, 0.40]  # last fifth: steps 800-1000, flat
+    rising = [0.1, 0.2, 0.3, 0.35, 0.36, 0.37, 0.38, 0.40, 0.42, 0.44]  # 2 points a 100 steps at the end
+    (tmp_path / "a.json").write_text(json.dumps({"expressions": 64000, "rows": [row("final start", flat)]}))
+    (tmp_path / "b.json").write_text(json.dumps({"expressions": 64000, "rows": [row("batch 32", rising)]}))
+    t = analysis.converged_sweep_table(sorted(tmp_path.glob("*.json")))
+    assert list(t.row) == ["batch 32", "final start"]
+    batch, final = t.iloc[0], t.iloc[1]
+    assert final["val cIoU %"] == pytest.approx(40.0) and final["training minutes"] == pytest.approx(1000 * 0.5 / 60)
+    assert final["last-fifth rise (points)"] == pytest.approx(0.0, abs=1e-9) and final["converged"]
+    assert batch["last-fifth rise (points)"] == pytest.approx(4.0) and not batch["converged"]
+    assert analysis.converged_sweep_table([]).empty
