@@ -7,7 +7,6 @@ the file and the refused global, and exit 2. Each error message that prints a co
 followed by running that command."""
 from __future__ import annotations
 
-import errno
 import functools
 import http.server
 import json
@@ -22,6 +21,8 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from disk_faults import fail_fsync_of
 
 import numpy as np
 import pytest
@@ -290,22 +291,6 @@ def _smoke(root: Path, **train_values):
 
 # ----------------------------------------------------------------------------------------
 # 3. advice that works: a full disk
-
-def fail_fsync_of(monkeypatch, name: str, after: int = 0) -> None:
-    """os.fsync raises ENOSPC for temporary files of ``name`` after ``after`` good writes
-    (as tests/runs/test_run_folder.py simulates a full disk)."""
-    real, seen = os.fsync, {"n": 0}
-
-    def fsync(fd):
-        target = os.readlink(f"/proc/self/fd/{fd}")
-        if Path(target).name.startswith(f".{name}.") and target.endswith(".tmp"):
-            seen["n"] += 1
-            if seen["n"] > after:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-
 
 @pytest.mark.parametrize("extending", [False, True])
 def test_the_command_advised_after_a_full_disk_goes_on(data_root, tmp_path, monkeypatch, extending):

@@ -6,13 +6,14 @@ run, the step kept and the space needed, leftovers of killed writes are cleaned,
 files follow the umask."""
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from disk_faults import fail_fsync_of
 
 import pytest
 import torch
@@ -228,22 +229,6 @@ def test_a_run_killed_before_its_first_last_checkpoint_resumes_from_best(data_ro
 
 # ----------------------------------------------------------------------------------------
 # item 10: a full disk
-
-def fail_fsync_of(monkeypatch, name: str, after: int = 0) -> dict:
-    """Make os.fsync raise ENOSPC for temporary files of ``name`` after ``after`` good writes."""
-    real, seen = os.fsync, {"n": 0}
-
-    def fsync(fd):
-        target = os.readlink(f"/proc/self/fd/{fd}")
-        if Path(target).name.startswith(f".{name}.") and target.endswith(".tmp"):
-            seen["n"] += 1
-            if seen["n"] > after:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    return seen
-
 
 def temporaries(run: Path) -> list[Path]:
     return [p for p in run.rglob("*") if p.name.endswith(".tmp")]
