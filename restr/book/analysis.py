@@ -576,7 +576,8 @@ def sweep_table(sweep: dict[str, Any]) -> pd.DataFrame:
 def converged_sweep_table(files: Iterable[str | Path]) -> pd.DataFrame:
     """The converged recipe's rows (``data/zoo/sweep-converged-<N>.json``, ``python -m restr
     recipe sweep --sweep converged --expressions N``): one row per trained row and budget,
-    with its steps, final validation cIoU (%), minutes, and the ``converged`` rule read from
+    with its steps, the arithmetic its steps computed in (float32, or bfloat16 on a CPU with
+    native bf16: minutes compare only within one), final validation cIoU (%), minutes, and the ``converged`` rule read from
     its own curve (the rise of the least-squares line through the validations of the last
     fifth of its schedule, :func:`restr.book.verdict.convergence`)."""
     rows = []
@@ -587,9 +588,10 @@ def converged_sweep_table(files: Iterable[str | Path]) -> pd.DataFrame:
             steps = r["config"]["train"]["iterations"]
             rule = convergence(curve["step"], 100 * curve["cum_iou"], steps)
             rows.append({"row": r["name"], "budget (expressions)": sweep["expressions"], "steps": steps,
+                         "arithmetic": r.get("arithmetic", "unrecorded"),
                          "val cIoU %": 100 * r["final"]["cum_iou"], "training minutes": r["final"]["seconds"] / 60,
                          "last-fifth rise (points)": rule.rise, "converged": rule.passed})
-    return pd.DataFrame(rows).sort_values(["row", "steps"], ignore_index=True) if rows else pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["row", "steps", "arithmetic"], ignore_index=True) if rows else pd.DataFrame()
 
 
 def cost_by_module(preset: str, models: dict[str, dict[str, Any]]) -> pd.DataFrame:

@@ -105,6 +105,14 @@ def curve(run_dir: Path) -> list[dict[str, float]]:
              "cum_iou": r["cum_iou"], "mean_iou": r["mean_iou"]} for r in rows]
 
 
+def arithmetic(run_dir: Path) -> str:
+    """What a run's steps computed in, from its log rows: "bfloat16", "float32", "mixed"
+    (resumed on another machine), or "unrecorded" (logs from before the rows carried it)."""
+
+    seen = {r["arithmetic"] for r in read_metrics(run_dir) if "arithmetic" in r}
+    return seen.pop() if len(seen) == 1 else ("mixed" if seen else "unrecorded")
+
+
 def run_sweep(data_root: str, expressions: int, runs_dir: str, only: list[str] | None = None,
               sweep: str = "recipe", val_every: int = 8) -> list[dict]:
     rows = []
@@ -116,7 +124,7 @@ def run_sweep(data_root: str, expressions: int, runs_dir: str, only: list[str] |
         run = Path(get_run(cfg, runs_dir))
         points = curve(run)
         rows.append({"name": change.name, "what": change.what, "overrides": change.overrides,
-                     "config": cfg.to_dict(), "run": run.name, "curve": points,
+                     "config": cfg.to_dict(), "run": run.name, "curve": points, "arithmetic": arithmetic(run),
                      "final": points[-1] if points else None, "wall_s_this_call": time.perf_counter() - t0})
     return rows
 
@@ -131,6 +139,22 @@ def format_sweep(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def merge_rows(old: dict | None, new_rows: list[dict], sweep: str, expressions: int) -> list[dict]:
+    """The rows of a sweep file after this call: ``new_rows`` replace the rows of the same
+    name and arithmetic in ``old`` (the file's content, if it holds the same sweep at the
+    same budget), the others are kept (a row trained in float32 on one machine and in
+    bfloat16 on another are two rows); in the sweep's order."""
+
+    def key(r: dict) -> tuple[str, str]:
+        return r["name"], r.get("arithmetic", "unrecorded")
+
+    same = old is not None and old.get("sweep") == sweep and old.get("expressions") == expressions
+    rows = {key(r): r for r in (old["rows"] if same else [])} | {key(r): r for r in new_rows}
+    order = [c.name for c in SWEEPS[sweep]]
+    return sorted(rows.values(), key=lambda r: (order.index(r["name"]) if r["name"] in order else len(order),
+                                                key(r)[1]))
+
+
 def _check_sweep_args(args, data: str) -> None:
     """Refuse unknown rows and data of the wrong generator version, by name."""
     names = [c.name for c in SWEEPS[args.sweep]]
@@ -140,6 +164,9 @@ def _check_sweep_args(args, data: str) -> None:
                           f"{', '.join(names)}")
 
     want = SWEEP_DATA[args.sweep][1]
-    if (Path(data) / "synthref" / "scenes.json").is_file() and version_of(data) != want:
+    if not (Path(data) / "synthref" / "scenes.json").is_file():
+        raise ConfigError(f"--sweep {args.sweep} runs on version {want} of the embedded data, which {data} does not "
+                          f"hold; write it with: python -m restr data synth --out {data} --version {want}")
+    if version_of(data) != want:
         raise ConfigError(f"--sweep {args.sweep} runs on version {want} of the embedded data; {data} holds version "
                           f"{version_of(data)} (python -m restr data synth --out {data} --version {want})")

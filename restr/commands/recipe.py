@@ -6,7 +6,9 @@ import json
 import sys
 
 from ..book import recipe
-from ..book.recipe import SWEEP_DATA, SWEEPS, _check_sweep_args, format_sweep, run_sweep
+from pathlib import Path
+
+from ..book.recipe import SWEEP_DATA, SWEEPS, _check_sweep_args, format_sweep, merge_rows, run_sweep
 from ..config import ConfigError
 from ..utils.files import REPO, atomic_write_text
 
@@ -23,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--expressions", type=int, default=96_000, help="training expressions per row")
     s.add_argument("--val-every", type=int, default=8, help="validations per row (default: 8)")
     s.add_argument("--only", nargs="*", help="rows to run (names as in restr.book.recipe.SWEEPS)")
-    s.add_argument("--out", help="default: data/zoo/sweep.json (recipe), data/zoo/sweep-converged-<N>.json")
+    s.add_argument("--out", help="default: data/zoo/sweep.json (recipe), data/zoo/sweep-converged-<N>.json; "
+                                 "rows already in the file (same sweep and budget) and not run again are kept")
     args = parser.parse_args(argv)
     data = args.data or SWEEP_DATA[args.sweep][0]
     out = args.out or str(REPO / "data" / "zoo" / ("sweep.json" if args.sweep == "recipe"
@@ -35,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    old = json.loads(Path(out).read_text()) if Path(out).is_file() else None
+    rows = merge_rows(old, rows, args.sweep, args.expressions)
     atomic_write_text(out, json.dumps({"sweep": args.sweep, "expressions": args.expressions, "rows": rows},
                                       indent=1) + "\n")
     print(format_sweep(rows))

@@ -148,6 +148,12 @@ def run_validation(model: torch.nn.Module, val_set, indices: list[int], t, d: Di
     return inference.run(val_set, evaluator, indices)
 
 
+def arithmetic_name(amp_dtype: torch.dtype | None) -> str:
+    """What the matrix products of a step compute in: the autocast dtype, else float32. A
+    run resumed on another machine may change it; every log row records its own."""
+    return {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(amp_dtype, "float32")
+
+
 def log_row(loop, step: TrainStep, images: int, seconds: float) -> dict:
     """The metrics row of a log step: mean losses since the last one, lr, speed."""
     means, _ = step.take_window()  # the host waits for the device here
@@ -155,7 +161,7 @@ def log_row(loop, step: TrainStep, images: int, seconds: float) -> dict:
     row = {"step": loop.step, "epoch": loop.epoch, **dict(zip(step.part_names, means)), "lr": step.lr["rest"]}
     if "vision" in step.lr:
         row["lr_vit"] = step.lr["vision"]
-    row.update(images_per_s=images / seconds, elapsed_s=seconds)
+    row.update(images_per_s=images / seconds, elapsed_s=seconds, arithmetic=arithmetic_name(step.amp_dtype))
     if step.grad_norm is not None:
         row["grad_norm"] = float(step.grad_norm)
     return row

@@ -76,7 +76,7 @@ def test_converged_sweep_table_reads_the_rule_from_each_rows_curve(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"expressions": 64000, "rows": [row("final start", flat)]}))
     (tmp_path / "b.json").write_text(json.dumps({"expressions": 64000, "rows": [row("batch 32", rising)]}))
     t = analysis.converged_sweep_table(sorted(tmp_path.glob("*.json")))
-    assert list(t.row) == ["batch 32", "final start"]
+    assert list(t.row) == ["batch 32", "final start"] and list(t.arithmetic) == ["unrecorded"] * 2
     batch, final = t.iloc[0], t.iloc[1]
     assert final["val cIoU %"] == pytest.approx(40.0) and final["training minutes"] == pytest.approx(1000 * 0.5 / 60)
     assert final["last-fifth rise (points)"] == pytest.approx(0.0, abs=1e-9) and final["converged"]

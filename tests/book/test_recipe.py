@@ -50,8 +50,34 @@ def test_the_converged_sweep_tries_each_change_alone_against_the_final_start(tmp
     assert recipe_main(["sweep", "--sweep", "converged", "--data", str(tmp_path), "--only", "final start"]) == 2
     err = capsys.readouterr().err
     assert "runs on version 2 of the embedded data" in err and f"--out {tmp_path} --version 2" in err
+    assert recipe_main(["sweep", "--sweep", "converged", "--data", str(tmp_path / "absent"), "--only", "final start"]) == 2
+    assert f"write it with: python -m restr data synth --out {tmp_path / 'absent'} --version 2" in capsys.readouterr().err
     assert recipe_main(["sweep", "--sweep", "converged", "--only", "no such row"]) == 2
     assert "the rows of --sweep converged are: final start, 8 per image" in capsys.readouterr().err
+
+
+def test_a_sweep_file_keeps_the_rows_not_run_again_and_tells_arithmetic_apart(tmp_path):
+    from restr.book.recipe import arithmetic, merge_rows
+
+    def row(name, arith, iou):
+        return {"name": name, "arithmetic": arith, "final": {"cum_iou": iou}}
+
+    old = {"sweep": "converged", "expressions": 1000,
+           "rows": [row("batch 32", "float32", 0.1), row("final start", "float32", 0.2)]}
+    merged = merge_rows(old, [row("final start", "bfloat16", 0.3), row("batch 32", "float32", 0.4)], "converged", 1000)
+    assert [(r["name"], r["arithmetic"], r["final"]["cum_iou"]) for r in merged] == [
+        ("final start", "bfloat16", 0.3), ("final start", "float32", 0.2), ("batch 32", "float32", 0.4)]
+    assert merge_rows(old, [], "converged", 2000) == []  # another budget's file is not merged into this one
+    # what a run computed in, read from its log rows
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    assert arithmetic(run) == "unrecorded"
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0, "arithmetic": "bfloat16"}\n')
+    assert arithmetic(run) == "bfloat16"
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 2, "loss": 1.0, "arithmetic": "float32"}\n')
+    assert arithmetic(run) == "mixed"
 
 
 def test_expression_kinds_from_programs():
