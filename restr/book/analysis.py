@@ -22,7 +22,7 @@ from ..perf.cost import measure
 from ..runs.folder import checkpoint_path, load_checkpoint, load_run, read_metrics, read_run_config
 from ..utils.devices import resolve_amp
 from ..utils.files import atomic_write_text
-from .verdict import convergence
+from .verdict import CONVERGED_MARGIN, convergence
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -449,6 +449,57 @@ def learning_curve(run_dir):
                           "mean IoU": 100 * r["mean_iou"]} for r in rows])
 
 
+BUDGET_FRACTIONS = (1 / 6, 1 / 2, 1.0)  # where the budget trajectory reads each comparison
+
+
+def curve_at(arm, fraction: float) -> tuple[int, float]:
+    """An arm's validation cIoU (%) at ``fraction`` of its schedule, read from its training
+    logs: the last validation at or before that step, in every seed, averaged over the
+    seeds. Returns (step, IoU); raises ValueError naming the arm if a seed has no
+    validation there."""
+
+    target = fraction * arm.iterations
+    points = []
+    for curve, seed in zip(arm.curves, arm.seeds):
+        before = curve[curve["step"] <= target + 1e-9]
+        if before.empty:
+            raise ValueError(f"{arm.name} (seed {seed}) has no validation at or before step {target:.0f}")
+        points.append(before.iloc[-1])
+    steps = {int(p["step"]) for p in points}
+    return min(steps), float(np.mean([p["IoU"] for p in points]))
+
+
+def budget_trajectory(comparisons: dict[str, tuple[Any, Any]], fractions=BUDGET_FRACTIONS) -> pd.DataFrame:
+    """Each comparison (``{"CME - VME": (cme_arm, vme_arm)}``, :class:`restr.book.claims.Arm`)
+    read from the training logs at fractions of the budget: the difference of the two arms'
+    validation cIoU (seed means, IoU points) at each fraction, and whether its sign there
+    is the sign at the end. A comparison whose sign flips with training is a ranking the
+    budget decides. These are the logs' validations (a fixed slice of val), not the
+    verdicts' full scores, and carry no interval."""
+
+    rows = []
+    for name, (a, b) in comparisons.items():
+        if a is None or b is None:
+            continue
+        row: dict[str, Any] = {"comparison": name}
+        diffs, steps = [], []
+        for f in fractions:
+            (step_a, iou_a), (step_b, iou_b) = curve_at(a, f), curve_at(b, f)
+            diffs.append(iou_a - iou_b)
+            steps.append(str(step_a) if step_a == step_b else f"{step_a}|{step_b}")
+            row[f"at {_fraction_label(f)}"] = iou_a - iou_b
+        row["steps read"] = " / ".join(steps)
+        end = np.sign(diffs[-1])
+        row["sign as at the end"] = " ".join("yes" if np.sign(d) == end else "no" for d in diffs[:-1])
+        row["ranking changes"] = any(np.sign(d) != end for d in diffs[:-1])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fraction_label(f: float) -> str:
+    return {1.0: "the end"}.get(f) or f"1/{round(1 / f)}"
+
+
 def time_to(curve, level: float) -> dict[str, float] | None:
     """The first validation of a :func:`learning_curve` at or above ``level`` % cIoU: its
     expressions seen and minutes of training; None if the run never got there."""
@@ -591,7 +642,27 @@ def converged_sweep_table(files: Iterable[str | Path]) -> pd.DataFrame:
                          "arithmetic": r.get("arithmetic", "unrecorded"),
                          "val cIoU %": 100 * r["final"]["cum_iou"], "training minutes": r["final"]["seconds"] / 60,
                          "last-fifth rise (points)": rule.rise, "converged": rule.passed})
-    return pd.DataFrame(rows).sort_values(["row", "steps", "arithmetic"], ignore_index=True) if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).sort_values(["row", "steps", "arithmetic"], ignore_index=True)
+    gains = [doubling_gain(table, r) for _, r in table.iterrows()]
+    table["gain at 2x steps (points)"] = gains
+    table["doubling test"] = ["untested (no run at 2x)" if np.isnan(g) else
+                              "passes" if c and g < CONVERGED_MARGIN else "fails"
+                              for g, c in zip(gains, table["converged"])]
+    return table
+
+
+def doubling_gain(table: pd.DataFrame, row) -> float:
+    """How much the same sweep row trained for twice the steps scores above ``row`` (val
+    cIoU points), from the run in the same arithmetic if there is one; NaN without such a
+    run. The protocol's budget T is the smallest at which the main arm passes the
+    ``converged`` rule and this gain is under one point."""
+    twice = table[(table.row == row["row"]) & (table.steps == 2 * row["steps"])]
+    if twice.empty:
+        return float("nan")
+    same = twice[twice.arithmetic == row["arithmetic"]]
+    return float((same if len(same) else twice).iloc[0]["val cIoU %"] - row["val cIoU %"])
 
 
 def cost_by_module(preset: str, models: dict[str, dict[str, Any]]) -> pd.DataFrame:

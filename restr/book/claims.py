@@ -45,7 +45,8 @@ import pandas as pd
 from ..data.refer import bucket_labels
 from ..runs.folder import read_run_config
 from . import paper
-from .analysis import attention_layers, expression_scores, learning_curve, score_columns, uniform_visual_share
+from .analysis import (attention_layers, expression_scores, learning_curve, score_columns, scores_summary,
+                       uniform_visual_share)
 from .glue import glue, glue_values
 from .verdict import (INCONCLUSIVE, MARGINAL, MIN_HITS, ArmCheck, Estimate, Resampler, Stat, Statement, Verdict,
                       convergence, cum_iou, judge, mean_of, missing_part, part, relative_gain)
@@ -721,4 +722,20 @@ def group_table(scores: Sequence[pd.DataFrame], column: str, labels: Sequence[An
     for label in labels:
         est = rs.stat([score_columns(f, [str(label)], column) for f in keyed], cum_iou(str(label))).estimate()
         rows.append({column: label, "expressions": int((keyed[0][column] == str(label)).sum()), "IoU": est})
+    return pd.DataFrame(rows)
+
+
+def splits_table(scores_by_split: Mapping[str, Sequence[pd.DataFrame]], samples: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """One model on several splits (``{"val": [seed frames], "testA": [...]}``): cumulative
+    IoU (%) with its 95 % interval (expressions and seeds resampled, each split on its
+    own), mean IoU, Prec@0.5 and Prec@0.9 (seed means), expressions and seeds. Reported,
+    not judged: the protocol judges on val only."""
+    rows = []
+    for split, frames in scores_by_split.items():
+        rs = _resampler(list(frames), samples, seed)
+        summary = scores_summary(frames)
+        rows.append({"split": split, "expressions": len(frames[0]), "seeds": len(frames),
+                     "IoU": _stat(rs, frames, cum_iou()).estimate(), "mean IoU": summary["mean IoU"],
+                     "prec@0.5": summary["prec@0.5"], "prec@0.9": summary["prec@0.9"]})
     return pd.DataFrame(rows)

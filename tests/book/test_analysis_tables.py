@@ -81,4 +81,34 @@ def test_converged_sweep_table_reads_the_rule_from_each_rows_curve(tmp_path):
     assert final["val cIoU %"] == pytest.approx(40.0) and final["training minutes"] == pytest.approx(1000 * 0.5 / 60)
     assert final["last-fifth rise (points)"] == pytest.approx(0.0, abs=1e-9) and final["converged"]
     assert batch["last-fifth rise (points)"] == pytest.approx(4.0) and not batch["converged"]
+    assert batch["doubling test"] == final["doubling test"] == "untested (no run at 2x)"
+    # the same row at twice the steps: under one point more passes the doubling test, more fails it
+    for twice_final, verdict in ((0.405, "passes"), (0.43, "fails")):
+        (tmp_path / "c.json").write_text(json.dumps({"expressions": 128000, "rows": [row("final start", [
+            0.1, 0.2, 0.3, 0.35, 0.36, 0.37, 0.38, 0.40, twice_final, twice_final], steps=2000)]}))
+        t = analysis.converged_sweep_table(sorted(tmp_path.glob("*.json"))).set_index(["row", "steps"])
+        assert t.loc[("final start", 1000), "gain at 2x steps (points)"] == pytest.approx(100 * twice_final - 40)
+        assert t.loc[("final start", 1000), "doubling test"] == verdict
     assert analysis.converged_sweep_table([]).empty
+
+
+def test_budget_trajectory_reads_each_comparison_at_fractions_of_the_budget():
+    def arm(name, ious_by_seed, iterations=600):
+        curves = [pd.DataFrame({"step": [100, 200, 300, 400, 500, 600], "IoU": ious}) for ious in ious_by_seed]
+        return Arm(name, [], curves, iterations, 64, tuple(range(len(ious_by_seed))))
+
+    # a leads early, b catches up and passes it by the end; c is ahead throughout
+    a = arm("a", [[30, 40, 45, 46, 47, 48], [32, 42, 45, 46, 47, 48]])
+    b = arm("b", [[20, 35, 44, 48, 50, 52]])
+    c = arm("c", [[35, 45, 50, 52, 54, 56]])
+    t = analysis.budget_trajectory({"a - b": (a, b), "c - b": (c, b), "missing - b": (None, b)}).set_index("comparison")
+    assert list(t.index) == ["a - b", "c - b"]  # an arm not trained is left out
+    assert t.loc["a - b", "at 1/6"] == pytest.approx(31 - 20)  # step 100: seeds of a averaged
+    assert t.loc["a - b", "at 1/2"] == pytest.approx(45 - 44)  # step 300
+    assert t.loc["a - b", "at the end"] == pytest.approx(48 - 52)
+    assert t.loc["a - b", "steps read"] == "100 / 300 / 600"
+    assert t.loc["a - b", "ranking changes"] and t.loc["a - b", "sign as at the end"] == "no no"
+    assert not t.loc["c - b", "ranking changes"] and t.loc["c - b", "sign as at the end"] == "yes yes"
+    early = Arm("early", [], [pd.DataFrame({"step": [2000], "IoU": [30.0]})], 6000, 64, (0,))
+    with pytest.raises(ValueError, match="early .seed 0. has no validation at or before step 1000"):
+        analysis.curve_at(early, 1 / 6)

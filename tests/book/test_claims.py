@@ -321,3 +321,16 @@ def test_glue_values_are_plain(monkeypatch):
             "claim2_budget", "claim2_why", "claim2_iou_cme", "claim2_steps"} <= keys
     assert all(display is False for _, _, display in seen)
     assert all(isinstance(v, (str, int, float)) for _, v, _ in seen)
+
+
+def test_splits_table_reports_each_split_with_its_own_interval():
+    val = [frame(0.6, seed=s) for s in (0, 1)]
+    hard = [frame(0.3, seed=s) for s in (0, 1)]
+    t = claims.splits_table({"val": val, "testB": hard}, samples=200).set_index("split")
+    assert list(t.index) == ["val", "testB"] and list(t.seeds) == [2, 2]
+    assert t.loc["val", "IoU"].point == pytest.approx(60, abs=3) and t.loc["testB", "IoU"].point == pytest.approx(30, abs=3)
+    for e in t.IoU:
+        assert e.lo < e.point < e.hi
+    assert t.loc["val", "expressions"] == len(val[0])
+    with pytest.raises(ValueError, match="same expressions"):
+        claims.splits_table({"val": [val[0], val[1].iloc[:-1]]})
