@@ -19,8 +19,8 @@ from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import atomic_write_bytes, read_jsonl
 from ..runs.folder import checkpoint_path, load_checkpoint
 from ..zoo.cache import get_run
-from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_name, find,
-                            load_weights, read_manifest, zoo_folder, zoo_identity)
+from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_model, entry_name,
+                            find, load_weights, read_manifest, zoo_folder, zoo_identity)
 from .analysis import SCORES_FORMAT, state_digest, weights_digest
 from .models import book_models
 from .runner import book_profile, ensure_data
@@ -95,14 +95,51 @@ def queue(models: list, only: list[str] | None = None, seeds: list[int] | None =
     return sorted(pairs, key=lambda p: order[p[1]])  # stable: the book's order within a seed
 
 
+def expected_minutes(model: str, profile_name: str, entries: list[dict[str, Any]]) -> float | None:
+    """How long one seed of a book model is expected to train, from the zoo's manifest: the
+    longest recorded wall time of its other seeds in this profile, else the longest of any
+    model of the profile of the same family (every arm trains the same budget), else None."""
+
+    def minutes(keep) -> float | None:
+        walls = [e["wall_s"] / 60 for e in entries if e.get("wall_s") and keep(e)]
+        return max(walls) if walls else None
+
+    family = "m3att" if model.startswith("m3att") else "restr"
+    of_profile = [e for e in entries if entry_model(e)[0] == profile_name]
+    return (minutes(lambda e: e in of_profile and entry_model(e)[1] == model)
+            or minutes(lambda e: e in of_profile and e["config"]["model"].get("family", "restr") == family))
+
+
+def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], deadline: float | None,
+             now: float) -> tuple[int | None, str]:
+    """The index in ``pending`` of the first (model, seed) expected to finish before
+    ``deadline`` (epoch seconds; None: the first), and a note on the jobs passed over."""
+    if deadline is None:
+        return (0 if pending else None), ""
+    left = (deadline - now) / 60
+    passed = []
+    for i, (m, seed) in enumerate(pending):
+        need = expected_minutes(m.name, profile_name, entries)
+        if need is None or 1.1 * need <= left:
+            return i, ("" if need is not None else f"{m.name} seed {seed}: no recorded time, started without an "
+                                                     f"estimate")
+        passed.append(f"{m.name} seed {seed} (about {need:.0f} min)")
+    return None, f"{left:.0f} min left before --until; not started: {', '.join(passed)}"
+
+
 def zoo_train_jobs(profile_name: str, only: list[str] | None, seeds: list[int] | None, retrain: bool,
-                   runs_dir: str, jobs: int, commit: bool = False) -> tuple[list[str], list[str]]:
+                   runs_dir: str, jobs: int, commit: bool = False, deadline: float | None = None
+                   ) -> tuple[list[str], list[str]]:
     """:func:`zoo_train` with ``jobs`` processes at a time, one compute thread each (a
     campaign on a machine of ``jobs`` cores): each process trains one (model, seed) of the
     seed-by-seed :func:`queue` and adds it to the zoo; its output goes to
     ``<runs>/zoo-logs/<name>.log``. With ``commit``, each model is committed to git with its
     log as soon as it is in the zoo, so a campaign cut short keeps every finished model, and
-    the same command resumes it. Returns the names added and those that failed."""
+    the same command resumes it. With ``deadline`` (epoch seconds: the end of a working
+    block, which takes running processes with it), a job is started only if its
+    :func:`expected_minutes` fit before it (with a tenth to spare); shorter jobs further down
+    the queue may go first, and the rest wait for the next call. Returns the names added
+    and those that failed."""
     profile = book_profile(profile_name)
     data_root = Path(profile.data_root)
     ensure_data(profile, data_root)
@@ -113,9 +150,16 @@ def zoo_train_jobs(profile_name: str, only: list[str] | None, seeds: list[int] |
     print(f"zoo: {len(pending)} model(s) to train, {jobs} at a time; logs in {logs}", file=sys.stderr, flush=True)
     running: dict[subprocess.Popen, tuple[str, Path, float]] = {}
     added, failed, last_report = [], [], time.monotonic()
+    told = ""
     while pending or running:
         while pending and len(running) < jobs:
-            m, seed = pending.pop(0)
+            pick, note = next_job(pending, profile_name, read_manifest(), deadline, time.time())
+            if note and note != told:
+                print(f"zoo: {note}", file=sys.stderr, flush=True)
+                told = note
+            if pick is None:
+                break
+            m, seed = pending.pop(pick)
             name = entry_name(m.name, seed, profile_name)
             cmd = [sys.executable, "-m", "restr", "zoo", "train", "--profile", profile_name, "--only", m.name,
                    "--seeds", str(seed), "--runs", runs_dir] + (["--retrain"] if retrain else [])
@@ -125,6 +169,8 @@ def zoo_train_jobs(profile_name: str, only: list[str] | None, seeds: list[int] |
                                         env={**os.environ, "OMP_NUM_THREADS": "1"})
             running[proc] = (name, log, time.monotonic())
             print(f"zoo: started {name}", file=sys.stderr, flush=True)
+        if not running:
+            break  # nothing fits before the deadline
         time.sleep(2)
         for proc in [p for p in running if p.poll() is not None]:
             name, log, t0 = running.pop(proc)

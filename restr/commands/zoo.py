@@ -3,10 +3,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from datetime import datetime
 
 from ..book.zoo_train import zoo_scores, zoo_train, zoo_train_jobs
 from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
+
+
+def parse_until(text: str, now: float | None = None) -> float:
+    """``--until``: "HH:MM" (local time today) or "+MIN" (minutes from now), as epoch seconds."""
+    now = time.time() if now is None else now
+    try:
+        if text.startswith("+"):
+            return now + 60 * float(text[1:])
+        hour, minute = (int(x) for x in text.split(":"))
+        when = datetime.fromtimestamp(now).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError:
+        raise ZooError(f"--until {text!r}: give a local time today as HH:MM (17:05) or minutes from now as +MIN "
+                       f"(+150)") from None
+    if when.timestamp() <= now:
+        raise ZooError(f"--until {text}: that time has passed today (it is {datetime.fromtimestamp(now):%H:%M})")
+    return when.timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="train this many models at a time, one compute thread each (default: 1, in this process)")
     t.add_argument("--commit", action="store_true",
                    help="commit each model to git (weights, log, manifest) as soon as it is in the zoo")
+    t.add_argument("--until", metavar="HH:MM|+MIN",
+                   help="start a model only if its expected time (the manifest's wall time of the same model's "
+                        "other seeds, else of the profile's models) ends before this local time today, or this "
+                        "many minutes from now: the end of a working block, which stops running processes")
     sc = sub.add_parser("scores", help="ship with each zoo model the per-expression scores the last book run "
                                        "computed from its weights (data/zoo/scores/)")
     sc.add_argument("--runs", default="runs", help="runs folder the book used (default: runs/)")
@@ -35,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             shipped = zoo_scores(args.runs)
             print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "
                   f"{sum(shipped.values())} files")
-        elif args.jobs > 1 or args.commit:
+        elif args.jobs > 1 or args.commit or args.until:
+            deadline = parse_until(args.until) if args.until else None
             added, failed = zoo_train_jobs(args.profile, args.only, args.seeds, args.retrain, args.runs,
-                                           max(1, args.jobs), args.commit)
+                                           max(1, args.jobs), args.commit, deadline)
             print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
             if failed:
                 print(f"error: {len(failed)} failed: {', '.join(failed)} (their logs: {args.runs}/zoo-logs/)",

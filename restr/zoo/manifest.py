@@ -148,15 +148,21 @@ def entry_name(model: str, seed: int, profile: str) -> str:
 def retrain_command(entry: dict[str, Any]) -> str:
     """The command that trains the entry again and puts it back in the zoo."""
 
+    profile, model = entry_model(entry)
+    return f"python -m restr zoo train --profile {profile} --only {model} --seeds {entry['seed']} --retrain"
+
+
+def entry_model(entry: dict[str, Any]) -> tuple[str, str]:
+    """(book profile, book model name) of a zoo entry: ``("converged", "main")`` for
+    ``converged-main-s1``."""
     profile = entry.get("profile")
     if profile is None:  # entries from before "profile" was recorded: their command names it
         found = re.search(r"--profile (\S+)", str(entry.get("command", "")))
         profile = found.group(1) if found else ZOO_PROFILE
-    seed = int(entry["seed"])
-    model = entry["name"].removesuffix(f"-s{seed}")
+    model = entry["name"].removesuffix(f"-s{int(entry['seed'])}")
     if profile != ZOO_PROFILE:
         model = model.removeprefix(f"{profile}-")
-    return f"python -m restr zoo train --profile {profile} --only {model} --seeds {seed} --retrain"
+    return profile, model
 
 
 def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None) -> Path:

@@ -196,6 +196,45 @@ def test_the_queue_trains_seed_0_of_every_model_first():
     assert [(m.name, s) for m, s in queue([a, b, c], only=["c"], seeds=[2, 0])] == [("c", 0), ("c", 2)]
 
 
+def test_a_deadline_starts_only_the_jobs_expected_to_finish_before_it():
+    from types import SimpleNamespace
+
+    from restr.book.zoo_train import expected_minutes, next_job
+    from restr.commands.zoo import parse_until
+
+    def entry(name, seed, wall_min, family="restr"):
+        return {"name": f"converged-{name}-s{seed}", "seed": seed, "profile": "converged", "wall_s": 60 * wall_min,
+                "config": {"model": {"family": family}}}
+
+    entries = [entry("main", 0, 100), entry("table3-vme", 0, 60), entry("m3att", 0, 250, "m3att"),
+               {**entry("main", 0, 999), "name": "main-s0", "profile": "quick"}]  # another profile's: not read
+    assert expected_minutes("main", "converged", entries) == 100  # its own other seed
+    assert expected_minutes("table3-ime", "converged", entries) == 100  # the profile's longest ReSTR model
+    assert expected_minutes("m3att-no-imi", "converged", entries) == 250  # the profile's longest M3Att model
+    assert expected_minutes("main", "smoke", entries) is None
+    pending = [(SimpleNamespace(name=n), 1) for n in ("main", "table3-vme")]
+    now = 1_000_000.0
+    assert next_job(pending, "converged", entries, None, now) == (0, "")
+    assert next_job(pending, "converged", entries, now + 60 * 120, now)[0] == 0  # 110 min needed, 120 left
+    pick, note = next_job(pending, "converged", entries, now + 60 * 90, now)  # main does not fit; vme does
+    assert pick == 1
+    pick, note = next_job(pending, "converged", entries, now + 60 * 30, now)
+    assert pick is None and "30 min left before --until" in note and "main seed 1 (about 100 min)" in note
+    unknown = [(SimpleNamespace(name="new-arm"), 0)]
+    assert next_job(unknown, "smoke", entries, now + 60, now) == (0, "new-arm seed 0: no recorded time, started "
+                                                                      "without an estimate")
+    # --until: a time today or minutes from now; a time already past is refused by name
+    assert parse_until("+90", now=now) == now + 5400
+    from datetime import datetime
+
+    noon = datetime(2026, 12, 3, 12, 0).timestamp()
+    assert parse_until("17:05", now=noon) == datetime(2026, 12, 3, 17, 5).timestamp()
+    with pytest.raises(ZooError, match="that time has passed today"):
+        parse_until("11:30", now=noon)
+    with pytest.raises(ZooError, match="HH:MM"):
+        parse_until("soon", now=noon)
+
+
 @pytest.mark.slow
 def test_zoo_train_jobs_trains_two_at_a_time_and_commits_each_model(tmp_path, monkeypatch):
     """The campaign's command: `zoo train --jobs 2 --commit` trains the queue in two
@@ -212,9 +251,11 @@ def test_zoo_train_jobs_trains_two_at_a_time_and_commits_each_model(tmp_path, mo
     env = {**__import__("os").environ, "RESTR_ZOO": str(repo / "zoo"), "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "restr", "zoo", "train", "--profile", "smoke", "--only", "main", "table4-2L",
            "--runs", str(tmp_path / "runs"), "--jobs", "2", "--commit"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd + ["--until", "+600"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 model(s) to train, 2 at a time" in proc.stderr
+    assert "main seed 0: no recorded time, started without an estimate" in proc.stderr  # an empty zoo: no estimate
     manifest = {e["name"]: e for e in read_manifest(repo / "zoo")}
     assert set(manifest) == {"smoke-main-s0", "smoke-table4-2L-s0"}
     assert all(e["cpu_s"] > 0 and e["wall_s"] > 0 for e in manifest.values())
