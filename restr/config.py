@@ -710,8 +710,26 @@ BOOK_PROFILES: dict[str, BookProfile] = {
 }
 
 
+# converged: the protocol's campaign (book/protocol.md): version 2 of the data, the
+# classification start, every arm of every claim with three seeds, the convolutional
+# baseline, the backbone starts and M3Att's arms, all trained for the protocol's budget,
+# scored on the whole of val. Its two lengths (0 here) are the budget the doubling test fixed
+# (restr.book.budget, data/zoo/protocol-budget.json), filled in by restr.book.runner.book_profile,
+# which refuses the profile until the budget is fixed. The validations match the doubling
+# test's runs (25 a run on 1,000 val expressions), whose curves the converged rule reads.
+CONVERGED_PROFILE = dataclasses.replace(
+    _QUICK, name="converged", data_root="data/synthref-v2", synth=SynthData(seed=0, version=2), iterations=0,
+    variant_iterations=0, grid_eval_expressions=None, claim_seeds=True, curve_points=25,
+    overrides=(("model.vit_pretrain", "classify"), ("train.val_max_expressions", 1000)),
+    arms=("conv", "starts", "m3att"),
+)
+PROTOCOL_PROFILES: dict[str, BookProfile] = {CONVERGED_PROFILE.name: CONVERGED_PROFILE}
+PROFILE_NAMES = (*BOOK_PROFILES, *PROTOCOL_PROFILES)  # what --profile accepts
+
+
 def get_book_profile(name: str) -> BookProfile:
-    """The book profile called ``name`` (smoke, quick, full or paper)."""
+    """The book profile called ``name`` (smoke, quick, full or paper; the protocol's
+    ``converged`` comes from :func:`restr.book.runner.book_profile`, which gives it its budget)."""
     if name not in BOOK_PROFILES:
-        raise ConfigError(f"unknown book profile {name!r}; choose one of: {', '.join(BOOK_PROFILES)}")
+        raise ConfigError(f"unknown book profile {name!r}; choose one of: {', '.join(PROFILE_NAMES)}")
     return BOOK_PROFILES[name]

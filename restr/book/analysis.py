@@ -647,8 +647,8 @@ def converged_sweep_table(files: Iterable[str | Path]) -> pd.DataFrame:
     table = pd.DataFrame(rows).sort_values(["row", "steps", "arithmetic"], ignore_index=True)
     gains = [doubling_gain(table, r) for _, r in table.iterrows()]
     table["gain at 2x steps (points)"] = gains
-    table["doubling test"] = ["untested (no run at 2x)" if np.isnan(g) else
-                              "passes" if c and g < CONVERGED_MARGIN else "fails"
+    table["doubling test"] = ["fails (still learning)" if not c else "untested (no run at 2x)" if np.isnan(g) else
+                              "passes" if g < CONVERGED_MARGIN else "fails (2x scores higher)"
                               for g, c in zip(gains, table["converged"])]
     return table
 

@@ -19,6 +19,7 @@ about a day on a 2-core CPU, none of it in the zoo), ``paper`` (paper-scale sett
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import BookProfile, get_book_profile, get_preset
+from ..config import PROTOCOL_PROFILES, BookProfile, ConfigError, get_book_profile, get_preset
 from ..data.synth import generate, version_of
 from ..engine.assets import check_assets
 from ..runs.lock import RunLock
@@ -44,8 +45,19 @@ class BookError(RuntimeError):
 
 
 def book_profile(name: str) -> BookProfile:
-    """The book profile a notebook's ``profile`` parameter names (see :data:`restr.config.BOOK_PROFILES`)."""
-    return get_book_profile(name)
+    """The book profile a notebook's ``profile`` parameter names (see :data:`restr.config.BOOK_PROFILES`);
+    ``converged`` with the protocol's budget (:mod:`restr.book.budget`), refused until it is fixed."""
+    if name not in PROTOCOL_PROFILES:
+        return get_book_profile(name)
+    from .budget import BUDGET_FILE, read_budget
+
+    fixed = read_budget()
+    if fixed is None:
+        raise ConfigError(f"the {name} profile trains every arm for the protocol's budget, which is not fixed yet "
+                          f"({BUDGET_FILE} is missing): `python -m restr recipe budget` shows the doubling test on "
+                          f"the main arm, and `--fix` writes its answer once it has one")
+    steps = int(fixed["steps"])
+    return dataclasses.replace(PROTOCOL_PROFILES[name], iterations=steps, variant_iterations=steps)
 
 
 PROTOCOL_PAGE = "book/protocol.md"

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import BOOK_PROFILES
+from ..config import PROFILE_NAMES
 from ..utils.files import REPO, atomic_write_text
 
 MATHJAX_PACKAGE = "django-static-mathjax"  # the requirements.txt line that ships MathJax
@@ -121,7 +121,7 @@ def forget_last_run(executed_root: Path, profile: str) -> None:
         named = json.loads(record.read_text()).get("profile")
     except (OSError, ValueError, AttributeError):  # missing, or not a record
         named = None
-    if named == profile or not isinstance(named, str) or named not in BOOK_PROFILES:
+    if named == profile or not isinstance(named, str) or named not in PROFILE_NAMES:
         record.unlink(missing_ok=True)
 
 
@@ -141,8 +141,8 @@ def last_run_folder(executed_root: Path) -> Path:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SiteError(f"{record} is not a record of a `{BOOK_COMMAND}` run ({type(exc).__name__}: {exc}); "
                         f"run `{BOOK_COMMAND}` to write it again") from None
-    if not isinstance(profile, str) or profile not in BOOK_PROFILES:
-        raise SiteError(f"{record} names the profile {profile!r}, which is none of {', '.join(BOOK_PROFILES)}; "
+    if not isinstance(profile, str) or profile not in PROFILE_NAMES:
+        raise SiteError(f"{record} names the profile {profile!r}, which is none of {', '.join(PROFILE_NAMES)}; "
                         f"run `{BOOK_COMMAND}` to write it again")
     folder = executed_root / profile
     if not folder.is_dir():

@@ -11,14 +11,14 @@ from ..book import runner, site
 from ..book.progress import PLAIN_INTERVAL_S, BatchProgress
 from ..book.runner import (DEFAULT_BUILD, BookError, book_profile, build_site, check_book_assets, ensure_data,
                            check_book_overrides, execute_notebooks, notebook_paths, summary)
-from ..config import BOOK_PROFILES, ConfigError
+from ..config import PROFILE_NAMES, ConfigError
 from ..utils.files import REPO
 from .options import parse_set
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr book", description=runner.__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")
+    parser.add_argument("--profile", default="quick", choices=list(PROFILE_NAMES), help="default: quick")
     parser.add_argument("--data", default=None, help="data root (default: the profile's)")
     parser.add_argument("--runs", default="runs", help="where trained runs are cached (default: runs/)")
     parser.add_argument("--retrain", action="store_true",
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
-    profile = book_profile(args.profile)
-    data_root = Path(args.data or profile.data_root)
     try:
+        profile = book_profile(args.profile)
+        data_root = Path(args.data or profile.data_root)
         overrides = check_book_overrides(parse_set(args.set), profile.preset)
         if profile.synth is None or data_root.is_dir():  # a synthetic set is generated below
             check_book_assets(profile, data_root, overrides)

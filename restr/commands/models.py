@@ -2,20 +2,26 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..book import models
 from ..book.models import describe, runs_count, weights_megabytes
-from ..config import BOOK_PROFILES
+from ..book.runner import book_profile
+from ..config import PROFILE_NAMES, ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m restr models [--profile quick]``: the book's models as a table."""
     parser = argparse.ArgumentParser(prog="python -m restr models", description=models.__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="quick", choices=list(BOOK_PROFILES), help="default: quick")
+    parser.add_argument("--profile", default="quick", choices=list(PROFILE_NAMES), help="default: quick")
     parser.add_argument("--vocab-size", type=int, default=58,
                         help="vocabulary size for the weights' size (default: 58, the embedded data's)")
     args = parser.parse_args(argv)
-    prof = BOOK_PROFILES[args.profile]
+    try:
+        prof = book_profile(args.profile)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     rows = describe(prof)
     width = max(len(r["model"]) for r in rows)
     print(f"{'model':<{width}}  {'steps':>7}  {'seeds':<6} overrides; answers")

@@ -13,6 +13,28 @@ from ..config import ConfigError
 from ..utils.files import REPO, atomic_write_text
 
 
+def budget_command(args) -> int:
+    from ..book import budget
+
+    try:
+        if args.fix:
+            fixed = budget.fix_budget(replace=args.replace)
+            print(f"the protocol's budget: {fixed['steps']:,} steps of {fixed['expressions_per_step']} expressions, "
+                  f"written to {budget.BUDGET_FILE}")
+            return 0
+        table = budget.doubling_test()
+        steps, fixed = budget.passing_steps(table), budget.read_budget()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"the doubling test on the main arm ('{budget.MAIN_ROW}' of the converged sweep):")
+    print(budget.format_test(table))
+    answer = "none yet" if steps is None else f"{steps:,} steps"
+    fixed_at = "not yet (--fix writes it)" if fixed is None else f"{int(fixed['steps']):,} steps, on {fixed.get('fixed')}"
+    print(f"answer: {answer}; the protocol's budget fixed: {fixed_at}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr recipe", description=recipe.__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -27,7 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--only", nargs="*", help="rows to run (names as in restr.book.recipe.SWEEPS)")
     s.add_argument("--out", help="default: data/zoo/sweep.json (recipe), data/zoo/sweep-converged-<N>.json; "
                                  "rows already in the file (same sweep and budget) and not run again are kept")
+    b = sub.add_parser("budget", help="the doubling test on the main arm's converged-sweep runs; --fix writes the "
+                                      "protocol's budget (data/zoo/protocol-budget.json) that the converged profile "
+                                      "trains every arm for")
+    b.add_argument("--fix", action="store_true", help="write the doubling test's answer as the protocol's budget")
+    b.add_argument("--replace", metavar="REASON", help="with --fix: move a budget fixed before (a protocol change)")
     args = parser.parse_args(argv)
+    if args.what == "budget":
+        return budget_command(args)
     data = args.data or SWEEP_DATA[args.sweep][0]
     out = args.out or str(REPO / "data" / "zoo" / ("sweep.json" if args.sweep == "recipe"
                                                    else f"sweep-{args.sweep}-{args.expressions}.json"))

@@ -7,6 +7,7 @@ import time
 from datetime import datetime
 
 from ..book.zoo_train import zoo_scores, zoo_train, zoo_train_jobs
+from ..config import ConfigError
 from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             added = zoo_train(args.profile, args.only, args.seeds, args.retrain, args.runs)
             print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
-    except ZooError as exc:
+    except (ZooError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,104 @@
+"""The protocol's budget: the doubling test on the main arm, and the budget once fixed.
+
+``python -m restr recipe budget [--fix] [--replace REASON]``
+
+The protocol (``book/protocol.md``) trains every compared arm for one budget T, the main
+arm's: the smallest budget on the ladder (2,250 x 2^k steps of 64 expressions) at which
+the main arm passes the ``converged`` rule and the main arm trained for 2T scores under
+one IoU point above it. The runs that decide it are the converged sweep's row
+:data:`MAIN_ROW` at each budget (``data/zoo/sweep-converged-<N>.json``, read by
+:func:`restr.book.analysis.converged_sweep_table`).
+
+Once the test has an answer, ``--fix`` writes it to :data:`BUDGET_FILE` with its evidence,
+and the ``converged`` book profile trains every arm at that many steps. The file is the
+budget's one source: a later sweep run does not move it (``--replace`` with a reason
+does, and the protocol page lists that change), so a campaign started at T finishes at T.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from ..utils.files import REPO, atomic_write_text
+
+MAIN_ROW = "final start"  # the converged sweep's row that is the main arm under the final recipe
+BUDGET_FILE = REPO / "data" / "zoo" / "protocol-budget.json"
+
+
+def sweep_files(zoo: Path | None = None) -> list[Path]:
+    return sorted((zoo or REPO / "data" / "zoo").glob("sweep-converged-*.json"))
+
+
+def doubling_test(files: list[Path] | None = None):
+    """The main arm's rows of the converged sweep, one per budget and arithmetic, with the
+    ``converged`` rule and the doubling test (a pandas frame, smallest budget first)."""
+    from .analysis import converged_sweep_table
+
+    table = converged_sweep_table(sweep_files() if files is None else files)
+    if table.empty:
+        return table
+    return table[table.row == MAIN_ROW].sort_values(["steps", "arithmetic"], ignore_index=True)
+
+
+def passing_steps(table) -> int | None:
+    """The smallest number of steps at which the main arm passes the doubling test."""
+    passed = table[table["doubling test"] == "passes"] if len(table) else table
+    return int(passed.steps.min()) if len(passed) else None
+
+
+def read_budget(path: Path | None = None) -> dict[str, Any] | None:
+    """The fixed budget (``{"steps", "expressions_per_step", "fixed", "evidence", ...}``) in
+    ``path`` (default: :data:`BUDGET_FILE`), or None."""
+    path = Path(path or BUDGET_FILE)
+    if not path.is_file():
+        return None
+    try:
+        budget = json.loads(path.read_text())
+        int(budget["steps"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a protocol budget file ({exc}); restore it with git") from None
+    return budget
+
+
+def fix_budget(files: list[Path] | None = None, path: Path | None = None, replace: str | None = None
+               ) -> dict[str, Any]:
+    """Write the doubling test's answer to ``path`` (default: :data:`BUDGET_FILE`); refuse
+    when there is none yet, and refuse to move a budget already fixed unless ``replace``
+    gives the reason."""
+    path = Path(path or BUDGET_FILE)
+    table = doubling_test(files)
+    steps = passing_steps(table)
+    if steps is None:
+        raise ConfigError("the doubling test has no answer yet: no budget of the main arm passes the converged rule "
+                          "with its run at twice the steps under one point above it\n" + format_test(table))
+    old = read_budget(path)
+    if old is not None and int(old["steps"]) != steps and not replace:
+        raise ConfigError(f"{path} fixes the budget at {int(old['steps']):,} steps (on {old.get('fixed')}); the "
+                          f"sweep's runs now say {steps:,}. Moving it changes the protocol: give the reason with "
+                          f"--replace, and list the change on book/protocol.md")
+    evidence = [{k: (None if v != v else v) for k, v in row.items()}  # NaN -> null
+                for row in table.to_dict(orient="records")]
+    per_step = int(table[table.steps == steps]["budget (expressions)"].iloc[0]) // steps
+    budget = {"steps": steps, "expressions_per_step": per_step, "row": MAIN_ROW,
+              "fixed": time.strftime("%Y-%m-%d"), "rule": "smallest budget on the ladder passing the converged rule "
+              "whose run at twice the steps scores under one IoU point above it", "evidence": evidence}
+    if replace:
+        budget["replaces"] = {"steps": int(old["steps"]) if old else None, "reason": replace}
+    atomic_write_text(path, json.dumps(budget, indent=1) + "\n")
+    return budget
+
+
+def format_test(table) -> str:
+    if not len(table):
+        return "  (no run of the main arm in data/zoo/sweep-converged-*.json)"
+    lines = [f"  {'steps':>7} {'arithmetic':<10} {'val cIoU %':>10} {'last-fifth rise':>16} {'gain at 2x':>11}  "
+             "doubling test"]
+    for _, r in table.iterrows():
+        gain = r["gain at 2x steps (points)"]
+        lines.append(f"  {r.steps:7,d} {r.arithmetic:<10} {r['val cIoU %']:10.1f} "
+                     f"{r['last-fifth rise (points)']:+16.2f} {'' if gain != gain else f'{gain:+.2f}':>11}  "
+                     f"{r['doubling test']}")
+    return "\n".join(lines)
