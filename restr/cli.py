@@ -19,6 +19,8 @@ COMMANDS = {
     "pretrain": ("restr.commands.pretrain", "pretrain a small ViT: dense category maps of the training images, or "
                  "image classification of generated pictures (--set model.vit_pretrain=classify)"),
     "zoo": ("restr.commands.zoo", "the trained models shipped with the book: list, train what is missing"),
+    "runs": ("restr.commands.runs", "park an unfinished run in the repository so it outlives a working block; "
+             "unpark it"),
     "recipe": ("restr.commands.recipe", "the sweep that found the tiny model's training recipe"),
     "bench": ("restr.commands.bench", "time training or inference steps on synthetic tensors"),
     "book": ("restr.commands.book", "run every notebook with papermill and build the site"),
