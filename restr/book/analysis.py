@@ -628,7 +628,8 @@ def converged_sweep_table(files: Iterable[str | Path]) -> pd.DataFrame:
     """The converged recipe's rows (``data/zoo/sweep-converged-<N>.json``, ``python -m restr
     recipe sweep --sweep converged --expressions N``): one row per trained row and budget,
     with its steps, the arithmetic its steps computed in (float32, or bfloat16 on a CPU with
-    native bf16: minutes compare only within one), final validation cIoU (%), minutes, and the ``converged`` rule read from
+    native bf16: minutes compare only within one), final validation cIoU (%), minutes, and
+    the ``converged`` rule read from
     its own curve (the rise of the least-squares line through the validations of the last
     fifth of its schedule, :func:`restr.book.verdict.convergence`)."""
     rows = []

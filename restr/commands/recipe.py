@@ -30,7 +30,8 @@ def budget_command(args) -> int:
     print(f"the doubling test on the main arm ('{budget.MAIN_ROW}' of the converged sweep):")
     print(budget.format_test(table))
     answer = "none yet" if steps is None else f"{steps:,} steps"
-    fixed_at = "not yet (--fix writes it)" if fixed is None else f"{int(fixed['steps']):,} steps, on {fixed.get('fixed')}"
+    fixed_at = ("not yet (--fix writes it)" if fixed is None
+                else f"{int(fixed['steps']):,} steps, on {fixed.get('fixed')}")
     print(f"answer: {answer}; the protocol's budget fixed: {fixed_at}")
     return 0
 

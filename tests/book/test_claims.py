@@ -328,7 +328,8 @@ def test_splits_table_reports_each_split_with_its_own_interval():
     hard = [frame(0.3, seed=s) for s in (0, 1)]
     t = claims.splits_table({"val": val, "testB": hard}, samples=200).set_index("split")
     assert list(t.index) == ["val", "testB"] and list(t.seeds) == [2, 2]
-    assert t.loc["val", "IoU"].point == pytest.approx(60, abs=3) and t.loc["testB", "IoU"].point == pytest.approx(30, abs=3)
+    assert t.loc["val", "IoU"].point == pytest.approx(60, abs=3)
+    assert t.loc["testB", "IoU"].point == pytest.approx(30, abs=3)
     for e in t.IoU:
         assert e.lo < e.point < e.hi
     assert t.loc["val", "expressions"] == len(val[0])

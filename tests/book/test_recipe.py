@@ -50,8 +50,9 @@ def test_the_converged_sweep_tries_each_change_alone_against_the_final_start(tmp
     assert recipe_main(["sweep", "--sweep", "converged", "--data", str(tmp_path), "--only", "final start"]) == 2
     err = capsys.readouterr().err
     assert "runs on version 2 of the embedded data" in err and f"--out {tmp_path} --version 2" in err
-    assert recipe_main(["sweep", "--sweep", "converged", "--data", str(tmp_path / "absent"), "--only", "final start"]) == 2
-    assert f"write it with: python -m restr data synth --out {tmp_path / 'absent'} --version 2" in capsys.readouterr().err
+    absent = tmp_path / "absent"
+    assert recipe_main(["sweep", "--sweep", "converged", "--data", str(absent), "--only", "final start"]) == 2
+    assert f"write it with: python -m restr data synth --out {absent} --version 2" in capsys.readouterr().err
     assert recipe_main(["sweep", "--sweep", "converged", "--only", "no such row"]) == 2
     assert "the rows of --sweep converged are: final start, 8 per image" in capsys.readouterr().err
 

@@ -71,7 +71,7 @@ def test_train_writes_a_complete_run_dir(data_root, tmp_path):
     vals = [r for r in rows if r.get("split") == "val"]
     assert [r["step"] for r in logs] == [2, 4, 6, 8]
     assert all(k in logs[0] for k in ("lr", "lr_vit", "images_per_s", "loss_patch", "loss_pixel"))
-    assert {r["arithmetic"] for r in logs} == {"float32"}  # the smoke preset trains with train.amp = auto: fp32 on a CPU
+    assert {r["arithmetic"] for r in logs} == {"float32"}  # the smoke preset: train.amp = auto, fp32 on a CPU
     assert [r["step"] for r in vals] == [4, 8] and "cum_iou" in vals[0] and "prec@0.5" in vals[0]
     assert rows[-1]["event"] == "finished"
     state = load_checkpoint(run / "checkpoints" / "last.pt")
