@@ -694,7 +694,7 @@ BOOK_PROFILES: dict[str, BookProfile] = {
             _QUICK, name="smoke", preset="smoke", data_root="_build/data/synthref-smoke",
             synth=SynthData(seed=0, num_images=40), iterations=30, variant_iterations=12,
             eval_max_expressions=64, grid_eval_expressions=64, attention_expressions=32, bootstrap=200,
-            table4_layers=(2, 4), seeds=(0,), bench_steps=2, arms=("conv", "m3att"),
+            table4_layers=(2, 4), seeds=(0,), bench_steps=2, arms=("conv", "starts", "m3att"),
         ),
         _QUICK,
         # full: quick with every variant trained as long as the main run and scored on the

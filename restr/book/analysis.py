@@ -500,6 +500,26 @@ def _fraction_label(f: float) -> str:
     return {1.0: "the end"}.get(f) or f"1/{round(1 / f)}"
 
 
+def starts_table(runs: dict[str, Any], levels=(30, 50, 70)) -> pd.DataFrame:
+    """The main arm trained from each backbone start (``{name: run folder}``): how its ViT
+    starts, its last validation (cIoU %) and training minutes, and the minutes and
+    expressions it took to first reach each of ``levels`` (% cIoU; "not reached")."""
+    rows = []
+    for name, run in runs.items():
+        curve = learning_curve(run)
+        if curve.empty:
+            raise ValueError(f"{run} ({name}) has no validation in its log: no learning curve to read")
+        last = curve.iloc[-1]
+        row = {"model": name, "start": vit_start(read_run_config(run).model), "steps": int(last["step"]),
+               "last val cIoU %": float(last["IoU"]), "training minutes": float(last["minutes"])}
+        for level in levels:
+            hit = time_to(curve, level)
+            row[f"to {level} %"] = (f"{hit['minutes']:.0f} min ({hit['expressions'] / 1000:.0f}k expr.)" if hit
+                                    else "not reached")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def time_to(curve, level: float) -> dict[str, float] | None:
     """The first validation of a :func:`learning_curve` at or above ``level`` % cIoU: its
     expressions seen and minutes of training; None if the run never got there."""

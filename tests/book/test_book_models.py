@@ -104,8 +104,11 @@ def test_a_converged_profile_seeds_every_claim_arm_and_trains_the_new_arms():
 def test_the_quick_book_fits_the_zoo_budget():
     """About 20 tiny models, 80 MB of fp16 weights (issue 12)."""
     assert len(bm.book_models(QUICK)) == 12 and bm.runs_count(QUICK) == 22
-    # smoke also runs the convolutional baseline and M3Att's five arms, so CI runs chapter 7's code
+    # smoke also runs the convolutional baseline and M3Att's five arms, so CI runs chapter 7's code; it asks
+    # for the backbone starts too (chapter 6's section on them), which are its main model there (the smoke
+    # preset's ViT starts from scratch, so no start changes its config)
     assert bm.runs_count(SMOKE) == len(bm.book_models(SMOKE)) == 16
+    assert {"start-dense", "start-none"} <= set(bm.find_model(SMOKE, "main").requests)
     assert bm.runs_count(FULL) == 21  # the 4-layer decoder pair's "with" is the main model there
     size = bm.weights_megabytes(QUICK, vocab_size=58)
     assert 40 < size < 80

@@ -3,6 +3,7 @@ time to a level, kinds of expressions, the resolution's bounds)."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from restr.book import analysis
 from restr.book.recipe import BEFORE, CONVERGED, SWEEP, sweep_configs
@@ -105,3 +106,20 @@ def test_resolution_bounds(tmp_path):
     assert 80 < b["pixel"] <= 100 and 20 < b["patch"] < b["pixel"]
     coarse = analysis.resolution_bounds(val, patch_size=32, max_expressions=60)
     assert coarse["patch"] < b["patch"]  # bigger patches lose more
+
+
+def test_starts_table_reads_each_runs_curve_and_start(smoke_run, tmp_path):
+    import json
+    import shutil
+
+    with pytest.raises(ValueError, match="has no validation in its log"):
+        analysis.starts_table({"main": smoke_run})
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    with (run / "metrics.jsonl").open("a") as f:
+        for step, iou in ((2, 0.2), (4, 0.45)):
+            f.write(json.dumps({"step": step, "split": "val", "cum_iou": iou, "mean_iou": iou,
+                                "expressions_seen": 4 * step, "elapsed_s": 30.0 * step}) + "\n")
+    t = analysis.starts_table({"main": run}, levels=(30, 101)).iloc[0]
+    assert t["start"] == "trained from scratch" and t["steps"] == 4 and t["last val cIoU %"] == pytest.approx(45)
+    assert t["to 30 %"] == "2 min (0k expr.)" and t["to 101 %"] == "not reached"
