@@ -22,7 +22,7 @@ def test_every_request_resolves_to_its_exact_config():
     for prof in BOOK_PROFILES.values():
         for r in bm.requests(prof):
             cfg = bm.model_config(prof, "data/x", r.name)
-            iterations = prof.iterations if r.name == "main" else prof.variant_iterations
+            iterations = prof.iterations if r.main else prof.variant_iterations  # the start arms: main length
             expected = bm.run_config(prof, "data/x", iterations=iterations, seed=prof.seeds[0], **r.overrides)
             assert cfg.to_dict() == expected.to_dict(), (prof.name, r.name)
 
