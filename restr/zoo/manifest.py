@@ -297,7 +297,7 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
         "identity": zoo_identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
         "seed": cfg.train.seed, "profile": profile, "commit": _git_commit(), "command": command,
         "wall_s": round(wall_s, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1),
-        "cpu": _cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",
+        "cpu": cpu_name(), "torch": torch.__version__, "trained": time.strftime("%Y-%m-%d"), "dtype": "float16",
         "vocab": Vocabulary.load(run_dir / "vocab.json").words, "eval": dict(EVAL_SLICE), "fp32_metrics": fp32,
         "eval_arithmetic": eval_arithmetic(cfg),
     }
@@ -349,7 +349,8 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """This machine's CPU as the manifest records it: "<model name> (<n> cores)"."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

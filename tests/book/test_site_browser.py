@@ -69,6 +69,9 @@ def test_every_page_renders_offline(smoke_book, tmp_path):
             # MathJax typesets after load; its startup promise settles when it is done
             page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
             result = page.evaluate(CHECK_PAGE)
+            # the fonts MathJax asked for finish loading on this page, not while the next one loads
+            # (a navigation aborts a request still in flight, which would be reported as the next page's)
+            page.wait_for_load_state("networkidle")
             report[name] = {**result, "errors": list(errors)}
             if name in ("notebooks/02_fusion_variants.html", "notebooks/01_patch_embedding.html"):
                 page.screenshot(path=str(shots / name.replace("/", "_").replace(".html", ".png")), full_page=False)
