@@ -23,6 +23,7 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
+@pytest.mark.slow
 def test_a_parked_run_resumes_in_a_new_block_to_the_same_weights(data_root, tmp_path):
     common = ["train", "--preset", "smoke", "--data", str(data_root), "--dataset", "synthref", "--split-by", "unc",
               "--no-progress", "--iterations", "12", "--batch-size", "4", "--workers", "0",
