@@ -64,3 +64,14 @@ def test_park_refuses_a_run_without_a_checkpoint(tmp_path):
     (tmp_path / "run" / "checkpoints" / "last.json").write_text("{broken")
     with pytest.raises(RunError, match="is not a checkpoint summary"):
         park.progress(tmp_path / "run")
+
+
+def test_git_tracks_every_file_a_parked_run_holds():
+    """The repository's .gitignore ignores *.pt and data/: a parked run's files must be the exceptions, or
+    parking would commit a run without its checkpoint."""
+    probe = ["git", "check-ignore", "-q", "--no-index"]
+    if subprocess.run(["git", "rev-parse"], cwd=ROOT, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in park.PARKED_FILES:
+        path = f"data/parked/tiny-0123-abcd/{name}"
+        assert subprocess.run([*probe, path], cwd=ROOT).returncode == 1, f"git ignores {path}"
