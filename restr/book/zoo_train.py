@@ -100,14 +100,12 @@ def expected_minutes(model: str, profile_name: str, entries: list[dict[str, Any]
     longest recorded wall time of its other seeds in this profile, else the longest of any
     model of the profile of the same family (every arm trains the same budget), else None."""
 
-    def minutes(keep) -> float | None:
-        walls = [e["wall_s"] / 60 for e in entries if e.get("wall_s") and keep(e)]
-        return max(walls) if walls else None
-
     family = "m3att" if model.startswith("m3att") else "restr"
-    of_profile = [e for e in entries if entry_model(e)[0] == profile_name]
-    return (minutes(lambda e: e in of_profile and entry_model(e)[1] == model)
-            or minutes(lambda e: e in of_profile and e["config"]["model"].get("family", "restr") == family))
+    timed = [(entry_model(e), e) for e in entries if e.get("wall_s")]
+    same = [e["wall_s"] / 60 for (p, m), e in timed if p == profile_name and m == model]
+    kin = [e["wall_s"] / 60 for (p, _), e in timed
+           if p == profile_name and e["config"]["model"].get("family", "restr") == family]
+    return max(same) if same else max(kin) if kin else None
 
 
 def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], deadline: float | None,
