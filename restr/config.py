@@ -37,6 +37,23 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")  # train.amp (restr.utils.devices.re
 # How vit_weights = "pretrain" pretrains the ViT (restr.engine.pretrain): "dense" (per-pixel categories of the
 # training images) or "classify" (image-level labels of images generated apart from the data set)
 VIT_PRETRAIN_TASKS = ("dense", "classify")
+# How a ViT built without weights starts its position embeddings (ModelConfig.vit_pos_init)
+VIT_POS_INITS = ("random", "sincos")
+
+# Fields added after runs were already keyed by Config.run_key, with the value every earlier
+# run had: at that value a field is left out of the key, so those runs keep their folders
+# (and the zoo its names); any other value gives a new key.
+LATE_FIELDS: dict[str, dict[str, Any]] = {"model": {"vit_pos_init": "random"}}
+
+
+def without_late_defaults(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (:meth:`Config.to_dict`) without the :data:`LATE_FIELDS` that hold the
+    value runs had before the field existed."""
+    out = dict(d)
+    for section, fields in LATE_FIELDS.items():
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if not (k in fields and v == fields[k])}
+    return out
 # Model families: ReSTR (Kim et al.) and M3Att (Liu et al., the sources' second paper),
 # on the same vision and language encoders (restr.model.m3att)
 MODEL_FAMILIES = ("restr", "m3att")
@@ -76,6 +93,12 @@ class ModelConfig:
     # How position embeddings pre-trained on another grid are resized when the weights
     # are loaded: "bicubic_antialias" (timm 1.x) or "bicubic" (timm 0.6, the release's).
     vit_pos_resize: str = "bicubic_antialias"
+    # The position embeddings of a ViT built without weights (learned either way): "random"
+    # (timm's init, std 0.02: what ViT-B/16 started from before ImageNet) or "sincos" (a 2-D
+    # sine-cosine table of the patch grid, MoCo v3's and MAE's form; restr.model.vision). Only
+    # a start that is trained here (the pretraining tasks, or no pretraining) sees it. Why the
+    # converged profile asks for "sincos": book/protocol.md and restr.model.vision's note.
+    vit_pos_init: str = "random"
     # --- language encoder --------------------------------------------------------------
     vocab_size: int = 12112  # replaced by the data's vocabulary; 12,112 = release's G-Ref vocab
     word_dim: int = 300  # C_l (GloVe dimension); the encoder runs at this width
@@ -156,7 +179,7 @@ class ModelConfig:
         for name, allowed in (("lang_block", LANG_BLOCK_STYLES), ("head", HEAD_STYLES),
                               ("fusion_out_norm", FUSION_OUT_NORMS), ("init", INIT_SCHEMES),
                               ("vit_pos_resize", POS_RESIZE_MODES), ("lang_pos_precision", POS_PRECISIONS),
-                              ("vit_pretrain", VIT_PRETRAIN_TASKS)):
+                              ("vit_pretrain", VIT_PRETRAIN_TASKS), ("vit_pos_init", VIT_POS_INITS)):
             if getattr(self, name) not in allowed:
                 raise bad(name, f"choose one of {', '.join(allowed)}")
         if not 0.0 <= self.drop_path < 1.0:
@@ -393,7 +416,7 @@ class Config:
     def run_key(self, sections: tuple[str, ...] = ("model", "data", "train")) -> str:
         """The run cache's key of this config: a stable short hash of the given sections (a run
         folder's name, restr.zoo.cache.run_dir_for, and config.json's "config_hash")."""
-        d = self.to_dict()
+        d = without_late_defaults(self.to_dict())
         payload = json.dumps({k: d[k] for k in sections}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -711,7 +734,7 @@ BOOK_PROFILES: dict[str, BookProfile] = {
 
 
 # converged: the protocol's campaign (book/protocol.md): version 2 of the data, the
-# classification start, every arm of every claim with three seeds, the convolutional
+# classification start (position embeddings started at a 2-D sine-cosine table), every arm of every claim with three seeds, the convolutional
 # baseline, the backbone starts and M3Att's arms, all trained for the protocol's budget,
 # scored on the whole of val. Its two lengths (0 here) are the budget the doubling test fixed
 # (restr.book.budget, data/zoo/protocol-budget.json), filled in by restr.book.runner.book_profile,
@@ -720,7 +743,8 @@ BOOK_PROFILES: dict[str, BookProfile] = {
 CONVERGED_PROFILE = dataclasses.replace(
     _QUICK, name="converged", data_root="data/synthref-v2", synth=SynthData(seed=0, version=2), iterations=0,
     variant_iterations=0, grid_eval_expressions=None, claim_seeds=True, curve_points=25,
-    overrides=(("model.vit_pretrain", "classify"), ("train.val_max_expressions", 1000)),
+    overrides=(("model.vit_pretrain", "classify"), ("model.vit_pos_init", "sincos"),
+               ("train.val_max_expressions", 1000)),
     arms=("conv", "starts", "m3att"),
 )
 PROTOCOL_PROFILES: dict[str, BookProfile] = {CONVERGED_PROFILE.name: CONVERGED_PROFILE}

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import ConfigError, ModelConfig
+from ..config import LATE_FIELDS, ConfigError, ModelConfig
 from ..data import synth
 from ..data.errors import DataError
 from ..data.refer import ReferData
@@ -56,7 +56,7 @@ from ..data.synth import COLOURS, SHAPES, render
 from ..data.synth_layout import SHAPES_PER_SCENE
 from ..data.synth_scenes import ImageJob
 from ..data.transforms import augment_group, letterbox, letterbox_mask, normalize_batch
-from ..model.vision import VisionEncoder
+from ..model.vision import VisionEncoder, position_structure
 from ..utils.devices import cpu_threads, resolve_amp
 from ..utils.files import atomic_write_bytes, atomic_write_text, file_sha256
 from .optim import lr_factor
@@ -221,11 +221,19 @@ def pretrain_vit(model_cfg: ModelConfig, data, train_ids: list[int], p: Pretrain
     return vision.vit.state_dict(), summary
 
 
+def late_vit_fields(model_cfg: ModelConfig) -> dict[str, Any]:
+    """The ViT's fields added after pretraining entries were keyed (``vit_pos_init``), for an
+    entry's key: left out at the value every earlier entry was made with, so those keep their
+    names (restr.config.LATE_FIELDS)."""
+    late = LATE_FIELDS["model"]
+    return {k: getattr(model_cfg, k) for k in ("vit_pos_init",) if getattr(model_cfg, k) != late[k]}
+
+
 def pretrained_path(model_cfg: ModelConfig, p: PretrainConfig, fingerprint: str, folder: str | Path) -> Path:
     """Where the weights of this (ViT config, pretraining config, data) live: a name that
     changes with any of them."""
     vit = {k: getattr(model_cfg, k) for k in ("image_size", "patch_size", "vit_dim", "vit_depth", "vit_heads",
-                                               "vit_mlp_ratio", "drop_path")}
+                                               "vit_mlp_ratio", "drop_path")} | late_vit_fields(model_cfg)
     fields = asdict(p)
     fields["workers"] = fields.pop("num_workers")  # the key keeps the name its entries were written under
     key = json.dumps({"vit": vit, "pretrain": fields, "data": fingerprint}, sort_keys=True, default=list)
@@ -599,7 +607,10 @@ def pretrain_classify(model_cfg: ModelConfig, seed: int, c: ClassifyConfig, prog
     train_set, held, head, loss_fn, metrics = _task_parts(c, vision.dim, images, records, model_cfg.image_hw)
     amp = resolve_amp(c.amp, torch.device("cpu"))
     losses, steps, train_s = _classify_loop(vision, head, train_set, c, amp, progress, loss_fn)
+    grid = tuple(vision.vit.patch_embed.grid_size)
     summary = {"task": "classify", "classify_task": c.task, "generator_seed": seed, "generator_version": version,
+               "position_init": model_cfg.vit_pos_init,
+               "position_structure": position_structure(vision.vit.pos_embed, grid),
                "first_index": CLASSIFY_FIRST_INDEX,
                "images": c.images, "held_out_images": c.val_images, "steps": steps,
                "render_seconds": render_s, "train_seconds": train_s, "seconds": time.perf_counter() - t0,
@@ -651,7 +662,7 @@ def classify_entry(model_cfg: ModelConfig, c: ClassifyConfig, fingerprint: str, 
     """The folder of this (ViT config, classification config, data set) entry. The data
     set's fingerprint stands for its generator and seed, which decide the pictures."""
     vit = {k: getattr(model_cfg, k) for k in ("image_size", "patch_size", "vit_dim", "vit_depth", "vit_heads",
-                                               "vit_mlp_ratio", "drop_path", "norm_eps")}
+                                               "vit_mlp_ratio", "drop_path", "norm_eps")} | late_vit_fields(model_cfg)
     key = json.dumps({"task": "classify", "vit": vit, "classify": asdict(c), "data": fingerprint},
                      sort_keys=True, default=list)
     return Path(folder) / f"vit-classify-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

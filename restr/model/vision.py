@@ -18,6 +18,16 @@ The two differ even when upsampling: PyTorch's antialiased bicubic uses the cubi
 coefficient a = -0.5, the plain one a = -0.75.
 
 Every LayerNorm uses ``norm_eps`` (timm's ViT default 1e-6; the release's ViT 1e-5).
+
+A ViT built without weights starts its position embeddings as ``vit_pos_init`` says:
+timm's random init, or :func:`sincos_2d`, a table in which patches near each other on the
+grid have similar embeddings. Both are learned from there. Why the second exists: the tiny
+ViT's classification start (restr.engine.pretrain) is too short, and its object-centred
+crops too indifferent to where a thing is, to teach the embeddings the grid: after it their
+similarity does not fall with distance on the grid (correlation -0.08), where an ImageNet
+ViT's does (Dosovitskiy et al., Fig. 7). The segmentation model then has to learn the grid
+while fine-tuning, and words that name a place ("leftmost", "in the top left corner") wait
+for it: see book/protocol.md for what that did to the main arm's learning curve.
 """
 from __future__ import annotations
 
@@ -61,6 +71,11 @@ class VisionEncoder(nn.Module):
         )
         if cfg.init == "release":
             release_vit_init_(self.vit)
+        if cfg.vit_pos_init == "sincos":  # weights loaded below replace it
+            with torch.no_grad():
+                grid = tuple(self.vit.patch_embed.grid_size)
+                self.vit.pos_embed.zero_()  # the class token's position: zeros
+                self.vit.pos_embed[0, self.vit.num_prefix_tokens:] = sincos_2d(grid, self.vit.embed_dim)
         if cfg.vit_weights == "timm":
             load_vit_state(self.vit, hub_state_dict(cfg.vit_name), f"timm's {cfg.vit_name}", cfg.vit_pos_resize)
         elif cfg.vit_weights and cfg.vit_weights != "pretrain":
@@ -79,6 +94,41 @@ class VisionEncoder(nn.Module):
             block.attn.fused_attn = fused
         tokens = self.vit.forward_features(images)  # (B, prefix + N_v, D_v), final LN applied
         return tokens[:, self.vit.num_prefix_tokens :]
+
+
+def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """The 2-D sine-cosine position table of a ``grid = (rows, cols)`` of patches, row-major:
+    (rows * cols, dim). A quarter of the channels each holds sin and cos of the column index,
+    then of the row index, at frequencies 1 / 10000^(k / (dim/4)), k = 0 ... dim/4 - 1
+    (MoCo v3's and MAE's layout). Computed in float64, returned in float32."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine table needs a width divisible by 4, not {dim}")
+    quarter = dim // 4
+    freq = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+    parts = []
+    for coord in (cols.flatten(), rows.flatten()):  # x first, then y
+        angle = coord[:, None] * freq[None, :]  # (N, dim/4)
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1).float()  # (N, dim)
+
+
+def position_structure(pos_embed: torch.Tensor, grid: tuple[int, int]) -> float:
+    """How much a ViT's position embeddings know the grid: the correlation, over every pair
+    of patches, between their embeddings' cosine similarity (each centred on the grid's mean)
+    and minus their distance on the grid. Near 1 for a smooth table like :func:`sincos_2d`
+    or an ImageNet ViT's; near 0 for random ones. ``pos_embed``: (1, prefix + rows * cols, D)
+    or (rows * cols, D)."""
+    n = grid[0] * grid[1]
+    table = pos_embed.detach().double().reshape(-1, pos_embed.shape[-1])[-n:]
+    table = F.normalize(table - table.mean(0), dim=-1)
+    similarity = table @ table.T
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    where = torch.stack([rows.flatten(), cols.flatten()], 1).double()
+    distance = torch.cdist(where, where)
+    pairs = ~torch.eye(n, dtype=torch.bool)
+    return float(torch.corrcoef(torch.stack([similarity[pairs], -distance[pairs]]))[0, 1])
 
 
 def release_vit_init_(vit: nn.Module) -> None:

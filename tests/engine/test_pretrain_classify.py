@@ -4,6 +4,7 @@ the trainer loads its weights."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 import json
 import subprocess
 from pathlib import Path
@@ -136,6 +137,7 @@ def test_classification_pretraining_learns_and_is_cached_whole(data_set, tmp_pat
     for key in ("mAP", "shape_mAP", "colour_mAP", "label_accuracy", "exact_match", "largest_accuracy"):
         assert 0.0 <= info[key] <= 1.0, key
     assert info["weights_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert info["position_init"] == "random" and -1.0 <= info["position_structure"] <= 1.0
 
     # found again without training
     monkeypatch.setattr(pretrain, "pretrain_classify", lambda *a, **k: pytest.fail("pretrained again"))
@@ -263,3 +265,19 @@ def test_the_book_names_the_start():
     assert vit_start(get_preset("tiny", model={"vit_pretrain": "classify"}).model).startswith(
         "pretrained to classify generated pictures")
     assert vit_start(get_preset("tiny").model).startswith("pretrained on the training images")
+
+
+def test_a_start_with_other_position_embeddings_is_another_cache_entry(tmp_path):
+    from restr.engine.pretrain import PretrainConfig, classify_entry, pretrained_path
+
+    model = get_preset("tiny").model
+    sincos = get_preset("tiny", model={"vit_pos_init": "sincos"}).model
+    for key in (lambda m: classify_entry(m, ClassifyConfig(), "f" * 64, tmp_path),
+                lambda m: pretrained_path(m, PretrainConfig(), "f" * 64, tmp_path)):
+        assert key(model) != key(sincos)
+    # entries made before the field existed keep their names (the tiny preset's committed start)
+    assert classify_entry(model, ClassifyConfig(), "f" * 64, tmp_path).name == "vit-classify-" + hashlib.sha256(
+        json.dumps({"task": "classify", "vit": {k: getattr(model, k) for k in (
+            "image_size", "patch_size", "vit_dim", "vit_depth", "vit_heads", "vit_mlp_ratio", "drop_path",
+            "norm_eps")}, "classify": asdict(ClassifyConfig()), "data": "f" * 64},
+            sort_keys=True, default=list).encode()).hexdigest()[:12]

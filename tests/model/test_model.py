@@ -1,6 +1,10 @@
 """The model on the smoke preset: shapes, errors, gradients, sharing, seed attention, padding."""
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+
 import pytest
 import torch
 
@@ -337,3 +341,67 @@ def test_fusion_input_projections_start_at_unit_scale():
     assert torch.equal(model.vis_proj.bias, torch.zeros_like(model.vis_proj.bias))
     default = build_model(get_preset("tiny", model={"vocab_size": 64, "proj_init_std": None}).model)
     assert default.vis_proj(x).std().item() < 0.2  # PyTorch's default init: a much smaller signal
+
+
+# --- the position embeddings' start (model.vit_pos_init) ---------------------------------
+
+
+def test_sincos_table_matches_its_formula_and_is_near_for_near_patches():
+    from restr.model.vision import sincos_2d
+
+    table = sincos_2d((3, 5), 8).double()  # 3 rows x 5 columns, 2 frequencies per quarter
+    assert table.shape == (15, 8)
+    row, col = 2, 3  # the patch at row 2, column 3 is number 2 * 5 + 3
+    freqs = [1.0, 1.0 / 100.0]  # 1 / 10000^(k / 2), k = 0, 1
+    expected = ([math.sin(col * f) for f in freqs] + [math.cos(col * f) for f in freqs]
+                + [math.sin(row * f) for f in freqs] + [math.cos(row * f) for f in freqs])
+    assert torch.allclose(table[13], torch.tensor(expected, dtype=torch.float64), atol=1e-6)
+    big = sincos_2d((8, 8), 128)
+    dist_1 = torch.dist(big[0], big[1])  # neighbours on a row
+    dist_7 = torch.dist(big[0], big[7])  # ends of the row
+    assert dist_1 < dist_7
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d((2, 2), 6)
+
+
+def test_position_structure_tells_a_grid_table_from_a_random_one():
+    from restr.model.vision import position_structure, sincos_2d
+
+    torch.manual_seed(0)
+    assert position_structure(sincos_2d((8, 8), 128), (8, 8)) > 0.5
+    assert abs(position_structure(0.02 * torch.randn(1, 65, 128), (8, 8))) < 0.1  # class token first, dropped
+    shuffled = sincos_2d((8, 8), 128)[torch.randperm(64)]  # the same vectors at the wrong places
+    assert abs(position_structure(shuffled, (8, 8))) < 0.2
+
+
+def test_the_position_start_applies_without_weights_and_loaded_weights_replace_it(tmp_path):
+    from safetensors.torch import save_file
+
+    from restr.model.vision import sincos_2d
+
+    cfg = get_preset("smoke", model={"vit_pos_init": "sincos"}).model
+    vit = build_model(cfg).vision.vit
+    grid = tuple(vit.patch_embed.grid_size)
+    assert torch.equal(vit.pos_embed[0, 1:], sincos_2d(grid, cfg.vit_dim))
+    assert torch.count_nonzero(vit.pos_embed[0, 0]) == 0
+    assert vit.pos_embed.requires_grad  # learned from there
+    default = build_model(get_preset("smoke").model).vision.vit
+    assert default.pos_embed.std() < 0.05  # timm's random init (std 0.02)
+
+    state = _vit_state(cfg, cfg.image_size)  # the same grid, random positions
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "vit.safetensors"))
+    loaded = build_model(get_preset("smoke", model={"vit_pos_init": "sincos",
+                                                    "vit_weights": str(tmp_path / "vit.safetensors")}).model)
+    assert torch.equal(loaded.vision.vit.pos_embed, state["pos_embed"])
+    with pytest.raises(ConfigError, match="vit_pos_init"):
+        get_preset("smoke", model={"vit_pos_init": "learned"})
+
+
+def test_a_late_field_at_its_former_value_keeps_the_run_key():
+    # run keys of configs written before model.vit_pos_init existed stay what they were
+    base = get_preset("tiny")
+    d = base.to_dict()
+    del d["model"]["vit_pos_init"]
+    payload = json.dumps({k: d[k] for k in ("model", "data", "train")}, sort_keys=True)
+    assert base.run_key() == hashlib.sha256(payload.encode()).hexdigest()[:12]
+    assert base.override({"model.vit_pos_init": "sincos"}).run_key() != base.run_key()
