@@ -38,6 +38,11 @@ def test_the_converged_sweep_tries_each_change_alone_against_the_final_start(tmp
     assert [c.name for c, _ in rows] == [c.name for c in CONVERGED]
     start = rows[0][1]
     assert start.model.vit_pretrain == "classify" and start.model.vit_weights == "pretrain"
+    assert start.model.vit_pos_init == "sincos"
+    # the former start is a row of its own, whose runs keep the folders they were trained in
+    former = dict((c.name, cfg) for c, cfg in rows)["random positions"]
+    assert former.model.vit_pos_init == "random"
+    assert former.run_key() == start.override({"model.vit_pos_init": "random"}).run_key() != start.run_key()
     assert start.data.root == "data/synthref-v2" and start.train.iterations == 12800 // 64
     for change, cfg in rows[1:]:
         diff = {line.split(":")[0] for line in start.diff(cfg)}
@@ -55,7 +60,7 @@ def test_the_converged_sweep_tries_each_change_alone_against_the_final_start(tmp
     assert recipe_main(["sweep", "--sweep", "converged", "--data", str(absent), "--only", "final start"]) == 2
     assert f"write it with: python -m restr data synth --out {absent} --version 2" in capsys.readouterr().err
     assert recipe_main(["sweep", "--sweep", "converged", "--only", "no such row"]) == 2
-    assert "the rows of --sweep converged are: final start, 8 per image" in capsys.readouterr().err
+    assert "the rows of --sweep converged are: final start, random positions, 8 per image" in capsys.readouterr().err
 
 
 def test_a_sweep_file_keeps_the_rows_not_run_again_and_tells_arithmetic_apart(tmp_path):
