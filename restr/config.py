@@ -735,8 +735,8 @@ BOOK_PROFILES: dict[str, BookProfile] = {
 
 # converged: the protocol's campaign (book/protocol.md): version 2 of the data, the
 # classification start (position embeddings started at a 2-D sine-cosine table), every arm
-# of every claim with three seeds, the convolutional baseline, the backbone starts and M3Att's arms, all trained for the protocol's budget,
-# scored on the whole of val. Its two lengths (0 here) are the budget the doubling test fixed
+# of every claim with three seeds, the convolutional baseline, the backbone starts and
+# M3Att's arms, all trained for the protocol's budget, scored on the whole of val. Its two lengths (0 here) are the budget the doubling test fixed
 # (restr.book.budget, data/zoo/protocol-budget.json), filled in by restr.book.runner.book_profile,
 # which refuses the profile until the budget is fixed. The validations match the doubling
 # test's runs (25 a run on 1,000 val expressions), whose curves the converged rule reads.
