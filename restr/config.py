@@ -734,12 +734,13 @@ BOOK_PROFILES: dict[str, BookProfile] = {
 
 
 # converged: the protocol's campaign (book/protocol.md): version 2 of the data, the
-# classification start (position embeddings started at a 2-D sine-cosine table), every arm
-# of every claim with three seeds, the convolutional baseline, the backbone starts and
-# M3Att's arms, all trained for the protocol's budget, scored on the whole of val. Its two lengths (0 here) are the budget the doubling test fixed
-# (restr.book.budget, data/zoo/protocol-budget.json), filled in by restr.book.runner.book_profile,
-# which refuses the profile until the budget is fixed. The validations match the doubling
-# test's runs (25 a run on 1,000 val expressions), whose curves the converged rule reads.
+# classification start (position embeddings started at a 2-D sine-cosine table), every arm of
+# every claim with three seeds, the convolutional baseline, the backbone starts and M3Att's
+# arms, all trained for the protocol's budget, scored on the whole of val. Its two lengths (0
+# here) are the budget the doubling test fixed (restr.book.budget,
+# data/zoo/protocol-budget.json), filled in by restr.book.runner.book_profile, which refuses the
+# profile until the budget is fixed. The validations match the doubling test's runs (25 a run on
+# 1,000 val expressions), whose curves the converged rule reads.
 CONVERGED_PROFILE = dataclasses.replace(
     _QUICK, name="converged", data_root="data/synthref-v2", synth=SynthData(seed=0, version=2), iterations=0,
     variant_iterations=0, grid_eval_expressions=None, claim_seeds=True, curve_points=25,
