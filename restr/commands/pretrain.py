@@ -56,7 +56,12 @@ def _main_classify(model_cfg: ModelConfig, args: argparse.Namespace) -> int:
     print(f"{path}: {info['images']} generated pictures, {info['steps']} steps in {info['seconds']:.0f} s "
           f"(rendering {info['render_seconds']:.0f} s); held out ({info['held_out_images']} pictures): "
           + _held_out_text(info))
-    print(f"the trainer uses it with --set model.vit_weights=pretrain --set model.vit_pretrain=classify "
+    if "position_structure" in info:  # entries made before it was recorded lack it
+        print(f"position embeddings: started {info['position_init']}, structure after pretraining "
+              f"{info['position_structure']:.2f} (how their similarity follows closeness on the grid: "
+              f"random about 0, a smooth grid table near 1)")
+    pos = "" if model_cfg.vit_pos_init == "random" else f" --set model.vit_pos_init={model_cfg.vit_pos_init}"
+    print(f"the trainer uses it with --set model.vit_weights=pretrain --set model.vit_pretrain=classify{pos} "
           f"(or --set model.vit_weights={path})")
     return 0
 

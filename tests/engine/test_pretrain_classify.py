@@ -281,3 +281,20 @@ def test_a_start_with_other_position_embeddings_is_another_cache_entry(tmp_path)
             "image_size", "patch_size", "vit_dim", "vit_depth", "vit_heads", "vit_mlp_ratio", "drop_path",
             "norm_eps")}, "classify": asdict(ClassifyConfig()), "data": "f" * 64},
             sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def test_the_sincos_start_is_recorded_and_keeps_its_grid_through_pretraining(data_set, tmp_path, capsys):
+    from restr.commands.pretrain import main as pretrain_main
+
+    few = ClassifyConfig(images=64, val_images=16, epochs=2, batch_size=32, task="objects")
+    model = get_preset("smoke", model={"vit_pos_init": "sincos"}).model
+    path = ensure_classify_pretrained(model, str(data_set), "synthref", "unc", few, tmp_path / "pre", progress=False)
+    info = json.loads((path.parent / "vit.json").read_text())
+    assert info["position_init"] == "sincos" and info["position_structure"] > 0.5, info
+    # the command says it, and names the setting the trainer needs
+    assert pretrain_main(["--preset", "smoke", "--data", str(data_set), "--set", "model.vit_pretrain=classify",
+                          "--set", "model.vit_pos_init=sincos", "--images", "64", "--epochs", "1",
+                          "--folder", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "position embeddings: started sincos, structure after pretraining 0." in out
+    assert "--set model.vit_pos_init=sincos" in out
