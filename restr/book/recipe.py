@@ -66,6 +66,9 @@ CONVERGED: list[Change] = [
            {"model.vit_pos_init": "random"}, kept=False),
     Change("8 per image", "8 expressions per image in a step of 64 (8 images a step instead of 16: half the ViT "
                           "passes)", {"train.expressions_per_image": 8}, kept=False),
+    Change("8 per image, random positions", "8 expressions per image, from the former start (random position "
+                                            "embeddings)", {"model.vit_pos_init": "random",
+                                                           "train.expressions_per_image": 8}, kept=False),
     Change("lr 2e-3 heads", "twice the learning rate for everything but the ViT (the ViT kept at 1e-3)",
            {"train.lr": 2e-3, "train.vit_lr_scale": 0.5}, kept=False),
     Change("warm-up 2 %", "warm-up over 2 % of the steps instead of 5 %", {"train.warmup": 0.02}, kept=False),
