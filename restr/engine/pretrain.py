@@ -225,8 +225,8 @@ def late_vit_fields(model_cfg: ModelConfig) -> dict[str, Any]:
     """The ViT's fields added after pretraining entries were keyed (``vit_pos_init``), for an
     entry's key: left out at the value every earlier entry was made with, so those keep their
     names (restr.config.LATE_FIELDS)."""
-    late = LATE_FIELDS["model"]
-    return {k: getattr(model_cfg, k) for k in ("vit_pos_init",) if getattr(model_cfg, k) != late[k]}
+    return {k: getattr(model_cfg, k) for k, former in LATE_FIELDS["model"].items()
+            if k.startswith("vit_") and getattr(model_cfg, k) != former}
 
 
 def pretrained_path(model_cfg: ModelConfig, p: PretrainConfig, fingerprint: str, folder: str | Path) -> Path:
