@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..config import get_preset
 from ..data.refer import ReferData, collate
-from ..data.synth import load_scenes, scene_shapes
+from ..data.synth import KINDS, expression_kind, load_scenes, scene_shapes
 from ..data.synth_language import referents
 from ..eval.evaluate import (Inference, SegmentationEvaluator, evaluate_swap_control, score_batch, split_dataset,
                              spread_indices)
@@ -400,23 +400,6 @@ def synthref_programs(data_root, sent_ids: Iterable[int], split_by: str = "unc")
                              + int(bool(program.get("region"))),
                              "attributes_suffice": alone == [t], "kind": expression_kind(program)})
     return pd.DataFrame(rows, columns=["sent_id", "clauses", "attributes_suffice", "kind"])
-
-
-KINDS = ("attributes", "region", "relation", "ordinal")  # easiest to hardest, as the model finds them
-
-
-def expression_kind(program: dict) -> str:
-    """What an embedded-data expression needs beyond the target's own attributes: an
-    ``ordinal`` ("the leftmost ...", comparing every candidate), a ``relation`` to a
-    landmark, a ``region`` of the image, or only its ``attributes``. An expression with
-    several is counted under the first of ordinal, relation, region."""
-    if program.get("ordinal"):
-        return "ordinal"
-    if program.get("relations"):
-        return "relation"
-    if program.get("region"):
-        return "region"
-    return "attributes"
 
 
 def resolution_bounds(dataset, patch_size: int, max_expressions: int | None = 1000) -> dict[str, float]:

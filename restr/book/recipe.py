@@ -106,11 +106,14 @@ def sweep_configs(data_root: str, expressions: int, val_every: int = 8, sweep: s
 
 
 def curve(run_dir: Path) -> list[dict[str, float]]:
-    """The validation rows of a run: step, expressions seen, seconds of training, cIoU."""
+    """The validation rows of a run: step, expressions seen, seconds of training, cIoU, and
+    the cIoU of each kind of expression when the log has it (runs since it was logged)."""
 
     rows = [r for r in read_metrics(run_dir) if r.get("split") == "val"]
     return [{"step": r["step"], "expressions": r.get("expressions_seen"), "seconds": r.get("elapsed_s"),
-             "cum_iou": r["cum_iou"], "mean_iou": r["mean_iou"]} for r in rows]
+             "cum_iou": r["cum_iou"], "mean_iou": r["mean_iou"],
+             **({"kinds": {k: m["cum_iou"] for k, m in r["kinds"].items()}} if "kinds" in r else {})}
+            for r in rows]
 
 
 def arithmetic(run_dir: Path) -> str:

@@ -343,6 +343,39 @@ def load_scenes(root: str | os.PathLike) -> dict:
     return json.loads(Layout.under(root).scenes_file.read_text())
 
 
+KINDS = ("attributes", "region", "relation", "ordinal")  # easiest to hardest, as the model finds them
+
+
+def expression_kind(program: dict) -> str:
+    """What an embedded-data expression needs beyond the target's own attributes: an
+    ``ordinal`` ("the leftmost ...", comparing every candidate), a ``relation`` to a
+    landmark, a ``region`` of the image, or only its ``attributes``. An expression with
+    several is counted under the first of ordinal, relation, region."""
+    if program.get("ordinal"):
+        return "ordinal"
+    if program.get("relations"):
+        return "relation"
+    if program.get("region"):
+        return "region"
+    return "attributes"
+
+
+def expression_kinds(root: str | os.PathLike, refs: list[dict]) -> dict[int, str] | None:
+    """Sentence id -> :func:`expression_kind` for the sentences of ``refs`` (refer-format
+    refs of the synthref data under ``root``), from the generator's programs in
+    ``scenes.json``; None when the folder has no scenes file or its objects no programs."""
+    try:
+        scenes = load_scenes(root)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    programs = {int(o["ref_id"]): o["programs"] for scene in scenes.get("images", ())
+                for o in scene["objects"] if "programs" in o}
+    if not programs:
+        return None
+    return {int(sent["sent_id"]): expression_kind(program) for ref in refs if int(ref["ref_id"]) in programs
+            for sent, program in zip(ref["sentences"], programs[int(ref["ref_id"])])}
+
+
 def version_of(root: str | os.PathLike) -> int:
     """The version of the synthref folder under the data root ``root`` (1 if its files name none)."""
     return int(load_scenes(root).get("version", 1))

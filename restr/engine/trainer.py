@@ -41,6 +41,7 @@ from ..data.fingerprint import data_fingerprint
 from ..data.groups import ExpressionGroups, GroupedSampler, collate_groups
 from ..data.order import ResumableSampler, TrainBatches, loader_workers
 from ..data.refer import ReferDataset
+from ..data.synth import KINDS, expression_kinds
 from ..data.vocab import embedding_matrix, load_glove
 from ..eval.evaluate import Inference, SegmentationEvaluator, spread_indices
 from ..model import build_model
@@ -139,11 +140,22 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     np.random.seed(seed)
 
 
-def run_validation(model: torch.nn.Module, val_set, indices: list[int], t, d: Dist, batch_size: int) -> dict:
-    """The paper's metrics of ``model`` on this rank's share ``indices`` of the validation
-    split, summed over the ranks (every rank must call it)."""
+def val_kinds(val_set) -> tuple[tuple[str, ...], dict[int, str]] | None:
+    """What each validation expression needs (attributes only, a region, a relation, an
+    ordinal), when the data set is the embedded one and its programs say it; else None."""
+    if val_set is None or val_set.dataset != "synthref":
+        return None
+    kinds = expression_kinds(val_set.data.root, val_set.refs)
+    return (KINDS, kinds) if kinds else None
 
-    evaluator = SegmentationEvaluator(val_set.dataset, distributed=d.enabled)
+
+def run_validation(model: torch.nn.Module, val_set, indices: list[int], t, d: Dist, batch_size: int,
+                   kinds=None) -> dict:
+    """The paper's metrics of ``model`` on this rank's share ``indices`` of the validation
+    split, summed over the ranks (every rank must call it); with ``kinds``
+    (:func:`val_kinds`), also by what the expressions need."""
+
+    evaluator = SegmentationEvaluator(val_set.dataset, distributed=d.enabled, kinds=kinds)
     inference = Inference(model, resolve_amp(t.amp, d.device), max(batch_size, 32), num_workers=0)
     return inference.run(val_set, evaluator, indices)
 
@@ -171,7 +183,9 @@ def val_row(loop, split: str, result: dict, batch_size: int) -> dict:
     """The metrics row of a validation, with the training done so far: expressions seen
     and seconds of training (validation time left out), for learning curves."""
     row = {"step": loop.step, "epoch": loop.epoch, "split": split,
-           **{k: v for k, v in result.items() if k not in ("buckets", "seconds", "expressions_per_s")}}
+           **{k: v for k, v in result.items() if k not in ("buckets", "kinds", "seconds", "expressions_per_s")}}
+    if "kinds" in result:  # the curve of each kind of expression: where a model learns place words
+        row["kinds"] = {k: {"n": m["n"], "cum_iou": m["cum_iou"]} for k, m in result["kinds"].items()}
     row.update(val_seconds=result["seconds"], expressions_seen=loop.step * batch_size, elapsed_s=loop.train_s)
     return row
 
@@ -300,6 +314,7 @@ class Trainer:
         workers = loader_workers(cfg.data.num_workers, local_processes)
         set_cpu_threads(t.threads, workers, local_processes, dist)
         self.batches = training_batches(train_set, t, dist, workers, self.dtype)
+        self.val_kinds = val_kinds(self.val_set)
         cap = t.val_max_expressions if t.val_max_expressions and t.val_max_expressions > 0 else None
         self.val_indices = (spread_indices(len(self.val_set), cap)[dist.rank::dist.world]
                             if self.val_set is not None else [])
@@ -364,7 +379,8 @@ class Trainer:
         """Every rank validates its share; rank 0 writes the row and, on a new best, best.pt."""
         t, loop = self.cfg.train, self.loop
         micro = t.batch_size // (self.dist.world * t.grad_accum)  # expressions per micro-batch
-        result = run_validation(self.train_step.core, self.val_set, self.val_indices, t, self.dist, micro)
+        result = run_validation(self.train_step.core, self.val_set, self.val_indices, t, self.dist, micro,
+                                self.val_kinds)
         self.ckpt.metrics.write(val_row(loop, self.cfg.data.val_split, result, t.batch_size))
         if not self.bar.disable:
             self.bar.write(f"step {loop.step}: val cIoU {result['cum_iou']:.4f} mIoU {result['mean_iou']:.4f} "

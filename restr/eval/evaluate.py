@@ -167,17 +167,21 @@ class SegmentationEvaluator:
     the metric state over the process group in :meth:`summary` (each rank processes its
     own share). ``keep_records``: keep one dict per expression in :attr:`records`.
     ``on_prediction(index, batch, i, prediction)`` is called for each expression (to
-    save images).
+    save images). ``kinds``: ``(labels, {sent_id: label})``, a second grouping of the
+    expressions (what each needs, :func:`restr.data.synth.expression_kinds`), summarised
+    under ``"kinds"``; a sentence it does not name counts only in the totals.
     """
 
     def __init__(self, dataset: str, distributed: bool = False, keep_records: bool = False,
-                 on_prediction: Callable | None = None):
+                 on_prediction: Callable | None = None, kinds: tuple[Sequence[str], dict[int, str]] | None = None):
         self.dataset, self.labels = dataset, bucket_labels(dataset)
         self.distributed, self.keep_records, self.on_prediction = distributed, keep_records, on_prediction
+        self.kind_labels, self.kind_of = kinds if kinds is not None else ((), None)
         self.reset()
 
     def reset(self) -> None:
         self.meter = SegmentationMeter(self.labels)
+        self.kind_meter = SegmentationMeter(self.kind_labels)
         self.records: list[dict] = []
         self.seen = 0
 
@@ -185,6 +189,8 @@ class SegmentationEvaluator:
         for i, (inter, union, pred) in enumerate(score_batch(batch, mask_logits)):
             bucket = bucket_of(int(batch["num_words"][i]), self.dataset)
             iou = self.meter.add(inter, union, bucket)
+            if self.kind_of is not None:
+                self.kind_meter.add(inter, union, self.kind_of.get(int(batch["sent_id"][i])))
             if self.keep_records:
                 self.records.append(expression_record(batch, i, self.seen, (inter, union, iou), bucket))
             if self.on_prediction is not None:
@@ -195,7 +201,11 @@ class SegmentationEvaluator:
         """:meth:`restr.eval.metrics.SegmentationMeter.summary` of everything processed."""
         if self.distributed:
             self.meter.all_reduce()
-        return self.meter.summary()
+            self.kind_meter.all_reduce()
+        out = self.meter.summary()
+        if self.kind_of is not None:
+            out["kinds"] = self.kind_meter.summary()["buckets"]
+        return out
 
 
 # ----------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 time to a level, kinds of expressions, the resolution's bounds)."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -128,3 +130,16 @@ def test_starts_table_reads_each_runs_curve_and_start(smoke_run, tmp_path):
     t = analysis.starts_table({"main": run}, levels=(30, 101)).iloc[0]
     assert t["start"] == "trained from scratch" and t["steps"] == 4 and t["last val cIoU %"] == pytest.approx(45)
     assert t["to 30 %"] == "2 min (0k expr.)" and t["to 101 %"] == "not reached"
+
+
+def test_curve_keeps_each_kinds_ciou_when_the_log_has_it(tmp_path):
+    from restr.book.recipe import curve
+
+    rows = [{"step": 10, "split": "val", "cum_iou": 0.4, "mean_iou": 0.3, "expressions_seen": 640, "elapsed_s": 5.0},
+            {"step": 20, "split": "val", "cum_iou": 0.5, "mean_iou": 0.4, "expressions_seen": 1280, "elapsed_s": 9.0,
+             "kinds": {"attributes": {"n": 3, "cum_iou": 0.7}, "ordinal": {"n": 1, "cum_iou": 0.1}}},
+            {"step": 20, "loss": 0.2}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    old, new = curve(tmp_path)
+    assert "kinds" not in old and new["kinds"] == {"attributes": 0.7, "ordinal": 0.1}
+    assert (new["step"], new["expressions"], new["seconds"], new["cum_iou"]) == (20, 1280, 9.0, 0.5)

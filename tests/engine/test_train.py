@@ -73,6 +73,9 @@ def test_train_writes_a_complete_run_dir(data_root, tmp_path):
     assert all(k in logs[0] for k in ("lr", "lr_vit", "images_per_s", "loss_patch", "loss_pixel"))
     assert {r["arithmetic"] for r in logs} == {"float32"}  # the smoke preset: train.amp = auto, fp32 on a CPU
     assert [r["step"] for r in vals] == [4, 8] and "cum_iou" in vals[0] and "prec@0.5" in vals[0]
+    # the embedded data's programs say what each val expression needs: a curve per kind
+    assert set(vals[0]["kinds"]) == {"attributes", "region", "relation", "ordinal"}
+    assert sum(k["n"] for k in vals[0]["kinds"].values()) == vals[0]["n"]
     assert rows[-1]["event"] == "finished"
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     for key in ("model", "optimizer", "scheduler", "scaler", "rng", "step", "epoch", "step_in_epoch", "config"):

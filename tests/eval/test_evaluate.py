@@ -14,7 +14,7 @@ import torch
 from restr.data.errors import DataError
 from restr.data.refer import ReferDataset
 from restr.data.transforms import compute_meta
-from restr.eval.evaluate import SwapDataset, evaluate_run, score_batch, spread_indices
+from restr.eval.evaluate import SegmentationEvaluator, SwapDataset, evaluate_run, score_batch, spread_indices
 from restr.runs.folder import RunError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +41,27 @@ def test_score_batch_maps_back_to_the_original_resolution():
     # exactly at logit 0 (probability 0.5) a pixel is positive
     (i2, u2, p2), = score_batch(batch, torch.zeros(1, 8, 8))
     assert bool(p2.all()) and (i2, u2) == (8, 32)
+
+
+def test_evaluator_scores_each_kind_of_expression_apart():
+    meta = compute_meta((4, 4), 4)  # no padding: logits at the original size
+    target = torch.zeros(4, 4, dtype=torch.uint8)
+    target[:2] = 1  # 8 pixels
+    logits = torch.full((3, 4, 4), -5.0)
+    logits[0, :2] = 5.0  # exact: I 8, U 8
+    logits[1, :1] = 5.0  # half: I 4, U 8
+    # item 2 predicts nothing (I 0, U 8) and its sentence has no kind: it counts in the totals only
+    batch = {"meta": meta.to_tensor()[None].repeat(3, 1), "orig_mask": [target] * 3,
+             "num_words": torch.tensor([3, 3, 3]), "sent_id": torch.tensor([10, 11, 12])}
+    evaluator = SegmentationEvaluator("synthref", kinds=(("attributes", "region"), {10: "attributes", 11: "region"}))
+    evaluator.process(batch, logits)
+    summary = evaluator.summary()
+    assert summary["n"] == 3 and summary["cum_iou"] == pytest.approx(12 / 24)
+    kinds = summary["kinds"]
+    assert list(kinds) == ["attributes", "region"]
+    assert (kinds["attributes"]["n"], kinds["attributes"]["cum_iou"]) == (1, 1.0)
+    assert (kinds["region"]["n"], kinds["region"]["cum_iou"]) == (1, 0.5)
+    assert "kinds" not in SegmentationEvaluator("synthref").summary()
 
 
 def test_spread_indices():
