@@ -432,6 +432,15 @@ def learning_curve(run_dir):
                           "mean IoU": 100 * r["mean_iou"]} for r in rows])
 
 
+def kind_curves(curve: Iterable[dict]) -> pd.DataFrame:
+    """The cIoU (%) of each kind of expression (:data:`KINDS`) at each validation that logged
+    it, long form (step, kind, IoU). ``curve``: a sweep row's curve (kind -> cIoU) or a
+    run's validation rows (kind -> {n, cum_iou})."""
+    rows = [{"step": r["step"], "kind": kind, "IoU": 100 * (v["cum_iou"] if isinstance(v, dict) else v)}
+            for r in curve for kind, v in (r.get("kinds") or {}).items()]
+    return pd.DataFrame(rows, columns=["step", "kind", "IoU"])
+
+
 BUDGET_FRACTIONS = (1 / 6, 1 / 2, 1.0)  # where the budget trajectory reads each comparison
 
 

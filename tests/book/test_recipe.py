@@ -143,3 +143,12 @@ def test_curve_keeps_each_kinds_ciou_when_the_log_has_it(tmp_path):
     old, new = curve(tmp_path)
     assert "kinds" not in old and new["kinds"] == {"attributes": 0.7, "ordinal": 0.1}
     assert (new["step"], new["expressions"], new["seconds"], new["cum_iou"]) == (20, 1280, 9.0, 0.5)
+
+
+def test_kind_curves_read_a_sweep_curve_and_a_run_log_alike():
+    sweep = [{"step": 10, "cum_iou": 0.4}, {"step": 20, "cum_iou": 0.5, "kinds": {"attributes": 0.7, "ordinal": 0.1}}]
+    log = [{"step": 20, "kinds": {"attributes": {"n": 3, "cum_iou": 0.7}, "ordinal": {"n": 1, "cum_iou": 0.1}}}]
+    a, b = analysis.kind_curves(sweep), analysis.kind_curves(log)
+    assert a.to_dict("records") == b.to_dict("records") == [
+        {"step": 20, "kind": "attributes", "IoU": 70.0}, {"step": 20, "kind": "ordinal", "IoU": 10.0}]
+    assert analysis.kind_curves(sweep[:1]).empty
