@@ -71,6 +71,7 @@ CONVERGED: list[Change] = [
                                                            "train.expressions_per_image": 8}, kept=False),
     Change("lr 2e-3 heads", "twice the learning rate for everything but the ViT (the ViT kept at 1e-3)",
            {"train.lr": 2e-3, "train.vit_lr_scale": 0.5}, kept=False),
+    Change("lr 2e-3", "twice the learning rate for every part, the ViT too (2e-3)", {"train.lr": 2e-3}, kept=False),
     Change("warm-up 2 %", "warm-up over 2 % of the steps instead of 5 %", {"train.warmup": 0.02}, kept=False),
     Change("lambda 0.5", "the patch loss at half the weight (lambda 0.5 instead of 1)", {"train.lam": 0.5}, kept=False),
     Change("drop path 0.1", "stochastic depth 0.1 (the release's rate)", {"model.drop_path": 0.1}, kept=False),
