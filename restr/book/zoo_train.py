@@ -202,6 +202,10 @@ def commit_model(name: str, zoo_dir: str | os.PathLike | None = None) -> None:
     entry = next(e for e in read_manifest(zoo_dir) if e["name"] == name)
     folder = zoo_folder(zoo_dir)
     paths = [str(folder / entry["file"]), str(folder / entry["metrics_file"]), str(folder / MANIFEST)]
+    plain_log = folder / f"{name}.metrics.jsonl"  # the uncompressed log of the model this one replaced
+    if plain_log.name != entry["metrics_file"] and not plain_log.exists() and subprocess.run(
+            ["git", "ls-files", "--", str(plain_log)], cwd=folder, capture_output=True, text=True).stdout.strip():
+        paths.append(str(plain_log))  # stage its removal
     m = entry.get("metrics", {})
     message = (f"zoo: {name} (val slice cIoU {100 * m.get('cum_iou', float('nan')):.1f} %, "
                f"{entry.get('wall_s', 0) / 60:.0f} min, {entry['config']['train']['iterations']:,} steps)")

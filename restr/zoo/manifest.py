@@ -8,7 +8,9 @@ retrained silently in place of a zoo file that is corrupt or does not match: tha
 error naming the file.
 
 ``data/zoo/`` holds, per model, ``<name>.safetensors`` (weights only, fp16) and
-``<name>.metrics.jsonl`` (the training run's log: its learning curve), and one
+``<name>.metrics.jsonl.gz`` (the training run's log, its learning curve, gzipped: a
+converged run's log is some 600 kB of JSON, a sixth of that compressed; models added
+before the logs were compressed keep a plain ``.metrics.jsonl``), and one
 ``manifest.json`` with an entry per model: name, file and its sha256, the full config
 and its identity, the data's fingerprint, seed, git commit, command, wall time, CPU,
 the vocabulary, and the metrics of a fixed validation slice computed with the fp16
@@ -45,6 +47,7 @@ what the book needs and is missing (``--only MODEL``, ``--seeds N``, ``--retrain
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
 import json
 import os
@@ -196,6 +199,8 @@ def load_weights(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None
 # zoo model <-> run directory
 
 SCORES_DIR = "scores"  # data/zoo/scores/<name>/: the book's per-expression scores of a model
+LOG_SUFFIX = ".metrics.jsonl.gz"  # <name>.metrics.jsonl.gz: the run's log
+SIZE_LIMIT_MB = 200  # the zoo's budget in the repository (issue 22): data/zoo/ as a whole
 
 
 def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
@@ -205,6 +210,7 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     it. ``cfg`` is the requesting config (its data location is this machine's)."""
 
     state = load_weights(entry, zoo_dir)
+    log = read_log_bytes(zoo_folder(zoo_dir) / entry["metrics_file"])
     vocab = Vocabulary(entry["vocab"])
     resolved = cfg.override({"model.vocab_size": len(vocab)})
     try:
@@ -220,13 +226,33 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     step = resolved.train.iterations
     save_checkpoint(run_dir / "checkpoints" / "last.pt", {"format": 1, "step": step, "epoch": None,
                                                           "finished": True, "model": state, "zoo": entry["name"]})
-    log = zoo_folder(zoo_dir) / entry["metrics_file"]
-    atomic_write_bytes(run_dir / "metrics.jsonl", log.read_bytes() if log.is_file() else b"")
+    atomic_write_bytes(run_dir / "metrics.jsonl", log)
     loop = LoopState(step=step)
     atomic_write_text(run_dir / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
     install_scores(entry, run_dir, zoo_dir)
     write_run_config(run_dir, resolved, cfg.run_key(), fingerprint=data_fingerprint(cfg.data))
     return run_dir
+
+
+def read_log_bytes(path: Path) -> bytes:
+    """A zoo model's training log as plain JSON lines: ``.gz`` files are decompressed; a
+    missing log reads as empty (the model still loads, without its learning curve)."""
+    if not path.is_file():
+        return b""
+    data = path.read_bytes()
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise ZooError(f"zoo log {path} is not a readable gzip file ({exc}); restore it with git checkout") from None
+
+
+def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The run's log, gzipped with no timestamp in the header, so the same rows give the
+    same bytes (and git stores one blob)."""
+    text = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    atomic_write_bytes(path, gzip.compress(text, compresslevel=9, mtime=0))
 
 
 def install_scores(entry: dict[str, Any], run_dir: str | os.PathLike, zoo_dir: str | os.PathLike | None = None) -> int:
@@ -289,11 +315,11 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     zoo_dir.mkdir(parents=True, exist_ok=True)
     weights = zoo_dir / f"{name}.safetensors"
     atomic_write_bytes(weights, save(half))
-    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl")]
-    atomic_write_text(zoo_dir / f"{name}.metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_log(zoo_dir / f"{name}{LOG_SUFFIX}", list(read_jsonl(run_dir / "metrics.jsonl")))
+    (zoo_dir / f"{name}.metrics.jsonl").unlink(missing_ok=True)  # the plain log of a model this one replaces
     fingerprint = short(data_fingerprint(cfg.data))
     entry = {
-        "name": name, "file": weights.name, "sha256": file_sha256(weights), "metrics_file": f"{name}.metrics.jsonl",
+        "name": name, "file": weights.name, "sha256": file_sha256(weights), "metrics_file": f"{name}{LOG_SUFFIX}",
         "identity": zoo_identity(cfg, fingerprint), "data_fingerprint": fingerprint, "config": cfg.to_dict(),
         "seed": cfg.train.seed, "profile": profile, "commit": _git_commit(), "command": command,
         "wall_s": round(wall_s, 1), "cpu_s": None if cpu_s is None else round(cpu_s, 1),
@@ -371,8 +397,31 @@ def format_manifest(models: list[dict[str, Any]]) -> str:
         rows.append(f"{m['name']:<22}{100 * met['cum_iou']:8.2f}{100 * met['mean_iou']:8.2f}"
                     f"{100 * met['prec@0.9']:9.2f}{t['iterations']:7d}{m['wall_s'] / 60:7.1f}m  {m['seed']:>4}  "
                     f"{m['identity']}  {m['file']}")
-    folder = zoo_folder()
-    total = sum((folder / m["file"]).stat().st_size for m in models if (folder / m["file"]).is_file())
-    rows.append(f"{len(models)} models, {total / 1e6:.1f} MB; metrics: {EVAL_SLICE['max_expressions']} "
+    rows.append(f"{len(models)} models; metrics: {EVAL_SLICE['max_expressions']} "
                 f"{EVAL_SLICE['split']} expressions spread over the split, fp16 weights, CPU")
+    rows.append(format_space(zoo_space()))
     return "\n".join(rows)
+
+
+def zoo_space(zoo_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """Bytes the zoo folder takes, by what takes them: ``weights`` (.safetensors), ``logs``
+    (training logs), ``scores`` (the shipped per-expression scores), ``other`` (the
+    manifest and anything else), and ``total``."""
+    folder = zoo_folder(zoo_dir)
+    space = {"weights": 0, "logs": 0, "scores": 0, "other": 0}
+    for f in folder.rglob("*") if folder.is_dir() else ():
+        if not f.is_file():
+            continue
+        kind = ("scores" if SCORES_DIR in f.relative_to(folder).parts[:1] else "weights" if f.suffix == ".safetensors"
+                else "logs" if ".metrics.jsonl" in f.name else "other")
+        space[kind] += f.stat().st_size
+    space["total"] = sum(space.values())
+    return space
+
+
+def format_space(space: dict[str, int]) -> str:
+    """One line: the zoo's size against its limit, and what takes the space."""
+    parts = ", ".join(f"{k} {space[k] / 1e6:.1f}" for k in ("weights", "logs", "scores", "other"))
+    over = space["total"] > SIZE_LIMIT_MB * 1e6
+    return (f"data/zoo: {space['total'] / 1e6:.1f} MB of its {SIZE_LIMIT_MB} MB limit ({parts} MB)"
+            + ("  OVER THE LIMIT" if over else ""))

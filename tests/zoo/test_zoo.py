@@ -13,7 +13,9 @@ import torch
 from restr.config import get_preset
 from restr.data.fingerprint import data_fingerprint, short
 from restr.runs.folder import load_run, read_run_config
-from restr.zoo.manifest import ZooError, add_to_zoo, find, materialize, read_manifest, write_manifest, zoo_identity
+from restr.utils.files import read_jsonl
+from restr.zoo.manifest import (SIZE_LIMIT_MB, ZooError, add_to_zoo, find, format_space, materialize, read_manifest,
+                                  write_manifest, zoo_identity, zoo_space)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,6 +57,8 @@ def test_a_matching_request_finds_the_model_and_rebuilds_its_run(zoo, smoke_run,
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3, msg=k)  # fp16 rounding only
     assert loaded.step == cfg.train.iterations
     assert find(cfg.override({"train.lr": 0.5}), zoo) is None
+    # the gzipped log comes back as the run's own log, row for row
+    assert read_jsonl(run / "metrics.jsonl") == read_jsonl(Path(smoke_run) / "metrics.jsonl") != []
 
 
 def test_shipped_scores_come_with_the_model_and_are_read_only_under_their_stamp(zoo, smoke_run, tmp_path,
@@ -123,6 +127,43 @@ def test_a_corrupt_or_missing_zoo_file_is_named(zoo, smoke_run, tmp_path):
     with pytest.raises(ZooError, match="is missing"):
         materialize(entry, tmp_path / "run2", cfg, broken)
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
+def test_the_log_is_stored_gzipped_reproducibly_and_a_bad_one_is_named(zoo, smoke_run, tmp_path):
+    """The zoo keeps a run's log gzipped, with the same bytes for the same rows (no
+    timestamp: git stores one blob); exporting again replaces a former plain log; a log
+    that is not gzip is an error naming it, and nothing is written."""
+    (entry,) = read_manifest(zoo)
+    assert entry["metrics_file"] == "smoke-main.metrics.jsonl.gz"
+    gz = (zoo / entry["metrics_file"]).read_bytes()
+    assert gz[:2] == b"\x1f\x8b" and len(gz) < (Path(smoke_run) / "metrics.jsonl").stat().st_size
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "smoke-main.metrics.jsonl").write_text("{}\n")  # a plain log of a former model of this name
+    add_to_zoo(smoke_run, "smoke-main", "pytest", 1.0, again)
+    assert (again / "smoke-main.metrics.jsonl.gz").read_bytes() == gz
+    assert not (again / "smoke-main.metrics.jsonl").exists()
+    (again / "smoke-main.metrics.jsonl.gz").write_bytes(b"not gzip")
+    cfg = read_run_config(smoke_run)
+    with pytest.raises(ZooError, match=r"smoke-main.metrics.jsonl.gz is not a readable gzip"):
+        materialize(read_manifest(again)[0], tmp_path / "run", cfg, again)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_space_report_sorts_the_zoo_by_what_takes_it(zoo):
+    space = zoo_space(zoo)
+    files = [f for f in zoo.rglob("*") if f.is_file()]
+    assert space["total"] == sum(f.stat().st_size for f in files) > 0
+    assert space["weights"] == sum(f.stat().st_size for f in files if f.suffix == ".safetensors") > 0
+    assert space["logs"] == sum(f.stat().st_size for f in files if f.name.endswith(".metrics.jsonl.gz")) > 0
+    assert format_space(space).startswith("data/zoo: ") and "OVER" not in format_space(space)
+    assert "OVER THE LIMIT" in format_space({**space, "total": int(SIZE_LIMIT_MB * 1e6) + 1})
+
+
+def test_the_shipped_zoo_is_within_its_size_limit():
+    """Issue 22's limit on the repository's own zoo: data/zoo at most 200 MB."""
+    space = zoo_space(REPO / "data" / "zoo")
+    assert 0 < space["total"] <= SIZE_LIMIT_MB * 1e6, format_space(space)
 
 
 def test_pretraining_labels_and_weights(tmp_path):
@@ -262,7 +303,7 @@ def test_zoo_train_jobs_trains_two_at_a_time_and_commits_each_model(tmp_path, mo
     log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
     assert sorted(line.split(" (")[0] for line in log.splitlines()) == ["zoo: smoke-main-s0", "zoo: smoke-table4-2L-s0"]
     tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True).stdout.split()
-    assert {"zoo/manifest.json", "zoo/smoke-main-s0.safetensors", "zoo/smoke-main-s0.metrics.jsonl"} <= set(tracked)
+    assert {"zoo/manifest.json", "zoo/smoke-main-s0.safetensors", "zoo/smoke-main-s0.metrics.jsonl.gz"} <= set(tracked)
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 model(s) to train" in again.stderr
 
