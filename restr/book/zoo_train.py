@@ -8,17 +8,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import Config
 from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import atomic_write_bytes, read_jsonl
-from ..runs.folder import checkpoint_path, load_checkpoint
-from ..zoo.cache import get_run
+from ..runs.folder import RunError, checkpoint_path, load_checkpoint
+from ..engine.resume import TrainingStopped
+from ..runs.park import park, unpark
+from ..zoo.cache import get_run, run_dir_for, run_status
 from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_model, entry_name,
                             find, load_weights, read_manifest, zoo_folder, zoo_identity)
 from .analysis import SCORES_FORMAT, state_digest, weights_digest
@@ -108,50 +112,97 @@ def expected_minutes(model: str, profile_name: str, entries: list[dict[str, Any]
     return max(same) if same else max(kin) if kin else None
 
 
+SPILL_MIN_MINUTES = 20  # with --spill, a job starts only if at least this long is left before --until
+STOP_LEAD_S = 90  # --until: running jobs are asked to stop this long before it (a step, a checkpoint, exiting)
+
+
 def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], deadline: float | None,
-             now: float) -> tuple[int | None, str]:
+             now: float, done: dict[int, float] | None = None, spill: bool = False) -> tuple[int | None, str]:
     """The index in ``pending`` of the first (model, seed) expected to finish before
-    ``deadline`` (epoch seconds; None: the first), and a note on the jobs passed over."""
+    ``deadline`` (epoch seconds; None: the first), and a note on the jobs passed over.
+    ``done``: the fraction of each pending job (by index) that a stopped run already holds;
+    its expected time is the rest. ``spill``: if none fits, the first one still starts when
+    at least :data:`SPILL_MIN_MINUTES` are left (it will be stopped at the deadline at a
+    checkpoint, and the next call resumes it)."""
     if deadline is None:
         return (0 if pending else None), ""
     left = (deadline - now) / 60
+    done = done or {}
     passed = []
     for i, (m, seed) in enumerate(pending):
         need = expected_minutes(m.name, profile_name, entries)
+        if need is not None:
+            need *= 1.0 - done.get(i, 0.0)
         if need is None or 1.1 * need <= left:
             return i, ("" if need is not None else f"{m.name} seed {seed}: no recorded time, started without an "
                                                      f"estimate")
         passed.append(f"{m.name} seed {seed} (about {need:.0f} min)")
+    if spill and pending and left >= SPILL_MIN_MINUTES:
+        return 0, (f"{left:.0f} min left before --until: {passed[0]} will not finish; started anyway (--spill), "
+                   f"to be stopped at a checkpoint before --until and resumed by the next call")
     return None, f"{left:.0f} min left before --until; not started: {', '.join(passed)}"
 
 
+@dataclass
+class Schedule:
+    """How ``zoo train`` runs its queue: ``jobs`` processes at a time; ``commit`` each model
+    as it lands; ``deadline`` (epoch seconds, --until); ``spill`` (start jobs longer than what
+    is left, stop them at the deadline); ``park`` (park each stopped run in data/parked/)."""
+    jobs: int = 1
+    commit: bool = False
+    deadline: float | None = None
+    spill: bool = False
+    park: bool = False
+
+
+@dataclass
+class Job:
+    name: str
+    log: Path
+    run_dir: Path
+    started: float = field(default_factory=time.monotonic)
+    asked_to_stop: bool = False
+
+
 def zoo_train_jobs(profile_name: str, only: list[str] | None, seeds: list[int] | None, retrain: bool,
-                   runs_dir: str, jobs: int, commit: bool = False, deadline: float | None = None
-                   ) -> tuple[list[str], list[str]]:
-    """:func:`zoo_train` with ``jobs`` processes at a time, one compute thread each (a
-    campaign on a machine of ``jobs`` cores): each process trains one (model, seed) of the
-    seed-by-seed :func:`queue` and adds it to the zoo; its output goes to
+                   runs_dir: str, schedule: Schedule) -> tuple[list[str], list[str], list[str]]:
+    """:func:`zoo_train` with ``schedule.jobs`` processes at a time, one compute thread each
+    (a campaign on a machine of that many cores): each process trains one (model, seed) of
+    the seed-by-seed :func:`queue` and adds it to the zoo; its output goes to
     ``<runs>/zoo-logs/<name>.log``. With ``commit``, each model is committed to git with its
     log as soon as it is in the zoo, so a campaign cut short keeps every finished model, and
-    the same command resumes it. With ``deadline`` (epoch seconds: the end of a working
-    block, which takes running processes with it), a job is started only if its
-    :func:`expected_minutes` fit before it (with a tenth to spare); shorter jobs further down
-    the queue may go first, and the rest wait for the next call. Returns the names added
-    and those that failed."""
+    the same command resumes it. With a ``deadline`` (the end of a working block, which
+    takes running processes with it), a job is started only if its :func:`expected_minutes`
+    (less what a stopped run of it holds) fit before it, with a tenth to spare; shorter jobs
+    further down the queue may go first, the rest wait for the next call. ``spill``: jobs
+    longer than what is left start anyway (:func:`next_job`), and :data:`STOP_LEAD_S` before
+    the deadline every running job is sent SIGTERM and stops at a checkpoint of the step it
+    is at (the trainer's :class:`~restr.engine.resume.TrainingStopped`); the next call resumes
+    it. ``park``: each stopped run is also parked in ``data/parked/`` (:mod:`restr.runs.park`,
+    committed with ``commit``) and what is parked is unparked first, for a machine whose
+    ``runs/`` may not survive. Returns the names added, failed and stopped."""
     profile = book_profile(profile_name)
     data_root = Path(profile.data_root)
     ensure_data(profile, data_root)
+    runs_root = Path(runs_dir) / "zoo" if retrain else Path(runs_dir)  # where get_run trains, in zoo_train
+    if schedule.park:
+        for line in unpark(runs_root):
+            print(f"zoo: unparked: {line}", file=sys.stderr, flush=True)
     pending = [(m, seed) for m, seed in queue(book_models(profile), only, seeds)
                if retrain or find(m.config(profile, data_root, seed)) is None]
     logs = Path(runs_dir) / "zoo-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    print(f"zoo: {len(pending)} model(s) to train, {jobs} at a time; logs in {logs}", file=sys.stderr, flush=True)
-    running: dict[subprocess.Popen, tuple[str, Path, float]] = {}
-    added, failed, last_report = [], [], time.monotonic()
-    told = ""
+    print(f"zoo: {len(pending)} model(s) to train, {schedule.jobs} at a time; logs in {logs}", file=sys.stderr,
+          flush=True)
+    running: dict[subprocess.Popen, Job] = {}
+    outcome: dict[str, list[str]] = {"added": [], "failed": [], "stopped": []}
+    told, last_report = "", time.monotonic()
     while pending or running:
-        while pending and len(running) < jobs:
-            pick, note = next_job(pending, profile_name, read_manifest(), deadline, time.time())
+        while pending and len(running) < schedule.jobs:
+            runs = [run_dir_for(m.config(profile, data_root, seed), runs_root) for m, seed in pending]
+            done = {i: fraction_done(r) for i, r in enumerate(runs)}
+            pick, note = next_job(pending, profile_name, read_manifest(), schedule.deadline, time.time(), done,
+                                  schedule.spill)
             if note and note != told:
                 print(f"zoo: {note}", file=sys.stderr, flush=True)
                 told = note
@@ -159,34 +210,83 @@ def zoo_train_jobs(profile_name: str, only: list[str] | None, seeds: list[int] |
                 break
             m, seed = pending.pop(pick)
             name = entry_name(m.name, seed, profile_name)
+            job = Job(name, logs / f"{name}.log", runs[pick])
             cmd = [sys.executable, "-m", "restr", "zoo", "train", "--profile", profile_name, "--only", m.name,
                    "--seeds", str(seed), "--runs", runs_dir] + (["--retrain"] if retrain else [])
-            log = logs / f"{name}.log"
-            with open(log, "w") as fh:
+            with open(job.log, "a" if done[pick] else "w") as fh:
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
                                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-            running[proc] = (name, log, time.monotonic())
-            print(f"zoo: started {name}", file=sys.stderr, flush=True)
+            running[proc] = job
+            resumed = f", resuming at {100 * done[pick]:.0f} %" if done[pick] else ""
+            print(f"zoo: started {job.name}{resumed}", file=sys.stderr, flush=True)
         if not running:
             break  # nothing fits before the deadline
         time.sleep(2)
+        if schedule.deadline is not None and time.time() >= schedule.deadline - STOP_LEAD_S:
+            ask_to_stop(running)
         for proc in [p for p in running if p.poll() is not None]:
-            name, log, t0 = running.pop(proc)
-            minutes = (time.monotonic() - t0) / 60
-            if proc.returncode == 0:
-                added.append(name)
-                print(f"zoo: {name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
-                if commit:
-                    commit_model(name)
-            else:
-                failed.append(name)
-                print(f"zoo: {name} failed (exit {proc.returncode}); its output: {log}", file=sys.stderr, flush=True)
+            reap(proc.returncode, running.pop(proc), schedule, outcome)
         if time.monotonic() - last_report > 60 and running:
             last_report = time.monotonic()
-            for name, log, t0 in running.values():
-                print(f"zoo: {name}, {(time.monotonic() - t0) / 60:.0f} min: {_last_line(log)}", file=sys.stderr,
-                      flush=True)
-    return added, failed
+            for job in running.values():
+                print(f"zoo: {job.name}, {(time.monotonic() - job.started) / 60:.0f} min: {_last_line(job.log)}",
+                      file=sys.stderr, flush=True)
+    return outcome["added"], outcome["failed"], outcome["stopped"]
+
+
+def reap(returncode: int, job: Job, schedule: Schedule, outcome: dict[str, list[str]]) -> None:
+    """A finished job's outcome: added (and committed), stopped at --until (and parked), or failed."""
+    minutes = (time.monotonic() - job.started) / 60
+    if returncode == 0:
+        outcome["added"].append(job.name)
+        print(f"zoo: {job.name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
+        if schedule.commit:
+            commit_model(job.name)
+    elif returncode == TrainingStopped.exit_code:
+        outcome["stopped"].append(job.name)
+        print(f"zoo: {job.name} stopped at {100 * fraction_done(job.run_dir):.0f} % after {minutes:.1f} min, at a "
+              f"checkpoint in {job.run_dir}; the same command resumes it", file=sys.stderr, flush=True)
+        if schedule.park:
+            park_run(job.name, job.run_dir, schedule.commit)
+    else:
+        outcome["failed"].append(job.name)
+        print(f"zoo: {job.name} failed (exit {returncode}); its output: {job.log}", file=sys.stderr, flush=True)
+
+
+def fraction_done(run_dir: Path) -> float:
+    """How much of its schedule an unfinished run holds at its last checkpoint (0 if none)."""
+    status = run_status(run_dir)
+    if status["finished"] or not status["iterations"]:
+        return 0.0
+    return status["step"] / status["iterations"]
+
+
+def ask_to_stop(running: dict[subprocess.Popen, Job]) -> None:
+    """SIGTERM, once, to every running job: each stops after its step under way, at a checkpoint."""
+    for proc, job in running.items():
+        if proc.poll() is None and not job.asked_to_stop:
+            proc.send_signal(signal.SIGTERM)
+            job.asked_to_stop = True
+            print(f"zoo: {job.name}: asked to stop (--until is near)", file=sys.stderr, flush=True)
+
+
+def park_run(name: str, run_dir: Path, commit: bool) -> None:
+    """Park a stopped job's run in data/parked/ (and commit it with ``commit``)."""
+    try:
+        target = park(run_dir)
+    except RunError as exc:  # stopped before its first step: nothing to park
+        print(f"zoo: {name} not parked: {exc}", file=sys.stderr, flush=True)
+        return
+    print(f"zoo: {name} parked in {target}", file=sys.stderr, flush=True)
+    if commit:
+        for cmd in (["git", "add", "--", str(target)],
+                    ["git", "commit", "-q", "-m", f"parked: zoo model {name} stopped at the block's end "
+                                                  f"({100 * fraction_done(run_dir):.0f} %)", "--", str(target)]):
+            out = subprocess.run(cmd, cwd=target.parent, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(f"zoo: could not commit the parked {name}: {out.stderr.strip() or out.stdout.strip()}",
+                      file=sys.stderr)
+                return
 
 
 def _last_line(path: Path) -> str:

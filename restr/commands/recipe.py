@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-
-from ..book import recipe
 from pathlib import Path
 
+from ..book import recipe
 from ..book.recipe import SWEEP_DATA, SWEEPS, _check_sweep_args, format_sweep, merge_rows, run_sweep
 from ..config import ConfigError
+from ..engine.resume import TrainingStopped
+from ..engine.trainer import request_stop
 from ..utils.files import REPO, atomic_write_text
 
 
@@ -61,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or SWEEP_DATA[args.sweep][0]
     out = args.out or str(REPO / "data" / "zoo" / ("sweep.json" if args.sweep == "recipe"
                                                    else f"sweep-{args.sweep}-{args.expressions}.json"))
+    signal.signal(signal.SIGTERM, request_stop)  # kill PID: the row under way stops at a checkpoint
     try:
         _check_sweep_args(args, data)
         rows = run_sweep(data, args.expressions, args.runs, args.only, args.sweep, args.val_every)
+    except TrainingStopped as exc:
+        print(f"stopped: {exc}; the same sweep command resumes it", file=sys.stderr)
+        return exc.exit_code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from ..config import Config, ConfigError, get_preset
 from ..data.errors import DataError
 from ..engine import trainer
 from ..engine.distributed import DistributedError, shutdown_distributed
-from ..engine.resume import TrainingError
+from ..engine.resume import TrainingError, TrainingStopped
 from ..engine.trainer import train
 from ..runs.folder import CONFIG_FILE, RunError, read_run_config
 from ..runs.lock import RunLock
@@ -21,7 +21,10 @@ from .options import add_model_overrides, overrides_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m restr train", description=trainer.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m restr train", description=trainer.__doc__.split("\n\n")[0],
+        epilog="A SIGTERM (kill PID) stops a single-process run after the step under way, at a checkpoint, with exit "
+               "status 3; --resume continues it. Exit status 1: training failed; 2: a bad config, run folder or data.")
     add_model_overrides(parser)
     parser.set_defaults(preset=None)
     parser.add_argument("--data", help="data root (default: the preset's data.root, data/synthref)")
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrainingError, DistributedError, RunError, DataError) as exc:
         if rank == 0:
             print(f"error: {exc}", file=sys.stderr)
+        if isinstance(exc, TrainingStopped):
+            return exc.exit_code
         return 1 if isinstance(exc, (TrainingError, DistributedError)) else 2
     finally:
         lock.release()

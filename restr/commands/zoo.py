@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from datetime import datetime
 
-from ..book.zoo_train import zoo_scores, zoo_train, zoo_train_jobs
+from ..book.zoo_train import Schedule, zoo_scores, zoo_train, zoo_train_jobs
 from ..config import ConfigError
+from ..engine.resume import TrainingError, TrainingStopped
+from ..engine.trainer import request_stop
 from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
 
@@ -46,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="start a model only if its expected time (the manifest's wall time of the same model's "
                         "other seeds, else of the profile's models) ends before this local time today, or this "
                         "many minutes from now: the end of a working block, which stops running processes")
+    t.add_argument("--spill", action="store_true",
+                   help="with --until: start jobs that will not finish before it too; 90 s before it, every "
+                        "running job stops at a checkpoint of its current step (exit status 3), and the same "
+                        "command resumes it in the next block")
+    t.add_argument("--park", action="store_true",
+                   help="park each job stopped at --until in data/parked/ (committed with --commit) and unpark "
+                        "what is parked first: for a machine whose runs/ folder may not survive the block")
     sc = sub.add_parser("scores", help="ship with each zoo model the per-expression scores the last book run "
                                        "computed from its weights (data/zoo/scores/)")
     sc.add_argument("--runs", default="runs", help="runs folder the book used (default: runs/)")
@@ -59,17 +69,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "
                   f"{sum(shipped.values())} files")
         elif args.jobs > 1 or args.commit or args.until:
+            if args.spill and not args.until:
+                raise ZooError("--spill stops jobs at --until: give --until HH:MM or +MIN too")
             deadline = parse_until(args.until) if args.until else None
-            added, failed = zoo_train_jobs(args.profile, args.only, args.seeds, args.retrain, args.runs,
-                                           max(1, args.jobs), args.commit, deadline)
+            schedule = Schedule(max(1, args.jobs), args.commit, deadline, args.spill, args.park)
+            added, failed, stopped = zoo_train_jobs(args.profile, args.only, args.seeds, args.retrain, args.runs,
+                                                    schedule)
             print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
+            if stopped:
+                print(f"stopped at a checkpoint, to resume with the same command: {', '.join(stopped)}")
             if failed:
                 print(f"error: {len(failed)} failed: {', '.join(failed)} (their logs: {args.runs}/zoo-logs/)",
                       file=sys.stderr)
                 return 1
         else:
+            if args.what == "train":  # a job of zoo_train_jobs may be asked to stop while it starts up
+                signal.signal(signal.SIGTERM, request_stop)
             added = zoo_train(args.profile, args.only, args.seeds, args.retrain, args.runs)
             print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
+    except TrainingStopped as exc:  # a job of zoo_train_jobs, asked to stop at --until
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ZooError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

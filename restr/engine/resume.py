@@ -43,6 +43,14 @@ class TrainingError(RuntimeError):
     command (a run where a new one should start, nothing where one should resume)."""
 
 
+class TrainingStopped(TrainingError):
+    """Training was asked to stop (a SIGTERM: the end of a working block, a campaign's
+    deadline) and stopped after the step under way, at a checkpoint it saved then: the
+    same command resumes it from there. Commands exit with :attr:`exit_code`."""
+
+    exit_code = 3
+
+
 @dataclass
 class ResumePlan:
     """What a training command starts from: nothing (a new run), or a run's vocabulary and

@@ -26,6 +26,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from itertools import islice
@@ -52,12 +53,14 @@ from .assets import check_assets
 from .checkpointer import Checkpointer, rng_state
 from .distributed import Dist, setup_distributed
 from .pretrain import ensure_vit_start
-from .resume import TrainingError, check_request, plan_resume
+from .resume import TrainingError, TrainingStopped, check_request, plan_resume
 from .step import Diverged, TrainStep, build_train_step
 
 PRETRAIN = "pretrain"  # model.vit_weights: the ViT pretrained on the run's own training images
 # Testing hook: SIGKILL this process right after the given optimiser step (see tests).
 KILL_ENV = "RESTR_TEST_KILL_AT_STEP"
+TERM_ENV = "RESTR_TEST_TERM_AT_STEP"
+SLOW_ENV = "RESTR_TEST_STEP_SLEEP"
 
 
 # ----------------------------------------------------------------------------------------
@@ -208,9 +211,41 @@ def events_after(step: int, t, validating: bool) -> tuple[bool, bool, bool]:
 
 
 def kill_if_asked(step: int) -> None:
-    """The kill-and-resume tests' hook: SIGKILL right after step ``$RESTR_TEST_KILL_AT_STEP``."""
-    if step == int(os.environ.get(KILL_ENV, "-1")):
-        os.kill(os.getpid(), signal.SIGKILL)
+    """The kill-and-resume tests' hook: SIGKILL right after step ``$RESTR_TEST_KILL_AT_STEP``,
+    SIGTERM (a request to stop) right after step ``$RESTR_TEST_TERM_AT_STEP``; a pause of
+    ``$RESTR_TEST_STEP_SLEEP`` seconds after every step (a long run in a short test)."""
+    for env, sig in ((KILL_ENV, signal.SIGKILL), (TERM_ENV, signal.SIGTERM)):
+        if step == int(os.environ.get(env, "-1")):
+            os.kill(os.getpid(), sig)
+    if os.environ.get(SLOW_ENV):
+        time.sleep(float(os.environ[SLOW_ENV]))
+
+
+STOP_REQUESTS: list[int] = []  # the SIGTERMs this process received while they meant "stop at a checkpoint"
+
+
+def request_stop(signum: int, frame) -> None:
+    """A SIGTERM handler that asks the training loop to stop (see :func:`stop_requests`).
+    A command that spawns trainings for a deadline installs it at start-up, so that a
+    request arriving while the data and model are still being built is not lost."""
+    STOP_REQUESTS.append(signum)
+
+
+@contextmanager
+def stop_requests(enabled: bool = True):
+    """Within: a SIGTERM no longer kills the process; it is recorded in the list this
+    yields, and the loop stops after the step under way, at a checkpoint
+    (:class:`TrainingStopped`). Not in a worker thread (Python delivers signals to the main
+    one) and not with several processes (each would stop at its own step); there the
+    default, a kill, stays."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    try:
+        yield STOP_REQUESTS
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def diverged_error(exc: Diverged, ckpt: Checkpointer, steps_per_epoch: int) -> TrainingError:
@@ -331,11 +366,13 @@ class Trainer:
             return run_dir
         final_validation = self.val_set is not None and loop.step < t.iterations  # else done before the checkpoint
         self.bar = progress_bar(self.progress and self.dist.main, t.iterations, loop.step)
-        with self._errors_named():
+        with self._errors_named(), stop_requests(self.dist.world == 1) as self._stop:
             self.ckpt.start(self.cfg, self.vocab, self.requested_hash)
             self.started = True
             self._images, self._t0 = 0, time.perf_counter()  # the speed window since the last log
             self.train_step.model.train()
+            if self._stop:  # asked before the first step
+                self.stop_here()
             while loop.step < t.iterations:
                 if loop.step_in_epoch >= self.batches.steps_per_epoch:
                     loop.next_epoch()
@@ -374,6 +411,17 @@ class Trainer:
         if ckpt_now:
             self.save("last")
         kill_if_asked(loop.step)
+        if self._stop and loop.step < t.iterations:
+            self.stop_here()
+
+    def stop_here(self) -> None:
+        """Asked to stop (SIGTERM): checkpoint this step, log it, and raise :class:`TrainingStopped`."""
+        step, iterations = self.loop.step, self.cfg.train.iterations
+        self.train_step.check()
+        path = self.save("last")
+        self.ckpt.metrics.write({"step": step, "event": "stopped", "reason": "SIGTERM"})
+        raise TrainingStopped(f"{self.ckpt.run_dir}: stopped on request (SIGTERM) at step {step} of {iterations}, "
+                              f"checkpoint {path} saved; the same command resumes it from there")
 
     def validate_and_save_best(self) -> None:
         """Every rank validates its share; rank 0 writes the row and, on a new best, best.pt."""

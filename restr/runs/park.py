@@ -27,7 +27,7 @@ from pathlib import Path
 from ..utils.files import REPO, atomic_write_bytes
 from .folder import CKPT_DIR, CONFIG_FILE, METRICS_FILE, VOCAB_FILE, RunError, checkpoint_path, load_checkpoint
 
-PARK_DIR = REPO / "data" / "parked"
+PARK_DIR = Path(os.environ.get("RESTR_PARK_DIR") or REPO / "data" / "parked")  # $RESTR_PARK_DIR: elsewhere
 PARKED_FILES = (CONFIG_FILE, VOCAB_FILE, METRICS_FILE, f"{CKPT_DIR}/last.pt", f"{CKPT_DIR}/last.json")
 
 

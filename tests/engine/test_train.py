@@ -14,7 +14,7 @@ import torch
 
 from restr.config import ConfigError, get_preset
 from restr.data.order import ResumableSampler, item_seed
-from restr.engine.trainer import KILL_ENV, TrainingError, train
+from restr.engine.trainer import KILL_ENV, TERM_ENV, TrainingError, train
 from restr.runs.folder import RunError, load_checkpoint, load_run, read_metrics
 from restr.utils import cpu_has_fast_bf16
 
@@ -133,6 +133,20 @@ def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
         return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s", "val_seconds")} for r in rows]
 
     assert strip(read_metrics(ref)) == strip(read_metrics(killed))  # rows after step 16 were redone, not doubled
+
+    # SIGTERM after step 19: the run stops there at a checkpoint of that step (exit 3, an
+    # event in its log) and resumes from it to the same weights
+    stopped = tmp_path / "stopped"
+    p = cli("train", *common, "--workers", "2", "--out", str(stopped), env={TERM_ENV: "19"})
+    assert p.returncode == 3 and "stopped on request (SIGTERM) at step 19 of 30" in p.stderr, (p.returncode, p.stderr)
+    assert json.loads((stopped / "checkpoints" / "last.json").read_text())["step"] == 19
+    assert [r["step"] for r in read_metrics(stopped) if r.get("event") == "stopped"] == [19]
+    p = cli("train", *common, "--workers", "0", "--out", str(stopped), "--resume")
+    assert p.returncode == 0, p.stderr
+    c = weights(stopped)
+    for k in a:
+        assert torch.equal(a[k], c[k]), k
+    assert strip(read_metrics(ref)) == [r for r in strip(read_metrics(stopped)) if r.get("event") != "stopped"]
 
 
 @pytest.mark.slow

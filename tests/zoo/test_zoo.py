@@ -2,6 +2,7 @@
 and the ViT pretraining command that the tiny recipe can start from."""
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -261,6 +262,12 @@ def test_a_deadline_starts_only_the_jobs_expected_to_finish_before_it():
     assert pick == 1
     pick, note = next_job(pending, "converged", entries, now + 60 * 30, now)
     assert pick is None and "30 min left before --until" in note and "main seed 1 (about 100 min)" in note
+    # a stopped run of main holding 70 % of it needs 30 min: it fits in 40
+    assert next_job(pending, "converged", entries, now + 60 * 40, now, done={0: 0.7})[0] == 0
+    # --spill: when nothing fits, the first job starts anyway if 20 min are left, not with less
+    pick, note = next_job(pending, "converged", entries, now + 60 * 30, now, spill=True)
+    assert pick == 0 and "main seed 1 (about 100 min) will not finish; started anyway (--spill)" in note
+    assert next_job(pending, "converged", entries, now + 60 * 19, now, spill=True)[0] is None
     unknown = [(SimpleNamespace(name="new-arm"), 0)]
     assert next_job(unknown, "smoke", entries, now + 60, now) == (0, "new-arm seed 0: no recorded time, started "
                                                                       "without an estimate")
@@ -306,6 +313,51 @@ def test_zoo_train_jobs_trains_two_at_a_time_and_commits_each_model(tmp_path, mo
     assert {"zoo/manifest.json", "zoo/smoke-main-s0.safetensors", "zoo/smoke-main-s0.metrics.jsonl.gz"} <= set(tracked)
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "0 model(s) to train" in again.stderr
+
+
+
+@pytest.mark.slow
+def test_a_job_spilling_over_the_deadline_stops_at_a_checkpoint_and_the_next_call_resumes_it(tmp_path):
+    """`zoo train --until T --spill`: a job longer than what is left starts, is asked to
+    stop (SIGTERM) before T, stops at a checkpoint (exit 3), and with --park is parked and
+    committed; the next call unparks it into a fresh runs folder, resumes it where it
+    stopped and adds the model, with the same weights as an uninterrupted run."""
+    import subprocess
+    import sys
+
+
+    repo = tmp_path / "repo"
+    (repo / "zoo").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for key, value in (("user.email", "t@example.org"), ("user.name", "t")):
+        subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
+    env = {**__import__("os").environ, "RESTR_ZOO": str(repo / "zoo"), "PYTHONPATH": str(REPO),
+           "RESTR_PARK_DIR": str(repo / "parked")}
+    code = ("import sys, time; from restr.book import zoo_train as zt; from restr.commands.zoo import main; "
+            "zt.STOP_LEAD_S = 0; zt.SPILL_MIN_MINUTES = 0; sys.exit(main(sys.argv[1:]))")
+    cmd = [sys.executable, "-c", code, "train", "--profile", "smoke", "--only", "main", "--runs",
+           str(tmp_path / "runs"), "--jobs", "2", "--commit", "--spill", "--park"]
+    # 30 steps of at least a second each: the job is still training when it is asked to stop, 18 s in
+    first = subprocess.run(cmd + ["--until", "+0.3"], cwd=tmp_path, env={**env, "RESTR_TEST_STEP_SLEEP": "1"},
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "no recorded time, started without an estimate" in first.stderr
+    assert "asked to stop" in first.stderr and "stopped at" in first.stderr, first.stderr[-3000:]
+    assert "stopped at a checkpoint, to resume with the same command: smoke-main-s0" in first.stdout
+    parked = list((repo / "parked").glob("*/checkpoints/last.pt"))
+    assert len(parked) == 1
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s"], capture_output=True, text=True).stdout
+    assert log.startswith("parked: zoo model smoke-main-s0 stopped at the block's end")
+    step = json.loads(parked[0].with_suffix(".json").read_text())["step"]
+    shutil.rmtree(tmp_path / "runs")  # the machine lost runs/: the parked copy is what resumes
+    second = subprocess.run(cmd + ["--until", "+10"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "unparked" in second.stderr and "resuming at" in second.stderr
+    (entry,) = read_manifest(repo / "zoo")
+    assert entry["name"] == "smoke-main-s0" and 0 < step < entry["config"]["train"]["iterations"]
+    rows = gzip.decompress((repo / "zoo" / entry["metrics_file"]).read_bytes()).decode().splitlines()
+    assert [json.loads(r)["step"] for r in rows if '"stopped"' in r] == [step]
 
 
 def test_zoo_scores_ships_the_scores_a_book_run_computed(smoke_book, tmp_path):
