@@ -279,14 +279,8 @@ def park_run(name: str, run_dir: Path, commit: bool) -> None:
         return
     print(f"zoo: {name} parked in {target}", file=sys.stderr, flush=True)
     if commit:
-        for cmd in (["git", "add", "--", str(target)],
-                    ["git", "commit", "-q", "-m", f"parked: zoo model {name} stopped at the block's end "
-                                                  f"({100 * fraction_done(run_dir):.0f} %)", "--", str(target)]):
-            out = subprocess.run(cmd, cwd=target.parent, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"zoo: could not commit the parked {name}: {out.stderr.strip() or out.stdout.strip()}",
-                      file=sys.stderr)
-                return
+        git_commit([str(target)], f"parked: zoo model {name} stopped at the block's end "
+                                  f"({100 * fraction_done(run_dir):.0f} %)", target.parent, f"the parked {name}")
 
 
 def _last_line(path: Path) -> str:
@@ -309,12 +303,19 @@ def commit_model(name: str, zoo_dir: str | os.PathLike | None = None) -> None:
     m = entry.get("metrics", {})
     message = (f"zoo: {name} (val slice cIoU {100 * m.get('cum_iou', float('nan')):.1f} %, "
                f"{entry.get('wall_s', 0) / 60:.0f} min, {entry['config']['train']['iterations']:,} steps)")
+    if git_commit(paths, message, folder, name):
+        print(f"zoo: committed {name}", file=sys.stderr, flush=True)
+
+
+def git_commit(paths: list[str], message: str, cwd: Path, what: str) -> bool:
+    """``git add`` and ``git commit`` only ``paths``; a failure is reported, not raised (the
+    campaign goes on). Returns whether it committed."""
     for cmd in (["git", "add", "--", *paths], ["git", "commit", "-q", "-m", message, "--", *paths]):
-        out = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+        out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"zoo: could not commit {name}: {out.stderr.strip() or out.stdout.strip()}", file=sys.stderr)
-            return
-    print(f"zoo: committed {name}", file=sys.stderr, flush=True)
+            print(f"zoo: could not commit {what}: {out.stderr.strip() or out.stdout.strip()}", file=sys.stderr)
+            return False
+    return True
 
 
 def refuse_replacing(name: str, cfg: Config, command: str, zoo_dir: str | os.PathLike | None = None) -> None:
