@@ -97,16 +97,29 @@ def _setup_from_args(args: argparse.Namespace, cfg, dev: torch.device) -> BenchS
 
 
 def _print_data(args: argparse.Namespace, cfg) -> None:
-    res = bench_data(args.data, args.dataset, args.split_by, args.split, cfg.model.image_hw,
-                     batch_size=args.batch_size or cfg.train.batch_size, num_workers=args.num_workers,
-                     batches=args.batches, uint8=args.format == "uint8",
-                     expressions_per_image=args.expressions_per_image or 1)
+    """The loader's speed; for the training split, with the split preloaded (as the
+    trainer does) and, unless --no-baseline, without, side by side in one run."""
+    preloads = [True] if args.split == "train" else [False]
+    if args.split == "train" and not args.no_baseline:
+        preloads.append(False)
+    results = [bench_data(args.data, args.dataset, args.split_by, args.split, cfg.model.image_hw,
+                          batch_size=args.batch_size or cfg.train.batch_size, num_workers=args.num_workers,
+                          batches=args.batches, uint8=args.format == "uint8",
+                          expressions_per_image=args.expressions_per_image or 1, preload=preload)
+               for preload in preloads]
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        return
     h, w = cfg.model.image_hw
-    print(json.dumps(res, indent=2) if args.json else
-          f"DataLoader: {res['images_per_s']:.1f} expressions/s ({res['images']} expressions, "
-          f"{res['expressions_per_image']} per image, batch {res['batch_size']}, "
-          f"{res['num_workers']} workers, split {res['split']}, {res['source_megapixels']:.2f} MP sources "
-          f"letterboxed to {h}x{w}, {res['format']} items of {res['bytes_per_image'] / 1e6:.2f} MB)")
+    for res in results:
+        print(f"DataLoader: {res['images_per_s']:.1f} expressions/s ({res['images']} expressions, "
+              f"{res['expressions_per_image']} per image, batch {res['batch_size']}, "
+              f"{res['num_workers']} workers, split {res['split']}, {res['source_megapixels']:.2f} MP sources "
+              f"letterboxed to {h}x{w}, {res['format']} items of {res['bytes_per_image'] / 1e6:.2f} MB; "
+              f"{res['preloaded']})")
+    if len(results) == 2:
+        print(f"preloaded / decoded each time: {results[0]['images_per_s'] / results[1]['images_per_s']:.2f}x "
+              f"the expressions/s (preloading took {results[0]['preload_seconds']:.1f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m restr train", description=trainer.__doc__.split("\n\n")[0],
         epilog="A SIGTERM (kill PID) stops a single-process run after the step under way, at a checkpoint, with exit "
-               "status 3; --resume continues it. Exit status 1: training failed; 2: a bad config, run folder or data.")
+               "status 3; --resume continues it. Exit status 1: training failed; 2: a bad config, run folder or data. "
+               "The training split's images and masks are decoded once, before the loader's workers start, when "
+               "they fit in RESTR_PRELOAD_MB (default 1024; 0: off); the batches are the same either way.")
     add_model_overrides(parser)
     parser.set_defaults(preset=None)
     parser.add_argument("--data", help="data root (default: the preset's data.root, data/synthref)")

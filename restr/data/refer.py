@@ -16,7 +16,8 @@ decoded with pycocotools; the parts of one object are merged as a union (the ref
 toolkit sums them, which gives 2 where parts overlap).
 
 :class:`ReferDataset` yields one item per (ref, sentence). The pickle and the JSON are
-read once; images are decoded on demand and never kept in memory.
+read once; images are decoded on demand and not kept in memory, unless a training split
+is preloaded (:meth:`ReferDataset.preload`, :mod:`restr.data.preload`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import json
 import os
 import pickle
 import re
+import sys
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 from .errors import DataError, EmptyExpressionError, UnsafeFileError
 from .images import read_image
+from .preload import budget_mb, decode_split
 from .transforms import augment as _augment
 from .transforms import LetterboxMeta, letterbox, letterbox_mask, normalize
 from .vocab import Vocabulary, tokenize
@@ -602,6 +605,19 @@ class ReferDataset(torch.utils.data.Dataset):
         self.vocab = vocab
         self._last_image: tuple[int, tuple[int, ...], tuple[torch.Tensor, LetterboxMeta]] | None = None  # _fixed_pair
         self._last_mask: tuple[int, tuple[np.ndarray, torch.Tensor]] | None = None
+        self._decoded = None  # restr.data.preload.Decoded, after preload()
+
+    def preload(self, budget: float | None = None, progress=sys.stderr) -> str:
+        """Decode every image and mask of this split once and keep them, read-only, for
+        :meth:`load_image` and :meth:`load_mask` (the same arrays as decoding each time),
+        unless they would take more than ``budget`` MB (default: ``RESTR_PRELOAD_MB`` or
+        1024). Returns a line saying what was done."""
+        self._decoded, message = decode_split(self, budget_mb() if budget is None else budget, progress)
+        return message
+
+    def __getstate__(self) -> dict:
+        """Pickled (for a spawned loader worker) without the preloaded arrays."""
+        return {**self.__dict__, "_decoded": None}
 
     # -- access -------------------------------------------------------------------------
     @property
@@ -631,11 +647,15 @@ class ReferDataset(torch.utils.data.Dataset):
         return self.data.image_path(image_id)
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """Original-resolution H x W x 3 uint8 RGB."""
+        """Original-resolution H x W x 3 uint8 RGB (read-only when preloaded)."""
+        if self._decoded is not None and int(image_id) in self._decoded.images:
+            return self._decoded.images[int(image_id)]
         return self.data.load_image(image_id)
 
     def load_mask(self, ann_id: int) -> np.ndarray:
-        """Original-resolution H x W uint8 {0, 1}."""
+        """Original-resolution H x W uint8 {0, 1} (read-only when preloaded)."""
+        if self._decoded is not None and int(ann_id) in self._decoded.masks:
+            return self._decoded.masks[int(ann_id)]
         return self.data.load_mask(ann_id)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from ..data.errors import DataError
 from ..data.fingerprint import data_fingerprint
 from ..data.groups import ExpressionGroups, GroupedSampler, collate_groups
 from ..data.order import ResumableSampler, TrainBatches, loader_workers
+from ..data.preload import workers_share_it
 from ..data.refer import ReferDataset
 from ..data.synth import KINDS, expression_kinds
 from ..data.vocab import embedding_matrix, load_glove
@@ -348,6 +349,10 @@ class Trainer:
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         workers = loader_workers(cfg.data.num_workers, local_processes)
         set_cpu_threads(t.threads, workers, local_processes, dist)
+        if workers_share_it(workers):  # decode the split once, before the workers fork
+            said = train_set.preload(progress=sys.stderr if dist.main else None)
+            if dist.main:
+                print(said, file=sys.stderr)
         self.batches = training_batches(train_set, t, dist, workers, self.dtype)
         self.val_kinds = val_kinds(self.val_set)
         cap = t.val_max_expressions if t.val_max_expressions and t.val_max_expressions > 0 else None

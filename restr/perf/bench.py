@@ -341,6 +341,7 @@ class DataBench:
     batches: int = 50
     uint8: bool = True
     expressions_per_image: int = 1
+    preload: bool = False  # decode the split once before the workers start (the trainer's default)
 
 
 def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, **options: Any) -> dict[str, Any]:
@@ -358,6 +359,9 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
     o = DataBench(**options)
     ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"),
                       uint8=o.uint8 or o.expressions_per_image > 1)
+    t_preload = time.perf_counter()
+    preloaded = ds.preload(progress=None) if o.preload else "not preloaded"
+    t_preload = time.perf_counter() - t_preload
     per_image = o.expressions_per_image
     units = len(ds) // per_image
     per_batch = max(1, o.batch_size // per_image)
@@ -382,4 +386,4 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
     return {"mode": "data", "split": split, "batch_size": o.batch_size, "num_workers": o.num_workers,
             "images": n, "expressions_per_image": per_image, "format": "uint8" if o.uint8 else "float32",
             "bytes_per_image": per_item, "source_megapixels": mean_pixels / 1e6, "seconds": elapsed,
-            "images_per_s": n / elapsed}
+            "images_per_s": n / elapsed, "preloaded": preloaded, "preload_seconds": t_preload}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 
 from restr.config import ConfigError, get_preset
 from restr.data.order import ResumableSampler, item_seed
+from restr.data.preload import BUDGET_ENV
 from restr.engine.trainer import KILL_ENV, TERM_ENV, TrainingError, train
 from restr.runs.folder import RunError, load_checkpoint, load_run, read_metrics
 from restr.utils import cpu_has_fast_bf16
@@ -147,6 +149,22 @@ def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
     for k in a:
         assert torch.equal(a[k], c[k]), k
     assert strip(read_metrics(ref)) == [r for r in strip(read_metrics(stopped)) if r.get("event") != "stopped"]
+
+
+def test_a_preloaded_training_split_trains_to_the_same_weights(data_root, tmp_path):
+    # groups of 2 expressions of one image, augmented, loaded by a forked worker from the
+    # preloaded split, against a run that decodes every file each time (RESTR_PRELOAD_MB=0)
+    common = [*data_args(data_root), "--iterations", "12", "--batch-size", "4", "--workers", "1",
+              "--set", "train.expressions_per_image=2", "--set", "data.augment=true", "--set", "train.val_every=0"]
+    p = cli("train", *common, "--out", str(tmp_path / "kept"))
+    assert p.returncode == 0, p.stderr
+    assert re.search(r"synthref train: \d+ images and \d+ masks preloaded \(\d+ MB in", p.stderr), p.stderr
+    p = cli("train", *common, "--out", str(tmp_path / "decoded"), env={BUDGET_ENV: "0"})
+    assert p.returncode == 0, p.stderr
+    assert f"synthref train: not preloaded ({BUDGET_ENV}=0)" in p.stderr
+    a, b = weights(tmp_path / "kept"), weights(tmp_path / "decoded")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The speed benchmark runs on CPU (figures printed, no MFU) and counts FLOPs by measurement."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
@@ -80,6 +81,23 @@ def test_data_mode_times_the_trainers_items(tmp_path):
     assert u8["bytes_per_image"] == 3 * 32 * 32 + 32 * 32 + 20 * 8
     assert f32["bytes_per_image"] == 4 * (3 * 32 * 32 + 32 * 32) + 20 * 8
     assert 0.009 < u8["source_megapixels"] < 0.017  # synthref: 96-128 px sides
+    assert u8["preloaded"] == "not preloaded"
+    kept = bench_data(str(tmp_path), "synthref", "unc", "train", (32, 32), batch_size=4, num_workers=0, batches=3,
+                      preload=True)
+    assert kept["images"] == 12 and "images and" in kept["preloaded"] and "MB in" in kept["preloaded"]
+
+
+def test_data_mode_prints_preloaded_beside_decoded(tmp_path):
+    from restr.data.synth import generate
+
+    generate(tmp_path, seed=0, num_images=12, workers=1, progress=False)
+    out = subprocess.run([sys.executable, "-m", "restr", "bench", "--mode", "data", "--preset", "smoke", "--data",
+                          str(tmp_path), "--workers", "0", "--batches", "2", "--batch-size", "4"],
+                         capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    assert "preloaded (" in lines[0] and lines[1].endswith("not preloaded)")
+    assert re.match(r"preloaded / decoded each time: \d+\.\d\dx the expressions/s", lines[2]), out
 
 
 def test_top_ops_profiles_the_step():
