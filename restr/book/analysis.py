@@ -666,6 +666,31 @@ def converged_sweep_table(files: Iterable[str | Path]) -> pd.DataFrame:
     return table
 
 
+def precision_curves(files: Iterable[str | Path], row: str = "final start") -> pd.DataFrame:
+    """What rises along the main arm's longest finished rung of the doubling test: at each
+    validation, the cIoU and the share of expressions whose IoU passes 0.5 (the object
+    found), 0.7 and 0.9 (its outline nearly exact), in %, long form (step, measure, value),
+    with the rung's steps in ``attrs["steps"]``. Empty when no rung's curve logs them."""
+    best = None
+    for f in files:
+        sweep = json.loads(Path(f).read_text())
+        for r in sweep["rows"]:
+            if r["name"] == row and r["curve"] and r["curve"][-1].get("precision"):
+                steps = r["config"]["train"]["iterations"]
+                if best is None or steps > best[0]:
+                    best = (steps, r["curve"])
+    if best is None:
+        return pd.DataFrame(columns=["step", "measure", "value"])
+    rows = []
+    for p in best[1]:
+        rows.append({"step": p["step"], "measure": "cIoU", "value": 100 * p["cum_iou"]})
+        rows += [{"step": p["step"], "measure": f"IoU > {t}", "value": 100 * v}
+                 for t, v in (p.get("precision") or {}).items()]
+    frame = pd.DataFrame(rows)
+    frame.attrs["steps"] = best[0]
+    return frame
+
+
 def doubling_gain(table: pd.DataFrame, row) -> float:
     """How much the same sweep row trained for twice the steps scores above ``row`` (val
     cIoU points), from the run in the same arithmetic if there is one; NaN without such a

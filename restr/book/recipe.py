@@ -108,13 +108,18 @@ def sweep_configs(data_root: str, expressions: int, val_every: int = 8, sweep: s
     return out
 
 
+PRECISION_LEVELS = ("0.5", "0.7", "0.9")
+
+
 def curve(run_dir: Path) -> list[dict[str, float]]:
-    """The validation rows of a run: step, expressions seen, seconds of training, cIoU, and
-    the cIoU of each kind of expression when the log has it (runs since it was logged)."""
+    """The validation rows of a run: step, expressions seen, seconds of training, cIoU, the
+    share of expressions above IoU 0.5, 0.7 and 0.9 (``precision``), and the cIoU of each
+    kind of expression when the log has it (runs since it was logged)."""
 
     rows = [r for r in read_metrics(run_dir) if r.get("split") == "val"]
     return [{"step": r["step"], "expressions": r.get("expressions_seen"), "seconds": r.get("elapsed_s"),
              "cum_iou": r["cum_iou"], "mean_iou": r["mean_iou"],
+             "precision": {t: r[f"prec@{t}"] for t in PRECISION_LEVELS if f"prec@{t}" in r},
              **({"kinds": {k: m["cum_iou"] for k, m in r["kinds"].items()}} if "kinds" in r else {})}
             for r in rows]
 

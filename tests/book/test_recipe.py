@@ -142,6 +142,7 @@ def test_curve_keeps_each_kinds_ciou_when_the_log_has_it(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     old, new = curve(tmp_path)
     assert "kinds" not in old and new["kinds"] == {"attributes": 0.7, "ordinal": 0.1}
+    assert old["precision"] == new["precision"] == {}
     assert (new["step"], new["expressions"], new["seconds"], new["cum_iou"]) == (20, 1280, 9.0, 0.5)
 
 
@@ -152,3 +153,29 @@ def test_kind_curves_read_a_sweep_curve_and_a_run_log_alike():
     assert a.to_dict("records") == b.to_dict("records") == [
         {"step": 20, "kind": "attributes", "IoU": 70.0}, {"step": 20, "kind": "ordinal", "IoU": 10.0}]
     assert analysis.kind_curves(sweep[:1]).empty
+
+
+def test_precision_curves_read_the_longest_rung_that_logs_them(tmp_path):
+    from restr.book.recipe import curve
+
+    def rung(name, steps, with_precision):
+        rows = [{"step": s, "split": "val", "cum_iou": 0.1 * k, "mean_iou": 0.1, "expressions_seen": 64 * s,
+                 "elapsed_s": 1.0, **({"prec@0.5": 0.2 * k, "prec@0.7": 0.1 * k, "prec@0.9": 0.01 * k}
+                                      if with_precision else {})}
+                for k, s in enumerate((steps // 2, steps), start=1)]
+        run = tmp_path / name
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        f = tmp_path / f"{name}.json"
+        row = {"name": "final start", "config": {"train": {"iterations": steps}}, "curve": curve(run)}
+        f.write_text(json.dumps({"sweep": "converged", "expressions": 64 * steps, "rows": [row]}))
+        return f
+
+    files = [rung("short", 100, True), rung("long", 400, True), rung("longest", 800, False)]
+    frame = analysis.precision_curves(files)
+    assert frame.attrs["steps"] == 400  # the 800-step rung logs no precision
+    wide = frame.pivot(index="step", columns="measure", values="value")
+    assert list(wide.index) == [200, 400]
+    assert wide.loc[400].to_dict() == pytest.approx({"cIoU": 20.0, "IoU > 0.5": 40.0, "IoU > 0.7": 20.0,
+                                                     "IoU > 0.9": 2.0})
+    assert analysis.precision_curves(files[2:]).empty
