@@ -16,6 +16,7 @@ does, and the protocol page lists that change), so a campaign started at T finis
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -89,6 +90,35 @@ def fix_budget(files: list[Path] | None = None, path: Path | None = None, replac
         budget["replaces"] = {"steps": int(old["steps"]) if old else None, "reason": replace}
     atomic_write_text(path, json.dumps(budget, indent=1) + "\n")
     return budget
+
+
+def campaign_runs(profile_name: str = "converged") -> int:
+    """How many runs the protocol's campaign trains: every model of the profile, each seed."""
+    from ..config import PROTOCOL_PROFILES
+    from .models import book_models
+
+    profile = dataclasses.replace(PROTOCOL_PROFILES[profile_name], iterations=1, variant_iterations=1)
+    return sum(len(m.seeds) for m in book_models(profile))
+
+
+def campaign_cost(table, runs: int, jobs: int = 2) -> list[dict[str, float]]:
+    """What the campaign would take at each budget of the doubling test: ``runs`` runs, each
+    costed at the main arm's measured training minutes at that budget (wall time beside
+    other jobs, as the sweep ran), in core-hours and in hours of wall time ``jobs`` at a time."""
+    out = []
+    for _, r in table.iterrows():
+        minutes = float(r["training minutes"])
+        out.append({"steps": int(r.steps), "arithmetic": r.arithmetic, "minutes per run": minutes,
+                    "core-hours": runs * minutes / 60, "wall hours": runs * minutes / 60 / jobs})
+    return out
+
+
+def format_cost(costs: list[dict[str, float]], runs: int, jobs: int = 2) -> str:
+    lines = [f"the campaign at each budget ({runs} runs of the converged profile, each costed at the main arm's "
+             f"minutes there, {jobs} at a time):"]
+    lines += [f"  {c['steps']:7,d} {c['arithmetic']:<10} {c['minutes per run']:7.1f} min a run: "
+              f"{c['core-hours']:6.0f} core-hours, about {c['wall hours']:.0f} hours of wall time" for c in costs]
+    return "\n".join(lines)
 
 
 def format_test(table) -> str:

@@ -35,6 +35,9 @@ def budget_command(args) -> int:
     fixed_at = ("not yet (--fix writes it)" if fixed is None
                 else f"{int(fixed['steps']):,} steps, on {fixed.get('fixed')}")
     print(f"answer: {answer}; the protocol's budget fixed: {fixed_at}")
+    if len(table):
+        runs = budget.campaign_runs()
+        print(budget.format_cost(budget.campaign_cost(table, runs), runs))
     return 0
 
 

@@ -74,3 +74,17 @@ def test_the_converged_profile_waits_for_the_budget_and_trains_the_doubling_test
     (_, final_start), = [(c, cfg) for c, cfg in sweep_configs("data/synthref-v2", 64 * 4500, val_every=25,
                                                                sweep="converged") if c.name == budget.MAIN_ROW]
     assert [d for d in main.diff(final_start) if not d.startswith("train.ckpt_every")] == []
+
+
+def test_the_campaign_is_costed_at_the_main_arms_minutes_per_budget(tmp_path):
+    # the converged profile: 16 arms with 3 seeds (the main arm, Table 3(b)'s four, Table 4's five,
+    # the baseline, M3Att's five) and the three fidelity arms with one
+    assert budget.campaign_runs() == 51
+    table = budget.doubling_test([sweep_file(tmp_path, 2250, RISING), sweep_file(tmp_path, 4500, FLAT)])
+    costs = budget.campaign_cost(table, runs=10, jobs=2)
+    assert [c["steps"] for c in costs] == [2250, 4500]
+    assert costs[0]["minutes per run"] == pytest.approx(2250 * 0.3 / 60)  # the run's own seconds
+    assert costs[1]["core-hours"] == pytest.approx(10 * 4500 * 0.3 / 3600)
+    assert costs[1]["wall hours"] == pytest.approx(costs[1]["core-hours"] / 2)
+    text = budget.format_cost(costs, 10)
+    assert "10 runs of the converged profile" in text and "4,500 bfloat16" in text and "22.5 min a run" in text
