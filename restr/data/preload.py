@@ -98,5 +98,7 @@ def decode_split(dataset, budget: float, progress=sys.stderr) -> tuple[Decoded |
 
 def workers_share_it(workers: int) -> bool:
     """True when the loader's workers would read a cache filled now: no workers (the
-    training process loads), or workers forked from it (the default on Linux)."""
-    return workers == 0 or multiprocessing.get_start_method(allow_none=False) == "fork"
+    training process loads), or workers forked from it (the default on Linux). Asks without
+    fixing the start method (the platform's default is the first of all methods)."""
+    method = multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+    return workers == 0 or method == "fork"

@@ -75,3 +75,14 @@ def test_a_corrupt_image_stops_preloading_with_its_name(tmp_path):
     with pytest.raises(DataError, match=r"cannot read image .*COCO_train2014_000000000106\.jpg"):
         ds.preload(budget=64, progress=None)
     assert ds._decoded is None
+
+
+def test_workers_read_the_cache_only_when_forked(monkeypatch):
+    import multiprocessing
+
+    from restr.data.preload import workers_share_it
+
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    assert not workers_share_it(2) and workers_share_it(0)  # spawned workers get the data set without it
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "fork")
+    assert workers_share_it(2)
