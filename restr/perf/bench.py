@@ -17,7 +17,8 @@ x 1024 product, fp32 and bf16, with each setup's thread count), and each row rep
 its achieved FLOP/s as a fraction of that peak in the row's precision.
 
 ``--mode data`` times the DataLoader instead (letterbox pipeline over a refer-format
-data set), in images per second.
+data set), in images per second; on the training split, with the split preloaded (as the
+trainer does, :mod:`restr.data.preload`) beside decoding every file each time.
 """
 from __future__ import annotations
 
