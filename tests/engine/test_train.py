@@ -151,6 +151,7 @@ def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
     assert strip(read_metrics(ref)) == [r for r in strip(read_metrics(stopped)) if r.get("event") != "stopped"]
 
 
+@pytest.mark.slow
 def test_a_preloaded_training_split_trains_to_the_same_weights(data_root, tmp_path):
     # groups of 2 expressions of one image, augmented, loaded by a forked worker from the
     # preloaded split, against a run that decodes every file each time (RESTR_PRELOAD_MB=0)
