@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -70,10 +69,12 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def decode_split(dataset, budget: float, progress=sys.stderr) -> tuple[Decoded | None, str]:
+def decode_split(dataset, budget: float) -> tuple[Decoded | None, str]:
     """``(decoded, what was done)`` for a :class:`ReferDataset`: every image and every mask
     its refs use, or ``(None, why not)`` when they would take more than ``budget`` MB. A
-    file that fails to decode raises its :class:`DataError` here, before training starts."""
+    file that fails to decode raises its :class:`DataError` here, before training starts
+    (the caller prints what was done; nothing is printed before, so such an error is the
+    first line a user sees)."""
     image_ids = dataset.image_ids()
     ann_ids = sorted({int(r["ann_id"]) for r in dataset.refs})
     need = estimated_bytes(dataset.data, image_ids, ann_ids) / 1e6
@@ -84,9 +85,6 @@ def decode_split(dataset, budget: float, progress=sys.stderr) -> tuple[Decoded |
         return None, (f"{where}: not preloaded: its {len(image_ids)} images and {len(ann_ids)} masks need about "
                       f"{need:,.0f} MB, over the {budget:,.0f} MB budget ({BUDGET_ENV})")
     start = time.perf_counter()
-    if progress is not None:
-        print(f"{where}: decoding {len(image_ids)} images and {len(ann_ids)} masks (about {need:,.0f} MB) ...",
-              file=progress, flush=True)
     decoded = Decoded()
     for image_id in image_ids:
         decoded.images[int(image_id)] = _frozen(dataset.data.load_image(image_id))

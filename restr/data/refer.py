@@ -26,7 +26,6 @@ import json
 import os
 import pickle
 import re
-import sys
 import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -607,12 +606,12 @@ class ReferDataset(torch.utils.data.Dataset):
         self._last_mask: tuple[int, tuple[np.ndarray, torch.Tensor]] | None = None
         self._decoded = None  # restr.data.preload.Decoded, after preload()
 
-    def preload(self, budget: float | None = None, progress=sys.stderr) -> str:
+    def preload(self, budget: float | None = None) -> str:
         """Decode every image and mask of this split once and keep them, read-only, for
         :meth:`load_image` and :meth:`load_mask` (the same arrays as decoding each time),
         unless they would take more than ``budget`` MB (default: ``RESTR_PRELOAD_MB`` or
         1024). Returns a line saying what was done."""
-        self._decoded, message = decode_split(self, budget_mb() if budget is None else budget, progress)
+        self._decoded, message = decode_split(self, budget_mb() if budget is None else budget)
         return message
 
     def __getstate__(self) -> dict:

@@ -276,6 +276,20 @@ def take_run_folder(ckpt: Checkpointer, d: Dist) -> None:
         raise TrainingError(refused)
 
 
+def preload_split(train_set, workers: int, cfg: Config, d: Dist) -> None:
+    """Decode the training split once, before the loader's workers fork (when they would
+    read it: :func:`restr.data.preload.workers_share_it`), and say what was done. A file that
+    cannot be read stops the run here, before its first step, with the data check's command."""
+    if not workers_share_it(workers):
+        return
+    try:
+        said = train_set.preload()
+    except DataError as exc:
+        raise type(exc)(f"{exc}\n{data_stats_hint(cfg)}") from None
+    if d.main:
+        print(said, file=sys.stderr)
+
+
 def data_stats_hint(cfg: Config) -> str:
     d = cfg.data
     image_root = f" --image-root {d.image_root}" if d.image_root else ""
@@ -349,10 +363,7 @@ class Trainer:
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         workers = loader_workers(cfg.data.num_workers, local_processes)
         set_cpu_threads(t.threads, workers, local_processes, dist)
-        if workers_share_it(workers):  # decode the split once, before the workers fork
-            said = train_set.preload(progress=sys.stderr if dist.main else None)
-            if dist.main:
-                print(said, file=sys.stderr)
+        preload_split(train_set, workers, cfg, dist)
         self.batches = training_batches(train_set, t, dist, workers, self.dtype)
         self.val_kinds = val_kinds(self.val_set)
         cap = t.val_max_expressions if t.val_max_expressions and t.val_max_expressions > 0 else None

@@ -361,7 +361,7 @@ def bench_data(root: str, dataset: str, split_by: str, split: str, image_size, *
     ds = ReferDataset(root, dataset, split_by, split, image_size=image_size, augment=(split == "train"),
                       uint8=o.uint8 or o.expressions_per_image > 1)
     t_preload = time.perf_counter()
-    preloaded = ds.preload(progress=None) if o.preload else "not preloaded"
+    preloaded = ds.preload() if o.preload else "not preloaded"
     t_preload = time.perf_counter() - t_preload
     per_image = o.expressions_per_image
     units = len(ds) // per_image

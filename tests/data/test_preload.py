@@ -29,7 +29,7 @@ def _groups_of(dataset, seed: int):
 
 def test_a_preloaded_split_gives_the_same_augmented_groups_bit_for_bit(data_root):
     plain, preloaded = _train_split(data_root, augment=True), _train_split(data_root, augment=True)
-    said = preloaded.preload(budget=64, progress=None)
+    said = preloaded.preload(budget=64)
     assert "preloaded" in said and "not preloaded" not in said, said
     image_ids = plain.image_ids()
     assert set(preloaded._decoded.images) == set(image_ids)
@@ -47,12 +47,12 @@ def test_a_preloaded_split_gives_the_same_augmented_groups_bit_for_bit(data_root
 
 def test_the_budget_is_kept_and_said(data_root, monkeypatch):
     ds = _train_split(data_root)
-    said = ds.preload(budget=0.01, progress=None)
+    said = ds.preload(budget=0.01)
     assert ds._decoded is None
     assert "not preloaded" in said and "over the 0 MB budget" in said and BUDGET_ENV in said, said
-    assert "(RESTR_PRELOAD_MB=0)" in ds.preload(budget=0, progress=None)
+    assert "(RESTR_PRELOAD_MB=0)" in ds.preload(budget=0)
     monkeypatch.setenv(BUDGET_ENV, "0")
-    assert ds.preload(progress=None).endswith(f"not preloaded ({BUDGET_ENV}=0)")
+    assert ds.preload().endswith(f"not preloaded ({BUDGET_ENV}=0)")
     assert budget_mb() == 0
     for bad in ("lots", "-5", "nan"):
         monkeypatch.setenv(BUDGET_ENV, bad)
@@ -62,7 +62,7 @@ def test_the_budget_is_kept_and_said(data_root, monkeypatch):
 
 def test_a_pickled_dataset_leaves_its_cache_behind(data_root):
     ds = _train_split(data_root)
-    ds.preload(budget=64, progress=None)
+    ds.preload(budget=64)
     copy = pickle.loads(pickle.dumps(ds))
     assert copy._decoded is None and ds._decoded is not None
     image_id = ds.image_ids()[0]
@@ -73,7 +73,7 @@ def test_a_corrupt_image_stops_preloading_with_its_name(tmp_path):
     root = write_refer(tmp_path / "r", broken={"corrupt_image"})
     ds = ReferDataset(root, "refcoco", "unc", "train")
     with pytest.raises(DataError, match=r"cannot read image .*COCO_train2014_000000000106\.jpg"):
-        ds.preload(budget=64, progress=None)
+        ds.preload(budget=64)
     assert ds._decoded is None
 
 
