@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_sweep_args(args, data)
         rows = run_sweep(data, args.expressions, args.runs, args.only, args.sweep, args.val_every)
     except TrainingStopped as exc:
-        print(f"stopped: {exc}; the same sweep command resumes it", file=sys.stderr)
+        print(f"stopped: {exc}", file=sys.stderr)  # it says that the same command resumes it
         return exc.exit_code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
