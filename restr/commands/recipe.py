@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ..book import recipe
 from ..book.recipe import SWEEP_DATA, SWEEPS, _check_sweep_args, format_sweep, merge_rows, run_sweep
 from ..config import ConfigError
 from ..engine.resume import TrainingStopped
-from ..engine.trainer import request_stop
+from ..engine.trainer import stop_requests
 from ..utils.files import REPO, atomic_write_text
 
 
@@ -66,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or SWEEP_DATA[args.sweep][0]
     out = args.out or str(REPO / "data" / "zoo" / ("sweep.json" if args.sweep == "recipe"
                                                    else f"sweep-{args.sweep}-{args.expressions}.json"))
-    signal.signal(signal.SIGTERM, request_stop)  # kill PID: the row under way stops at a checkpoint
     try:
         _check_sweep_args(args, data)
-        rows = run_sweep(data, args.expressions, args.runs, args.only, args.sweep, args.val_every)
+        with stop_requests():  # kill PID: the row under way stops at a checkpoint
+            rows = run_sweep(data, args.expressions, args.runs, args.only, args.sweep, args.val_every)
     except TrainingStopped as exc:
         print(f"stopped: {exc}", file=sys.stderr)  # it says that the same command resumes it
         return exc.exit_code

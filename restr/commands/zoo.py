@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from datetime import datetime
@@ -10,7 +9,7 @@ from datetime import datetime
 from ..book.zoo_train import Schedule, zoo_scores, zoo_train, zoo_train_jobs
 from ..config import ConfigError
 from ..engine.resume import TrainingError, TrainingStopped
-from ..engine.trainer import request_stop
+from ..engine.trainer import stop_requests
 from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
 
@@ -83,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 return 1
         else:
-            if args.what == "train":  # a job of zoo_train_jobs may be asked to stop while it starts up
-                signal.signal(signal.SIGTERM, request_stop)
-            added = zoo_train(args.profile, args.only, args.seeds, args.retrain, args.runs)
+            # a job of zoo_train_jobs may be asked to stop while it starts up
+            with stop_requests(enabled=args.what == "train"):
+                added = zoo_train(args.profile, args.only, args.seeds, args.retrain, args.runs)
             print(f"added {len(added)} model(s) to {zoo_folder()}: {', '.join(added) or 'none'}")
     except TrainingStopped as exc:  # a job of zoo_train_jobs, asked to stop at --until
         print(f"stopped: {exc}", file=sys.stderr)

@@ -44,6 +44,7 @@ import json
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import sys
 import time
 from collections import Counter
@@ -159,11 +160,14 @@ def render(jobs: list[ImageJob], workers: int | None = None, progress: bool = Tr
 
 
 def _pool(workers: int):
-    """A process pool (forked where possible) for ``workers`` > 1, else a context giving None."""
+    """A process pool (forked where possible) for ``workers`` > 1, else a context giving None.
+    The workers take SIGTERM's default back: a forked worker inherits its parent's handlers,
+    and one that only records the signal (a training command's request to stop) would leave
+    the pool's terminate() waiting forever for a worker that never exits."""
     if workers <= 1:
         return nullcontext()
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    return ctx.Pool(workers)
+    return ctx.Pool(workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
 
 
 def to_refer(records: list[dict], splits: list[str], seed: int, version: int = 1) -> ReferSet:

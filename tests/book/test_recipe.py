@@ -65,6 +65,31 @@ def test_the_converged_sweep_tries_each_change_alone_against_the_final_start(tmp
     assert "the rows of --sweep converged are: final start, random positions, 8 per image" in capsys.readouterr().err
 
 
+def test_a_sweep_takes_sigterm_as_a_stop_request_only_while_it_runs(monkeypatch):
+    """Inside the sweep a SIGTERM asks the row under way to stop at a checkpoint; after it,
+    the caller's handler is back (one left behind made every later forked pool worker
+    ignore the pool's terminate(), and CI hung)."""
+    import signal
+
+    from restr.commands import recipe as recipe_cmd
+    from restr.config import ConfigError
+    from restr.engine.trainer import request_stop
+
+    seen = []
+
+    def run_sweep(*args):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        raise ConfigError("no row to run")
+
+    monkeypatch.setattr(recipe_cmd, "_check_sweep_args", lambda args, data: None)
+    monkeypatch.setattr(recipe_cmd, "run_sweep", run_sweep)
+    before = signal.getsignal(signal.SIGTERM)
+    assert before is not request_stop
+    assert recipe_main(["sweep", "--sweep", "converged", "--only", "final start"]) == 2
+    assert seen == [request_stop]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_a_sweep_file_keeps_the_rows_not_run_again_and_tells_arithmetic_apart(tmp_path):
     from restr.book.recipe import arithmetic, merge_rows
 
