@@ -253,8 +253,14 @@ def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) 
     amp = resolve_amp(read_run_config(run_dir).train.amp, torch.device("cpu"))
     stamp = {"format": SCORES_FORMAT, "weights_sha256": weights_digest(run_dir), "split": split, "level": level,
              "max_expressions": max_expressions, "arithmetic": "bfloat16" if amp == torch.bfloat16 else "float32",
-             "protocol": hashlib.sha256(json.dumps(PROTOCOL, sort_keys=True).encode()).hexdigest()[:16]}
+             "protocol": protocol_digest()}
     return Path(run_dir) / "scores" / f"{split}-{level}-{max_expressions or 'all'}.csv", stamp
+
+
+def protocol_digest() -> str:
+    """A short digest of the evaluation protocol (:data:`PROTOCOL`) that cached scores carry."""
+
+    return hashlib.sha256(json.dumps(PROTOCOL, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def weights_digest(run_dir) -> str:

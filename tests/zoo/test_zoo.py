@@ -381,3 +381,22 @@ def test_zoo_scores_ships_the_scores_a_book_run_computed(smoke_book, tmp_path):
     for f in shipped.iterdir():
         assert f.read_bytes() == (run / "scores" / f.name).read_bytes()
     assert json.loads((shipped / "val-pixel-12.json").read_text())["weights_sha256"] == weights_digest(run)
+
+
+def test_the_shipped_scores_carry_the_stamp_a_fresh_book_reads():
+    """Every score file shipped with the zoo names its model's weights, the arithmetic the
+    zoo is evaluated in, and today's scoring format and protocol; a stale stamp made a fresh
+    clone's book score every model again (26 min instead of about 4)."""
+    from restr.book.analysis import SCORES_FORMAT, protocol_digest, state_digest
+    from restr.zoo.manifest import SCORES_DIR, entry_arithmetic, load_weights, zoo_folder
+
+    checked = 0
+    for entry in read_manifest():
+        digest = state_digest(load_weights(entry))
+        for stamp_file in sorted((zoo_folder() / SCORES_DIR / entry["name"]).glob("*.json")):
+            stamp = json.loads(stamp_file.read_text())
+            assert stamp["weights_sha256"] == digest, stamp_file
+            assert stamp["arithmetic"] == entry_arithmetic(entry), stamp_file
+            assert (stamp["format"], stamp["protocol"]) == (SCORES_FORMAT, protocol_digest()), stamp_file
+            checked += 1
+    assert checked >= len(read_manifest())
