@@ -82,6 +82,11 @@ CONVERGED: list[Change] = [
                      "from scratch; the ViT's start is the same)", {"train.seed": 1}, kept=False),
     Change("lr held longer", "the polynomial decay's power 0.3 instead of 0.9: the rate stays near its peak for "
                              "longer and falls in the last steps", {"train.power": 0.3}, kept=False),
+    Change("lr 2e-3 held longer", "the two changes that paid at their budgets together: twice the learning rate "
+                                  "for every part and the decay's power 0.3", {"train.lr": 2e-3, "train.power": 0.3},
+           kept=False),
+    Change("lr 4e-3 held longer", "four times the learning rate for every part, the decay's power 0.3",
+           {"train.lr": 4e-3, "train.power": 0.3}, kept=False),
 ]
 SWEEPS = {"recipe": SWEEP, "converged": CONVERGED}
 SWEEP_DATA = {"recipe": ("data/synthref", 1), "converged": ("data/synthref-v2", 2)}  # default root, data version
