@@ -92,6 +92,62 @@ def fix_budget(files: list[Path] | None = None, path: Path | None = None, replac
     return budget
 
 
+LADDER_START = 2250  # the ladder's first rung, in steps: 2,250 x 2^k
+
+
+def on_the_ladder(steps: int) -> bool:
+    k = steps // LADDER_START
+    return steps > 0 and steps % LADDER_START == 0 and k & (k - 1) == 0
+
+
+def cap_budget(steps: int, reason: str, files: list[Path] | None = None, path: Path | None = None,
+               replace: str | None = None) -> dict[str, Any]:
+    """Fix the budget at a rung of the ladder the machine can afford when the doubling test
+    has no answer at or below it (a protocol change: ``reason`` says why, the protocol
+    page lists it). Every arm is trained for ``steps``; the ``converged`` rule still judges
+    each run, so a claim whose runs are still learning reads *inconclusive (still learning)*.
+    Refused off the ladder, without a run of the main arm at ``steps``, when the doubling
+    test already answers (``--fix`` is the protocol's way then), and over a fixed budget
+    unless ``replace`` gives the reason."""
+    path = Path(path or BUDGET_FILE)
+    if not reason or not reason.strip():
+        raise ConfigError("a capped budget needs its reason (--reason): it is a change of the protocol")
+    if not on_the_ladder(steps):
+        raise ConfigError(f"{steps:,} steps is not on the ladder ({LADDER_START:,} x 2^k: 2,250, 4,500, 9,000, ...)")
+    table = doubling_test(files)
+    answer = passing_steps(table)
+    if answer is not None and answer <= steps:
+        raise ConfigError(f"the doubling test answers {answer:,} steps, within the cap: fix that with --fix")
+    here = table[table.steps == steps] if len(table) else table
+    if not len(here):
+        raise ConfigError(f"the main arm has no run of {steps:,} steps in the converged sweep: train it first "
+                          f"(python -m restr recipe sweep --sweep converged --only \"{MAIN_ROW}\" --expressions "
+                          f"{64 * steps} --val-every 25)")
+    old = read_budget(path)
+    if old is not None and not replace:
+        raise ConfigError(f"{path} fixes the budget at {int(old['steps']):,} steps (on {old.get('fixed')}); moving "
+                          f"it changes the protocol: give the reason with --replace, and list the change on "
+                          f"book/protocol.md")
+    evidence = [{k: (None if v != v else v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+    per_step = int(here["budget (expressions)"].iloc[0]) // steps
+    budget = {"steps": steps, "expressions_per_step": per_step, "row": MAIN_ROW, "fixed": time.strftime("%Y-%m-%d"),
+              "rule": "a cap: the doubling test has no answer at or below it; every run is still judged by the "
+                      "converged rule", "capped": True, "reason": reason.strip(),
+              "doubling test answer": answer, "evidence": evidence}
+    if replace:
+        budget["replaces"] = {"steps": int(old["steps"]) if old else None, "reason": replace}
+    atomic_write_text(path, json.dumps(budget, indent=1) + "\n")
+    return budget
+
+
+def describe(fixed: dict[str, Any]) -> str:
+    """One line on a fixed budget: its steps, when, and whether the doubling test or a cap set it."""
+    how = (f"a cap ({fixed['reason']})" if fixed.get("capped")
+           else "the doubling test's answer")
+    return (f"{int(fixed['steps']):,} steps of {fixed.get('expressions_per_step', 64)} expressions, fixed on "
+            f"{fixed.get('fixed')} by {how}")
+
+
 def campaign_runs(profile_name: str = "converged") -> int:
     """How many runs the protocol's campaign trains: every model of the profile, each seed."""
     from ..config import PROTOCOL_PROFILES

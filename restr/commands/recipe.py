@@ -17,7 +17,19 @@ from ..utils.files import REPO, atomic_write_text
 def budget_command(args) -> int:
     from ..book import budget
 
+    if args.cap is not None and args.fix:
+        print("error: --fix writes the doubling test's answer, --cap a rung the machine can afford: give one",
+              file=sys.stderr)
+        return 2
+    if args.reason and args.cap is None:
+        print("error: --reason goes with --cap (a moved budget's reason is --replace's)", file=sys.stderr)
+        return 2
     try:
+        if args.cap is not None:
+            fixed = budget.cap_budget(args.cap, args.reason or "", replace=args.replace)
+            print(f"the protocol's budget: {budget.describe(fixed)}, written to {budget.BUDGET_FILE}; list the "
+                  f"change on book/protocol.md")
+            return 0
         if args.fix:
             fixed = budget.fix_budget(replace=args.replace)
             print(f"the protocol's budget: {fixed['steps']:,} steps of {fixed['expressions_per_step']} expressions, "
@@ -31,8 +43,7 @@ def budget_command(args) -> int:
     print(f"the doubling test on the main arm ('{budget.MAIN_ROW}' of the converged sweep):")
     print(budget.format_test(table))
     answer = "none yet" if steps is None else f"{steps:,} steps"
-    fixed_at = ("not yet (--fix writes it)" if fixed is None
-                else f"{int(fixed['steps']):,} steps, on {fixed.get('fixed')}")
+    fixed_at = "not yet (--fix writes it)" if fixed is None else budget.describe(fixed)
     print(f"answer: {answer}; the protocol's budget fixed: {fixed_at}")
     if len(table):
         runs = budget.campaign_runs()
@@ -58,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
                                       "protocol's budget (data/zoo/protocol-budget.json) that the converged profile "
                                       "trains every arm for")
     b.add_argument("--fix", action="store_true", help="write the doubling test's answer as the protocol's budget")
-    b.add_argument("--replace", metavar="REASON", help="with --fix: move a budget fixed before (a protocol change)")
+    b.add_argument("--replace", metavar="REASON", help="with --fix or --cap: move a budget fixed before (a protocol "
+                                                       "change)")
+    b.add_argument("--cap", type=int, metavar="STEPS", help="fix the budget at this rung of the ladder, which the "
+                   "machine can afford, while the doubling test has no answer up to it (a protocol change; needs "
+                   "--reason, and the main arm's run at STEPS in the converged sweep)")
+    b.add_argument("--reason", help="with --cap: why (written to the budget file; list it on book/protocol.md)")
     args = parser.parse_args(argv)
     if args.what == "budget":
         return budget_command(args)

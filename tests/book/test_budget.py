@@ -88,3 +88,36 @@ def test_the_campaign_is_costed_at_the_main_arms_minutes_per_budget(tmp_path):
     assert costs[1]["wall hours"] == pytest.approx(costs[1]["core-hours"] / 2)
     text = budget.format_cost(costs, 10)
     assert "10 runs of the converged profile" in text and "4,500 bfloat16" in text and "22.5 min a run" in text
+
+
+def test_a_cap_fixes_an_affordable_rung_only_while_the_doubling_test_has_no_answer(tmp_path):
+    files = [sweep_file(tmp_path, 2250, RISING), sweep_file(tmp_path, 4500, RISING)]
+    out = tmp_path / "budget.json"
+    with pytest.raises(ConfigError, match="needs its reason"):
+        budget.cap_budget(4500, " ", files, out)
+    with pytest.raises(ConfigError, match="3,000 steps is not on the ladder"):
+        budget.cap_budget(3000, "the machine", files, out)
+    with pytest.raises(ConfigError, match="no run of 9,000 steps .*--expressions 576000"):
+        budget.cap_budget(9000, "the machine", files, out)
+    assert not out.exists()
+    capped = budget.cap_budget(4500, "72,000 steps cost 281 core-hours", files, out)
+    assert capped["steps"] == 4500 and capped["capped"] and capped["doubling test answer"] is None
+    assert capped["reason"] == "72,000 steps cost 281 core-hours"
+    assert [e["doubling test"] for e in capped["evidence"]] == ["fails (still learning)"] * 2
+    assert budget.read_budget(out)["steps"] == 4500
+    assert "4,500 steps of 64 expressions" in budget.describe(capped) and "a cap (72,000" in budget.describe(capped)
+    with pytest.raises(ConfigError, match="fixes the budget at 4,500 steps .*--replace"):  # a cap does not move alone
+        budget.cap_budget(2250, "cheaper", files, out)
+    # once the doubling test answers at or under the cap, the cap is not the protocol's way
+    flat = [sweep_file(tmp_path, 2250, FLAT), sweep_file(tmp_path, 4500, [v + 0.005 for v in FLAT])]
+    with pytest.raises(ConfigError, match="answers 2,250 steps, within the cap: fix that with --fix"):
+        budget.cap_budget(4500, "the machine", flat, tmp_path / "other.json")
+
+
+def test_the_budget_command_refuses_a_cap_and_fix_together_and_a_reason_alone(capsys):
+    from restr.commands.recipe import main
+
+    assert main(["budget", "--cap", "9000", "--fix"]) == 2
+    assert "give one" in capsys.readouterr().err
+    assert main(["budget", "--reason", "because"]) == 2
+    assert "--reason goes with --cap" in capsys.readouterr().err
