@@ -121,22 +121,28 @@ def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], de
     """The index in ``pending`` of the first (model, seed) expected to finish before
     ``deadline`` (epoch seconds; None: the first), and a note on the jobs passed over.
     ``done``: the fraction of each pending job (by index) that a stopped run already holds;
-    its expected time is the rest. ``spill``: if none fits, the first one still starts when
+    its expected time is the rest. A job with no recorded time starts only when at least
+    :data:`SPILL_MIN_MINUTES` are left, and none starts once the deadline's
+    :data:`STOP_LEAD_S` has come. ``spill``: if none fits, the first one still starts when
     at least :data:`SPILL_MIN_MINUTES` are left (it will be stopped at the deadline at a
     checkpoint, and the next call resumes it)."""
     if deadline is None:
         return (0 if pending else None), ""
     left = (deadline - now) / 60
+    if 60 * left <= STOP_LEAD_S:  # the block is ending: running jobs are being stopped, none starts
+        return None, "--until has come: no job starts"
     done = done or {}
     passed = []
     for i, (m, seed) in enumerate(pending):
         need = expected_minutes(m.name, profile_name, entries)
         if need is not None:
             need *= 1.0 - done.get(i, 0.0)
-        if need is None or 1.1 * need <= left:
-            return i, ("" if need is not None else f"{m.name} seed {seed}: no recorded time, started without an "
-                                                     f"estimate")
-        passed.append(f"{m.name} seed {seed} (about {need:.0f} min)")
+        elif left >= SPILL_MIN_MINUTES:
+            return i, f"{m.name} seed {seed}: no recorded time, started without an estimate"
+        if need is not None and 1.1 * need <= left:
+            return i, ""
+        passed.append(f"{m.name} seed {seed} (" + ("no recorded time" if need is None else f"about {need:.0f} min")
+                      + ")")
     if spill and pending and left >= SPILL_MIN_MINUTES:
         return 0, (f"{left:.0f} min left before --until: {passed[0]} will not finish; started anyway (--spill), "
                    f"to be stopped at a checkpoint before --until and resumed by the next call")
@@ -242,10 +248,12 @@ def reap(returncode: int, job: Job, schedule: Schedule, outcome: dict[str, list[
         print(f"zoo: {job.name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
         if schedule.commit:
             commit_model(job.name)
-    elif returncode == TrainingStopped.exit_code:
+    elif returncode == TrainingStopped.exit_code or (job.asked_to_stop and returncode == -signal.SIGTERM):
+        # -SIGTERM: asked to stop before its training had begun (no handler yet, nothing lost)
         outcome["stopped"].append(job.name)
-        print(f"zoo: {job.name} stopped at {100 * fraction_done(job.run_dir):.0f} % after {minutes:.1f} min, at a "
-              f"checkpoint in {job.run_dir}; the same command resumes it", file=sys.stderr, flush=True)
+        where = (f"at {100 * fraction_done(job.run_dir):.0f} % after {minutes:.1f} min, at a checkpoint in "
+                 f"{job.run_dir}" if returncode > 0 else f"after {minutes:.1f} min, before its training began")
+        print(f"zoo: {job.name} stopped {where}; the same command resumes it", file=sys.stderr, flush=True)
         if schedule.park:
             park_run(job.name, job.run_dir, schedule.commit)
     else:

@@ -269,8 +269,14 @@ def test_a_deadline_starts_only_the_jobs_expected_to_finish_before_it():
     assert pick == 0 and "main seed 1 (about 100 min) will not finish; started anyway (--spill)" in note
     assert next_job(pending, "converged", entries, now + 60 * 19, now, spill=True)[0] is None
     unknown = [(SimpleNamespace(name="new-arm"), 0)]
-    assert next_job(unknown, "smoke", entries, now + 60, now) == (0, "new-arm seed 0: no recorded time, started "
-                                                                      "without an estimate")
+    assert next_job(unknown, "smoke", entries, now + 60 * 20, now) == (0, "new-arm seed 0: no recorded time, "
+                                                                           "started without an estimate")
+    # with less than that left, a job of unknown length waits; once the deadline's stop lead has come, none starts
+    # (a campaign called with --until +1 once started and stopped all 51 of its jobs in turn)
+    pick, note = next_job(unknown, "smoke", entries, now + 60 * 19, now)
+    assert pick is None and "new-arm seed 0 (no recorded time)" in note
+    assert next_job(pending, "converged", entries, now + 60, now) == (None, "--until has come: no job starts")
+    assert next_job(pending, "converged", entries, now + 60, now, spill=True)[0] is None
     # --until: a time today or minutes from now; a time already past is refused by name
     assert parse_until("+90", now=now) == now + 5400
     from datetime import datetime
@@ -400,3 +406,18 @@ def test_the_shipped_scores_carry_the_stamp_a_fresh_book_reads():
             assert (stamp["format"], stamp["protocol"]) == (SCORES_FORMAT, protocol_digest()), stamp_file
             checked += 1
     assert checked >= len(read_manifest())
+
+
+def test_a_job_killed_by_the_stop_request_before_its_training_began_is_stopped_not_failed(tmp_path, capsys):
+    import signal
+
+    from restr.book.zoo_train import Job, Schedule, reap
+
+    outcome = {"added": [], "failed": [], "stopped": []}
+    asked = Job("converged-main-s0", tmp_path / "log", tmp_path / "run", asked_to_stop=True)
+    reap(-signal.SIGTERM, asked, Schedule(), outcome)
+    assert outcome["stopped"] == ["converged-main-s0"] and outcome["failed"] == []
+    assert "stopped after 0.0 min, before its training began" in capsys.readouterr().err
+    unasked = Job("converged-main-s1", tmp_path / "log", tmp_path / "run")  # killed by someone else: a failure
+    reap(-signal.SIGTERM, unasked, Schedule(), outcome)
+    assert outcome["failed"] == ["converged-main-s1"]
