@@ -1,4 +1,4 @@
-"""``python -m restr zoo list|train``: the command line of :mod:`restr.zoo`."""
+"""``python -m restr zoo list|train|campaign|scores``: the command line of :mod:`restr.zoo`."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr zoo", description=manifest.__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("list", help="print the manifest as a table")
+    c = sub.add_parser("campaign", help="every run the protocol's campaign trains, and where it is (in the zoo, "
+                                        "parked part-way, to train), with each finished run's converged rule")
+    c.add_argument("--profile", default="converged", help="the protocol profile (default: converged)")
     t = sub.add_parser("train", help="train the book's models that the zoo lacks, and add them")
     t.add_argument("--profile", default="quick", help="the book profile whose models to train (default: quick)")
     t.add_argument("--only", nargs="*", help="model names (python -m restr models lists them)")
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "list":
             models = read_manifest()
             print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
+        elif args.what == "campaign":
+            from ..book.campaign import campaign_status, format_status
+
+            print(format_status(campaign_status(args.profile)))
         elif args.what == "scores":
             shipped = zoo_scores(args.runs)
             print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "

@@ -1,0 +1,99 @@
+"""The converged campaign's progress: every run the protocol asks for, and where it is.
+
+``python -m restr zoo campaign [--profile converged]``
+
+The campaign trains every model of the ``converged`` profile (:mod:`restr.book.models`)
+with each of its seeds for the protocol's budget (:mod:`restr.book.budget`), seed 0 of
+every model first, over several working blocks (``python -m restr zoo train --profile
+converged --jobs 2 --commit --until HH:MM --spill --park``). This module reads how far it
+is from the repository alone, so that a fresh clone shows it: a run is *in the zoo*
+(``data/zoo/manifest.json``: its minutes, its CPU time, and from its shipped log its last
+validation and its ``converged`` rule), *parked* part-way (``data/parked/``), or *to train*.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..runs.park import parked
+from ..zoo.manifest import entry_name, read_log_bytes, read_manifest, zoo_folder
+from .models import book_models
+from .runner import book_profile
+from .verdict import convergence
+
+COLUMNS = ["model", "seed", "zoo name", "state", "steps", "minutes", "CPU hours", "val cIoU %",
+           "last-fifth rise", "converged"]
+
+
+def log_curve(entry: dict[str, Any], zoo_dir: Path) -> tuple[list[int], list[float]]:
+    """The validation steps and cIoU (%) of a zoo model's shipped training log."""
+    rows = [json.loads(line) for line in read_log_bytes(zoo_dir / entry["metrics_file"]).splitlines() if line]
+    val = [r for r in rows if r.get("split") and "cum_iou" in r]
+    return [int(r["step"]) for r in val], [100 * float(r["cum_iou"]) for r in val]
+
+
+def run_prefix(cfg) -> str:
+    """The part of a run folder's name that its config sets (``<preset>-<config hash>-``);
+    the rest is the data's fingerprint, which needs the data to compute."""
+    return f"{cfg.preset}-{cfg.run_key()}-"
+
+
+def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None = None,
+                    park_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per run of the campaign, in the order ``zoo train`` trains them (seed 0 of
+    every model first): where it is, and for a run in the zoo its minutes, CPU hours, last
+    validation cIoU on the logs' slice and the ``converged`` rule read from its own log.
+    Parked runs are found by their config (the data root as ``zoo train`` names it: the
+    profile's, relative to the repository), so no data set need be on disk."""
+    from .zoo_train import queue
+
+    profile = book_profile(profile_name)  # refused until the budget is fixed
+    zoo = zoo_folder(zoo_dir)
+    entries = {e["name"]: e for e in read_manifest(zoo)}
+    waiting = parked(park_dir)
+    rows = []
+    for m, seed in queue(book_models(profile)):
+        name = entry_name(m.name, seed, profile_name)
+        row: dict[str, Any] = {"model": m.name, "seed": seed, "zoo name": name, "steps": m.iterations}
+        entry = entries.get(name)
+        if entry is not None:
+            steps, ious = log_curve(entry, zoo)
+            rule = convergence(steps, ious, m.iterations)
+            row.update({"state": "in the zoo", "minutes": entry.get("wall_s", float("nan")) / 60,
+                        "CPU hours": entry.get("cpu_s", float("nan")) / 3600,
+                        "val cIoU %": ious[-1] if ious else float("nan"), "last-fifth rise": rule.rise,
+                        "converged": "passes" if rule.passed else "fails (still learning)"})
+        else:
+            prefix = run_prefix(m.config(profile, profile.data_root, seed))
+            spot = next((p for p in waiting if p["run"].startswith(prefix)), None)
+            row["state"] = f"parked at step {spot['step']:,}" if spot else "to train"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def summary(table: pd.DataFrame) -> str:
+    """One sentence: how many runs are in the zoo (all seeds, and seed 0), what they took."""
+    done = table[table.state == "in the zoo"]
+    first = table[table.seed == table.seed.min()] if len(table) else table
+    first_done = first[first.state == "in the zoo"]
+    parked_runs = table[table.state.str.startswith("parked")]
+    text = (f"{len(done)} of the campaign's {len(table)} runs are in the zoo ({len(first_done)} of the "
+            f"{len(first)} first seeds, which are trained first)")
+    if len(parked_runs):
+        text += f", {len(parked_runs)} parked part-way"
+    if len(done):
+        passing = int((done.converged == "passes").sum())
+        text += (f"; they took {done['CPU hours'].sum():.1f} CPU hours, {done.minutes.mean():.0f} minutes a run "
+                 f"on average, and {passing} of them pass the converged rule")
+    return text
+
+
+def format_status(table: pd.DataFrame) -> str:
+    shown = table.drop(columns=["zoo name"]).copy()
+    for column, digits in (("minutes", 0), ("CPU hours", 2), ("val cIoU %", 1), ("last-fifth rise", 2)):
+        shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+    shown["converged"] = shown["converged"].fillna("")
+    return shown.to_string(index=False) + "\n" + summary(table)

@@ -1,0 +1,52 @@
+"""The converged campaign's progress, read from the repository alone (the zoo's manifest
+and logs, the parked runs): what a fresh clone's chapter 6 and `zoo campaign` show."""
+from __future__ import annotations
+
+import gzip
+import json
+
+from restr.book import budget
+from restr.book.campaign import campaign_status, format_status
+from restr.book.models import book_models
+from restr.book.runner import book_profile
+
+
+def test_the_campaign_status_says_where_every_run_is(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "BUDGET_FILE", tmp_path / "protocol-budget.json")
+    (tmp_path / "protocol-budget.json").write_text(json.dumps({"steps": 4500}))
+    zoo, park = tmp_path / "zoo", tmp_path / "parked"
+    zoo.mkdir()
+    # the main arm's seed 0 in the zoo: a log whose last fifth is flat (the rule passes)
+    flat = [0.30, 0.50, 0.60, 0.64, 0.66, 0.67, 0.675, 0.676, 0.676, 0.677]
+    rows = [{"step": 450 * (i + 1), "split": "val", "cum_iou": v} for i, v in enumerate(flat)]
+    (zoo / "converged-main-s0.metrics.jsonl.gz").write_bytes(gzip.compress(
+        "".join(json.dumps(r) + "\n" for r in [{"step": 10, "loss": 1.0}] + rows).encode()))
+    entry = {"name": "converged-main-s0", "metrics_file": "converged-main-s0.metrics.jsonl.gz", "wall_s": 3000.0,
+             "cpu_s": 3600.0, "profile": "converged", "seed": 0}
+    (zoo / "manifest.json").write_text(json.dumps({"models": [entry]}))
+    # Table 3's VME, seed 0, parked part-way under its run's name
+    profile = book_profile("converged")
+    vme = next(m for m in book_models(profile) if m.name == "table3-vme")
+    cfg = vme.config(profile, profile.data_root, 0)  # the data root as zoo train names it
+    spot = park / f"{cfg.preset}-{cfg.run_key()}-0123abcd" / "checkpoints"  # any data fingerprint
+    spot.mkdir(parents=True)
+    (spot / "last.pt").write_bytes(b"weights")
+    (spot / "last.json").write_text(json.dumps({"step": 1200, "iterations": 4500}))
+
+    status = campaign_status(zoo_dir=zoo, park_dir=park)
+    assert len(status) == budget.campaign_runs() == 51
+    assert list(status.seed[:19]) == [0] * 19 and set(status.seed[19:]) == {1, 2}  # seed 0 of every model first
+    main = status.iloc[0]
+    assert (main.model, main.state, main.converged) == ("main", "in the zoo", "passes")
+    assert abs(main["val cIoU %"] - 67.7) < 1e-9 and main.minutes == 50 and main["CPU hours"] == 1
+    assert status.set_index(["model", "seed"]).loc[("table3-vme", 0), "state"] == "parked at step 1,200"
+    assert (status.state == "to train").sum() == 49
+    text = format_status(status)
+    assert ("1 of the campaign's 51 runs are in the zoo (1 of the 19 first seeds, which are trained first), "
+            "1 parked part-way; they took 1.0 CPU hours, 50 minutes a run on average, and 1 of them pass") in text
+    # a run still rising in its last fifth fails the rule
+    rows[-1]["cum_iou"] = 0.75
+    (zoo / "converged-main-s0.metrics.jsonl.gz").write_bytes(gzip.compress(
+        "".join(json.dumps(r) + "\n" for r in rows).encode()))
+    status = campaign_status(zoo_dir=zoo, park_dir=park)
+    assert status.iloc[0].converged == "fails (still learning)" and status.iloc[0]["last-fifth rise"] > 1
