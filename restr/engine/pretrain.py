@@ -1,7 +1,8 @@
 """Pretrain a small ViT: the CPU-scale stand-in for the paper's ImageNet-21k start.
 
-``python -m restr pretrain --preset tiny --data data/synthref`` (dense, below)
-``python -m restr pretrain --preset tiny --data data/synthref --set model.vit_pretrain=classify``
+``python -m restr pretrain --preset tiny --data data/synthref-v2`` (classify: the tiny preset's start)
+``python -m restr pretrain --preset tiny --data data/synthref --set model.vit_pretrain=dense
+--set model.vit_pos_init=random`` (the former start, the quick zoo's: dense, below)
 
 Two tasks, chosen by ``model.vit_pretrain`` (the trainer makes the one a config with
 ``model.vit_weights = "pretrain"`` asks for, once, and caches it under ``data/pretrained/``):
@@ -9,7 +10,7 @@ Two tasks, chosen by ``model.vit_pretrain`` (the trainer makes the one a config 
 * ``"classify"`` (the start like the paper's, ImageNet classification: image-level labels
   on images the data set never uses): :func:`ensure_classify_pretrained`, at the end of
   this file;
-* ``"dense"`` (the default until the zoo is retrained; in-domain and mask-supervised):
+* ``"dense"`` (the former start, which the quick zoo keeps; in-domain and mask-supervised):
   dense category prediction on the training split's own images, described next.
 
 The paper fine-tunes a ViT-B/16 that has seen ImageNet-21k; the tiny preset's ViT has

@@ -87,7 +87,9 @@ def test_vit_start_says_where_the_vit_begins():
     from restr.book import analysis
     from restr.config import get_preset
 
-    assert analysis.vit_start(get_preset("tiny").model).startswith("pretrained on the training images")
+    assert analysis.vit_start(get_preset("tiny").model).startswith("pretrained to classify generated pictures")
+    assert analysis.vit_start(get_preset("tiny", model={"vit_pretrain": "dense"}).model).startswith(
+        "pretrained on the training images")
     assert analysis.vit_start(get_preset("smoke").override({"model.vit_weights": None}).model) == "trained from scratch"
     assert "vit_base_patch16_384" in analysis.vit_start(get_preset("paper").model)
     assert analysis.vit_start(get_preset("smoke").override({"model.vit_weights": "/x/vit.safetensors"}).model) == \
