@@ -22,6 +22,7 @@ from ..perf.cost import measure
 from ..runs.folder import checkpoint_path, load_checkpoint, load_run, read_metrics, read_run_config
 from ..utils.devices import resolve_amp
 from ..utils.files import atomic_write_text
+from ..zoo.manifest import cpu_name
 from .verdict import CONVERGED_MARGIN, convergence
 
 
@@ -222,16 +223,18 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     score the same model share one evaluation, and a rebuild of the book evaluates nothing
     twice. A zoo model brings the scores the book computed from its weights
     (``data/zoo/scores/``, :func:`restr.zoo.manifest.materialize`); they are read only under
-    the same stamp, so another CPU's arithmetic or a changed protocol scores again."""
+    the same stamp, so another arithmetic (bf16 or fp32) or a changed protocol scores again;
+    which CPU computed them is written beside the stamp (:func:`scoring_cpu`)."""
 
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
     path, stamp = _scores_cache(run_dir, split, max_expressions, level)
     if cache and path.is_file() and path.with_suffix(".json").is_file():
         try:
-            if json.loads(path.with_suffix(".json").read_text()) == stamp:
+            stored = json.loads(path.with_suffix(".json").read_text())
+            if {k: v for k, v in stored.items() if k != "computed_on"} == stamp:
                 return pd.read_csv(path, dtype={"bucket": str, "sentence": str}, keep_default_na=False)
-        except (ValueError, OSError):
+        except (ValueError, OSError, AttributeError):
             pass  # unreadable: score again
     run = load_run(run_dir, "last", "cpu")
     dataset = split_dataset(run, split)
@@ -243,8 +246,25 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     scores = pd.DataFrame(evaluator.records)
     if cache:
         atomic_write_text(path, scores.to_csv(index=False))
-        atomic_write_text(path.with_suffix(".json"), json.dumps(stamp) + "\n")
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**stamp, "computed_on": scoring_cpu()}) + "\n")
     return scores
+
+
+BF16_KERNELS = ("amx_bf16", "avx512_bf16")  # the CPU flags that decide how a bf16 matmul sums
+
+
+def scoring_cpu() -> str:
+    """The CPU that computed a score file, as far as its sums depend on it: the manifest's CPU
+    name and its bf16 matmul instructions. Written beside the stamp (``computed_on``), not part
+    of it: another CPU's bf16 kernels sum in another order, so its scores differ by rounding
+    (a few hundredths of an IoU point at most), and the book reads them rather than scoring
+    every model again; only a test that wants digit-for-digit equality reads it."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    kernels = [f for f in BF16_KERNELS if f in flags]
+    return f"{cpu_name()}; {', '.join(kernels) or 'no bf16 matmul instructions'}"
 
 
 def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) -> tuple[Path, dict]:

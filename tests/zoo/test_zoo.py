@@ -74,10 +74,13 @@ def test_shipped_scores_come_with_the_model_and_are_read_only_under_their_stamp(
     computed = analysis.expression_scores(first, "val", 12)
     stamp = json.loads((first / "scores" / "val-pixel-12.json").read_text())
     assert stamp["weights_sha256"] == analysis.weights_digest(first) and stamp["arithmetic"] in ("float32", "bfloat16")
+    assert stamp.pop("computed_on") == analysis.scoring_cpu()  # beside the stamp, not part of it
     shipped = zoo / "scores" / entry["name"]
     shipped.mkdir(parents=True)
     for f in (first / "scores").iterdir():
         shutil.copy(f, shipped / f.name)
+    # computed on another CPU (its bf16 sums differ by rounding only): still read, as are stamps from before the field
+    (shipped / "val-pixel-12.json").write_text(json.dumps({**stamp, "computed_on": "Other CPU (2 cores); amx_bf16"}))
     # a fresh clone's run of the same model: scores read, nothing evaluated
     again = materialize(entry, tmp_path / "again", cfg, zoo)
     assert sorted(p.name for p in (again / "scores").iterdir()) == ["val-pixel-12.csv", "val-pixel-12.json"]

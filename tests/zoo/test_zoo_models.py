@@ -14,6 +14,7 @@ import json
 import pandas as pd
 import pytest
 
+from restr.book.analysis import scoring_cpu
 from restr.book.runner import book_profile
 from restr.config import Config
 from restr.data.fingerprint import data_fingerprint, short
@@ -70,6 +71,12 @@ def test_zoo_model_reproduces_its_manifest(entry, quick_data, tmp_path):
     if stamp is not None and stamp["arithmetic"] == eval_arithmetic(cfg):
         scores = pd.read_csv(shipped)
         assert len(scores) == metrics["expressions"]
-        assert scores.intersection.sum() / scores.union.sum() == pytest.approx(metrics["cum_iou"], rel=1e-12)
-        assert scores.iou.mean() == pytest.approx(metrics["mean_iou"], rel=1e-9)
-        assert (scores.iou >= 0.5).mean() == metrics["prec@0.5"]
+        cum_iou, mean_iou = scores.intersection.sum() / scores.union.sum(), scores.iou.mean()
+        if stamp.get("computed_on") == scoring_cpu():  # the same bf16 kernels: digit for digit
+            assert cum_iou == pytest.approx(metrics["cum_iou"], rel=1e-12)
+            assert mean_iou == pytest.approx(metrics["mean_iou"], rel=1e-9)
+            assert (scores.iou >= 0.5).mean() == metrics["prec@0.5"]
+        else:  # scored on another CPU (AMX tiles against AVX512-BF16 sums): the same up to rounding, as above
+            assert cum_iou == pytest.approx(metrics["cum_iou"], abs=1e-3)
+            assert mean_iou == pytest.approx(metrics["mean_iou"], abs=1e-3)
+            assert abs((scores.iou >= 0.5).mean() - metrics["prec@0.5"]) <= 0.005
