@@ -767,6 +767,9 @@ PROFILE_NAMES = (*BOOK_PROFILES, *PROTOCOL_PROFILES)  # what --profile accepts
 def get_book_profile(name: str) -> BookProfile:
     """The book profile called ``name`` (smoke, quick, full or paper; the protocol's
     ``converged`` comes from :func:`restr.book.runner.book_profile`, which gives it its budget)."""
+    if name in PROTOCOL_PROFILES:
+        raise ConfigError(f"the {name} profile's budget is the protocol's: ask restr.book.runner.book_profile"
+                          f"({name!r}) for it")
     if name not in BOOK_PROFILES:
         raise ConfigError(f"unknown book profile {name!r}; choose one of: {', '.join(PROFILE_NAMES)}")
     return BOOK_PROFILES[name]

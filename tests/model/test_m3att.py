@@ -363,15 +363,15 @@ def test_every_zoo_model_keeps_its_identity():
     """The new fields take defaults that every ReSTR config keeps: the book's request for
     each committed zoo model still hashes to that model's identity."""
     from restr.book.models import model_config
-    from restr.config import get_book_profile
-    from restr.zoo.manifest import current_identity, read_manifest, zoo_folder, zoo_identity
+    from restr.book.runner import book_profile
+    from restr.zoo.manifest import current_identity, entry_model, read_manifest, zoo_folder, zoo_identity
 
-    quick = get_book_profile("quick")
     models = read_manifest(zoo_folder())
     assert models
     for entry in models:
-        name, seed = entry["name"].rsplit("-s", 1)
-        cfg = model_config(quick, "data/synthref", name, int(seed))
+        profile_name, name = entry_model(entry)  # quick and converged models alike
+        profile = book_profile(profile_name)
+        cfg = model_config(profile, profile.data_root, name, int(entry["seed"]))
         assert cfg.model.family == "restr"
         assert zoo_identity(cfg, entry["data_fingerprint"]) == current_identity(entry), entry["name"]
 
