@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.park import parked
+from ..runs.park import parked, progress
 from ..zoo.manifest import entry_name, read_log_bytes, read_manifest, zoo_folder
 from .models import book_models
 from .runner import book_profile
@@ -41,13 +41,21 @@ def run_prefix(cfg) -> str:
     return f"{cfg.preset}-{cfg.run_key()}-"
 
 
+def local_step(runs_dir: str | Path, prefix: str) -> int | None:
+    """The checkpointed step of this machine's run folder whose name starts with ``prefix``
+    (0 before its first checkpoint; None if there is no such folder)."""
+    folders = sorted(Path(runs_dir).glob(f"{prefix}*")) if Path(runs_dir).is_dir() else []
+    return max((progress(f)["step"] for f in folders), default=None)
+
+
 def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None = None,
-                    park_dir: str | Path | None = None) -> pd.DataFrame:
+                    park_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per run of the campaign, in the order ``zoo train`` trains them (seed 0 of
     every model first): where it is, and for a run in the zoo its minutes, CPU hours, last
     validation cIoU on the logs' slice and the ``converged`` rule read from its own log.
-    Parked runs are found by their config (the data root as ``zoo train`` names it: the
-    profile's, relative to the repository), so no data set need be on disk."""
+    Parked runs, and runs under way in this machine's ``runs_dir`` (if given), are found by their config
+    (the data root as ``zoo train`` names it: the profile's, relative to the repository), so
+    no data set need be on disk. A local run ahead of its parked copy shows its own step."""
     from .zoo_train import queue
 
     profile = book_profile(profile_name)  # refused until the budget is fixed
@@ -69,7 +77,11 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
         else:
             prefix = run_prefix(m.config(profile, profile.data_root, seed))
             spot = next((p for p in waiting if p["run"].startswith(prefix)), None)
-            row["state"] = f"parked at step {spot['step']:,}" if spot else "to train"
+            here = local_step(runs_dir, prefix) if runs_dir is not None else None
+            if here is not None and (spot is None or here > spot["step"]):
+                row["state"] = f"at step {here:,} here" if here else "started here"
+            else:
+                row["state"] = f"parked at step {spot['step']:,}" if spot else "to train"
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -80,10 +92,13 @@ def summary(table: pd.DataFrame) -> str:
     first = table[table.seed == table.seed.min()] if len(table) else table
     first_done = first[first.state == "in the zoo"]
     parked_runs = table[table.state.str.startswith("parked")]
+    here = table[table.state.str.endswith(" here")]
     text = (f"{len(done)} of the campaign's {len(table)} runs are in the zoo ({len(first_done)} of the "
             f"{len(first)} first seeds, which are trained first)")
     if len(parked_runs):
         text += f", {len(parked_runs)} parked part-way"
+    if len(here):
+        text += f", {len(here)} under way on this machine"
     if len(done):
         passing = int((done.converged == "passes").sum())
         text += (f"; they took {done['CPU hours'].sum():.1f} CPU hours, {done.minutes.mean():.0f} minutes a run "

@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     sub.add_parser("list", help="print the manifest as a table")
     c = sub.add_parser("campaign", help="every run the protocol's campaign trains, and where it is (in the zoo, "
-                                        "parked part-way, to train), with each finished run's converged rule")
+                                        "parked part-way, under way here, to train), with each finished run's "
+                                        "converged rule")
     c.add_argument("--profile", default="converged", help="the protocol profile (default: converged)")
+    c.add_argument("--runs", default="runs", help="this machine's runs folder, for runs under way (default: runs/)")
     t = sub.add_parser("train", help="train the book's models that the zoo lacks, and add them")
     t.add_argument("--profile", default="quick", help="the book profile whose models to train (default: quick)")
     t.add_argument("--only", nargs="*", help="model names (python -m restr models lists them)")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.what == "campaign":
             from ..book.campaign import campaign_status, format_status
 
-            print(format_status(campaign_status(args.profile)))
+            print(format_status(campaign_status(args.profile, runs_dir=args.runs)))
         elif args.what == "scores":
             shipped = zoo_scores(args.runs)
             print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "

@@ -50,3 +50,18 @@ def test_the_campaign_status_says_where_every_run_is(tmp_path, monkeypatch):
         "".join(json.dumps(r) + "\n" for r in rows).encode()))
     status = campaign_status(zoo_dir=zoo, park_dir=park)
     assert status.iloc[0].converged == "fails (still learning)" and status.iloc[0]["last-fifth rise"] > 1
+    # runs under way on this machine (zoo campaign --runs): ahead of the parked copy, or just started
+    runs = tmp_path / "runs"
+    ahead = runs / f"{cfg.preset}-{cfg.run_key()}-0123abcd" / "checkpoints"
+    ahead.mkdir(parents=True)
+    (ahead / "last.pt").write_bytes(b"weights")
+    (ahead / "last.json").write_text(json.dumps({"step": 2400, "iterations": 4500}))
+    ime = next(m for m in book_models(profile) if m.name == "table3-ime").config(profile, profile.data_root, 0)
+    (runs / f"{ime.preset}-{ime.run_key()}-0123abcd").mkdir()
+    status = campaign_status(zoo_dir=zoo, park_dir=park, runs_dir=runs).set_index(["model", "seed"])
+    assert status.loc[("table3-vme", 0), "state"] == "at step 2,400 here"
+    assert status.loc[("table3-ime", 0), "state"] == "started here"
+    assert "2 under way on this machine" in format_status(status.reset_index())
+    (ahead / "last.json").write_text(json.dumps({"step": 600, "iterations": 4500}))  # behind the parked copy
+    status = campaign_status(zoo_dir=zoo, park_dir=park, runs_dir=runs).set_index(["model", "seed"])
+    assert status.loc[("table3-vme", 0), "state"] == "parked at step 1,200"
