@@ -116,24 +116,34 @@ SPILL_MIN_MINUTES = 20  # with --spill, a job starts only if at least this long 
 STOP_LEAD_S = 90  # --until: running jobs are asked to stop this long before it (a step, a checkpoint, exiting)
 
 
+def resume_order(pending: list, done: dict[int, float]) -> list[int]:
+    """The indices of ``pending`` in the order to try them: seed by seed as :func:`queue`
+    has them, and within a seed the runs already under way (``done`` > 0) first, so that a
+    stopped run is finished before new ones start and work already paid for lands first."""
+    return sorted(range(len(pending)), key=lambda i: (pending[i][1], done.get(i, 0.0) <= 0, i))
+
+
 def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], deadline: float | None,
              now: float, done: dict[int, float] | None = None, spill: bool = False) -> tuple[int | None, str]:
     """The index in ``pending`` of the first (model, seed) expected to finish before
     ``deadline`` (epoch seconds; None: the first), and a note on the jobs passed over.
     ``done``: the fraction of each pending job (by index) that a stopped run already holds;
-    its expected time is the rest. A job with no recorded time starts only when at least
+    its expected time is the rest, and it is tried before the new jobs of its seed
+    (:func:`resume_order`). A job with no recorded time starts only when at least
     :data:`SPILL_MIN_MINUTES` are left, and none starts once the deadline's
     :data:`STOP_LEAD_S` has come. ``spill``: if none fits, the first one still starts when
     at least :data:`SPILL_MIN_MINUTES` are left (it will be stopped at the deadline at a
     checkpoint, and the next call resumes it)."""
+    done = done or {}
+    order = resume_order(pending, done)
     if deadline is None:
-        return (0 if pending else None), ""
+        return (order[0] if pending else None), ""
     left = (deadline - now) / 60
     if 60 * left <= STOP_LEAD_S:  # the block is ending: running jobs are being stopped, none starts
         return None, "--until has come: no job starts"
-    done = done or {}
     passed = []
-    for i, (m, seed) in enumerate(pending):
+    for i in order:
+        m, seed = pending[i]
         need = expected_minutes(m.name, profile_name, entries)
         if need is not None:
             need *= 1.0 - done.get(i, 0.0)
@@ -144,7 +154,7 @@ def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], de
         passed.append(f"{m.name} seed {seed} (" + ("no recorded time" if need is None else f"about {need:.0f} min")
                       + ")")
     if spill and pending and left >= SPILL_MIN_MINUTES:
-        return 0, (f"{left:.0f} min left before --until: {passed[0]} will not finish; started anyway (--spill), "
+        return order[0], (f"{left:.0f} min left before --until: {passed[0]} will not finish; started anyway (--spill), "
                    f"to be stopped at a checkpoint before --until and resumed by the next call")
     return None, f"{left:.0f} min left before --until; not started: {', '.join(passed)}"
 

@@ -267,6 +267,11 @@ def test_a_deadline_starts_only_the_jobs_expected_to_finish_before_it():
     assert pick is None and "30 min left before --until" in note and "main seed 1 (about 100 min)" in note
     # a stopped run of main holding 70 % of it needs 30 min: it fits in 40
     assert next_job(pending, "converged", entries, now + 60 * 40, now, done={0: 0.7})[0] == 0
+    # a run under way goes before the new runs of its seed, with or without a deadline; not before an earlier seed
+    assert next_job(pending, "converged", entries, None, now, done={1: 0.35}) == (1, "")
+    assert next_job(pending, "converged", entries, now + 60 * 120, now, done={1: 0.35})[0] == 1
+    mixed = [(SimpleNamespace(name="main"), 0), (SimpleNamespace(name="table3-vme"), 1)]
+    assert next_job(mixed, "converged", entries, None, now, done={1: 0.35}) == (0, "")
     # --spill: when nothing fits, the first job starts anyway if 20 min are left, not with less
     pick, note = next_job(pending, "converged", entries, now + 60 * 30, now, spill=True)
     assert pick == 0 and "main seed 1 (about 100 min) will not finish; started anyway (--spill)" in note
