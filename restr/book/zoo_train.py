@@ -118,9 +118,10 @@ STOP_LEAD_S = 90  # --until: running jobs are asked to stop this long before it 
 
 def resume_order(pending: list, done: dict[int, float]) -> list[int]:
     """The indices of ``pending`` in the order to try them: seed by seed as :func:`queue`
-    has them, and within a seed the runs already under way (``done`` > 0) first, so that a
-    stopped run is finished before new ones start and work already paid for lands first."""
-    return sorted(range(len(pending)), key=lambda i: (pending[i][1], done.get(i, 0.0) <= 0, i))
+    has them, and within a seed the runs already under way first, the furthest along first,
+    so that a stopped run is finished before new ones start and work already paid for lands
+    first."""
+    return sorted(range(len(pending)), key=lambda i: (pending[i][1], -done.get(i, 0.0), i))
 
 
 def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], deadline: float | None,

@@ -270,6 +270,7 @@ def test_a_deadline_starts_only_the_jobs_expected_to_finish_before_it():
     # a run under way goes before the new runs of its seed, with or without a deadline; not before an earlier seed
     assert next_job(pending, "converged", entries, None, now, done={1: 0.35}) == (1, "")
     assert next_job(pending, "converged", entries, now + 60 * 120, now, done={1: 0.35})[0] == 1
+    assert next_job(pending, "converged", entries, None, now, done={0: 0.07, 1: 0.35}) == (1, "")  # furthest first
     mixed = [(SimpleNamespace(name="main"), 0), (SimpleNamespace(name="table3-vme"), 1)]
     assert next_job(mixed, "converged", entries, None, now, done={1: 0.35}) == (0, "")
     # --spill: when nothing fits, the first job starts anyway if 20 min are left, not with less
