@@ -452,7 +452,13 @@ def learning_curve(run_dir):
     """A run's validations as a pandas frame: step, expressions seen, minutes of training
     (validation left out), cumulative and mean IoU (%)."""
 
-    rows = [r for r in read_metrics(run_dir) if r.get("split") and "cum_iou" in r]
+    return curve_frame(read_metrics(run_dir))
+
+
+def curve_frame(log_rows: Iterable[dict]) -> pd.DataFrame:
+    """The validation rows of a training log (``metrics.jsonl``'s, a run folder's or a zoo
+    model's shipped log) as :func:`learning_curve`'s frame."""
+    rows = [r for r in log_rows if r.get("split") and "cum_iou" in r]
     return pd.DataFrame([{"step": r["step"], "expressions": r.get("expressions_seen"),
                           "minutes": (r.get("elapsed_s") or float("nan")) / 60, "IoU": 100 * r["cum_iou"],
                           "mean IoU": 100 * r["mean_iou"]} for r in rows])
@@ -522,13 +528,19 @@ def starts_table(runs: dict[str, Any], levels=(30, 50, 70)) -> pd.DataFrame:
     """The main arm trained from each backbone start (``{name: run folder}``): how its ViT
     starts, its last validation (cIoU %) and training minutes, and the minutes and
     expressions it took to first reach each of ``levels`` (% cIoU; "not reached")."""
+    return starts_from_curves({name: (vit_start(read_run_config(run).model), learning_curve(run), str(run))
+                               for name, run in runs.items()}, levels)
+
+
+def starts_from_curves(curves: dict[str, tuple[str, pd.DataFrame, str]], levels=(30, 50, 70)) -> pd.DataFrame:
+    """:func:`starts_table` from ``{name: (start in words, learning curve, where it was read)}``
+    (a run folder or a zoo model's shipped log)."""
     rows = []
-    for name, run in runs.items():
-        curve = learning_curve(run)
+    for name, (start, curve, where) in curves.items():
         if curve.empty:
-            raise ValueError(f"{run} ({name}) has no validation in its log: no learning curve to read")
+            raise ValueError(f"{where} ({name}) has no validation in its log: no learning curve to read")
         last = curve.iloc[-1]
-        row = {"model": name, "start": vit_start(read_run_config(run).model), "steps": int(last["step"]),
+        row = {"model": name, "start": start, "steps": int(last["step"]),
                "last val cIoU %": float(last["IoU"]), "training minutes": float(last["minutes"])}
         for level in levels:
             hit = time_to(curve, level)

@@ -35,6 +35,36 @@ def log_curve(entry: dict[str, Any], zoo_dir: Path) -> tuple[list[int], list[flo
     return [int(r["step"]) for r in val], [100 * float(r["cum_iou"]) for r in val]
 
 
+START_ARMS = ("main", "start-dense", "start-none")  # the main arm from each backbone start (book/protocol.md)
+
+
+def starts_from_zoo(profile_name: str = "converged", zoo_dir: str | Path | None = None,
+                    levels=(50, 60, 70)) -> pd.DataFrame:
+    """The main arm trained from each backbone start, read from the zoo's seed-0 models of
+    ``profile_name`` and their shipped logs (:func:`restr.book.analysis.starts_table`'s
+    columns, plus the last fifth's rise): the arms not in the zoo yet are left out."""
+    from types import SimpleNamespace
+
+    from .analysis import curve_frame, starts_from_curves, vit_start
+
+    zoo = zoo_folder(zoo_dir)
+    entries = {e["name"]: e for e in read_manifest(zoo)}
+    curves, rises = {}, {}
+    for arm in START_ARMS:
+        entry = entries.get(entry_name(arm, 0, profile_name))
+        if entry is None:
+            continue
+        rows = [json.loads(line) for line in read_log_bytes(zoo / entry["metrics_file"]).splitlines() if line]
+        curve = curve_frame(rows)
+        start = vit_start(SimpleNamespace(**entry["config"]["model"]))
+        curves[arm] = (start, curve, entry["metrics_file"])
+        rises[arm] = convergence(curve["step"], curve["IoU"], int(entry["config"]["train"]["iterations"])).rise
+    table = starts_from_curves(curves, levels) if curves else pd.DataFrame()
+    if len(table):
+        table["last-fifth rise"] = table.model.map(rises)
+    return table
+
+
 def run_prefix(cfg) -> str:
     """The part of a run folder's name that its config sets (``<preset>-<config hash>-``);
     the rest is the data's fingerprint, which needs the data to compute."""

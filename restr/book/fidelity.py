@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import FORMER_START, RELEASE_OVERRIDES, get_preset
+from ..config import FORMER_START, RELEASE_OVERRIDES, ConfigError, get_preset
 from ..data.refer import ReferDataset
 from ..engine import step as step_module
 from ..engine import trainer as trainer
@@ -472,7 +472,46 @@ of every run.
 
 {release_line}
 
+{starts_section()}
+
 {m3att_section()}"""
+
+
+def starts_section(zoo_dir: Path | None = None) -> str:
+    """The main arm from each backbone start (the converged zoo's seed-0 models of the
+    three start arms, read from their shipped logs), as a table with what it shows."""
+    from .campaign import START_ARMS, starts_from_zoo
+
+    try:
+        table = starts_from_zoo(zoo_dir=zoo_dir)
+    except ConfigError:  # the protocol's budget is not fixed: no converged zoo yet
+        table = None
+    head = ("### The ViT's start\n\nThe main arm of the converged profile trained from each start, one seed, for "
+            "the protocol's budget (the converged zoo's models `converged-main-s0`, `converged-start-dense-s0`, "
+            "`converged-start-none-s0`; their curves are in chapter 6). Minutes are this machine's when each was "
+            "trained, two runs at a time.\n\n")
+    if table is None or table.empty:
+        return head + "None of the three is in the zoo yet (`python -m restr zoo campaign`)."
+    lines = ["| arm | start | steps | last val cIoU % | last-fifth rise (points) | minutes | to 50 % | to 60 % | "
+             "to 70 % |", "|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| `{r.model}` | {_cell(r.start)} | {r.steps:,} | {r['last val cIoU %']:.1f} | "
+                     f"{round(r['last-fifth rise'], 2) + 0.0:+.2f} | {r['training minutes']:.0f} | {r['to 50 %']} | "
+                     f"{r['to 60 %']} | {r['to 70 %']} |")
+    missing = [a for a in START_ARMS if a not in set(table.model)]
+    text = "\n".join(lines)
+    if missing:
+        text += f"\n\nNot in the zoo yet: {', '.join(f'`{a}`' for a in missing)}."
+    last = dict(zip(table.model, table["last val cIoU %"]))
+    if "main" in last and "start-dense" in last:
+        text += (f"\n\nThe start like ImageNet's (`main`) ends {last['start-dense'] - last['main']:.1f} points "
+                 f"below the former in-domain dense start at the same budget")
+        if "start-none" in last:
+            gain = last["main"] - last["start-none"]
+            text += f", and {abs(gain):.1f} points {'above' if gain >= 0 else 'below'} no pretraining at all"
+        text += (". Every verdict of the converged zoo is read from models of the first start; the comparisons "
+                 "between its arms share it.")
+    return head + text
 
 
 def _release_summary(measured: dict[str, Any]) -> str:

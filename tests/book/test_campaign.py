@@ -65,3 +65,37 @@ def test_the_campaign_status_says_where_every_run_is(tmp_path, monkeypatch):
     (ahead / "last.json").write_text(json.dumps({"step": 600, "iterations": 4500}))  # behind the parked copy
     status = campaign_status(zoo_dir=zoo, park_dir=park, runs_dir=runs).set_index(["model", "seed"])
     assert status.loc[("table3-vme", 0), "state"] == "parked at step 1,200"
+
+
+def test_the_fidelity_page_reads_the_three_starts_from_the_zoo(tmp_path, monkeypatch):
+    from restr.book.fidelity import starts_section
+
+    monkeypatch.setattr(budget, "BUDGET_FILE", tmp_path / "protocol-budget.json")
+    (tmp_path / "protocol-budget.json").write_text(json.dumps({"steps": 1000}))
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    assert "None of the three is in the zoo yet" in starts_section(zoo)
+
+    def ship(arm, ious, model_cfg):
+        name = f"converged-{arm}-s0"
+        rows = [{"step": 100 * (i + 1), "split": "val", "cum_iou": v / 100, "mean_iou": v / 100,
+                 "elapsed_s": 60.0 * (i + 1), "expressions_seen": 6400 * (i + 1)} for i, v in enumerate(ious)]
+        (zoo / f"{name}.metrics.jsonl.gz").write_bytes(gzip.compress(
+            "".join(json.dumps(r) + "\n" for r in rows).encode()))
+        return {"name": name, "metrics_file": f"{name}.metrics.jsonl.gz", "profile": "converged", "seed": 0,
+                "config": {"model": model_cfg, "train": {"iterations": 1000}}}
+
+    classify = {"vit_weights": "pretrain", "vit_pretrain": "classify"}
+    models = [ship("main", [20, 40, 52, 58, 61, 62, 63, 64, 64, 64], classify),
+              ship("start-dense", [50, 65, 71, 75, 77, 78, 79, 80, 81, 82], {**classify, "vit_pretrain": "dense"})]
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    text = starts_section(zoo)
+    assert "| `main` | pretrained to classify generated pictures" in text
+    assert "| 64.0 | +0.00 | 10 | 3 min (19k expr.) | 5 min (32k expr.) | not reached |" in text  # main's row
+    assert "Not in the zoo yet: `start-none`." in text
+    assert "ends 18.0 points below the former in-domain dense start" in text
+    models.append(ship("start-none", [5, 10, 20, 30, 40, 45, 50, 52, 54, 55], {"vit_weights": None}))
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    text = starts_section(zoo)
+    assert "| `start-none` | trained from scratch | 1,000 | 55.0 |" in text and "Not in the zoo yet" not in text
+    assert "and 9.0 points above no pretraining at all" in text
