@@ -28,10 +28,14 @@ COLUMNS = ["model", "seed", "zoo name", "state", "steps", "minutes", "CPU hours"
            "last-fifth rise", "converged"]
 
 
+def log_rows(entry: dict[str, Any], zoo_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a zoo model's shipped training log (its ``metrics.jsonl``)."""
+    return [json.loads(line) for line in read_log_bytes(zoo_dir / entry["metrics_file"]).splitlines() if line]
+
+
 def log_curve(entry: dict[str, Any], zoo_dir: Path) -> tuple[list[int], list[float]]:
     """The validation steps and cIoU (%) of a zoo model's shipped training log."""
-    rows = [json.loads(line) for line in read_log_bytes(zoo_dir / entry["metrics_file"]).splitlines() if line]
-    val = [r for r in rows if r.get("split") and "cum_iou" in r]
+    val = [r for r in log_rows(entry, zoo_dir) if r.get("split") and "cum_iou" in r]
     return [int(r["step"]) for r in val], [100 * float(r["cum_iou"]) for r in val]
 
 
@@ -54,8 +58,7 @@ def starts_from_zoo(profile_name: str = "converged", zoo_dir: str | Path | None 
         entry = entries.get(entry_name(arm, 0, profile_name))
         if entry is None:
             continue
-        rows = [json.loads(line) for line in read_log_bytes(zoo / entry["metrics_file"]).splitlines() if line]
-        curve = curve_frame(rows)
+        curve = curve_frame(log_rows(entry, zoo))
         start = vit_start(SimpleNamespace(**entry["config"]["model"]))
         curves[arm] = (start, curve, entry["metrics_file"])
         rises[arm] = convergence(curve["step"], curve["IoU"], int(entry["config"]["train"]["iterations"])).rise
