@@ -21,7 +21,7 @@ from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import atomic_write_bytes, read_jsonl
 from ..runs.folder import RunError, checkpoint_path, load_checkpoint
 from ..engine.resume import TrainingStopped
-from ..runs.park import park, unpark
+from ..runs.park import drop_parked, park, unpark
 from ..zoo.cache import get_run, run_dir_for, run_status
 from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_model, entry_name,
                             find, load_weights, read_manifest, zoo_folder, zoo_identity)
@@ -257,8 +257,11 @@ def reap(returncode: int, job: Job, schedule: Schedule, outcome: dict[str, list[
     if returncode == 0:
         outcome["added"].append(job.name)
         print(f"zoo: {job.name} done in {minutes:.1f} min", file=sys.stderr, flush=True)
+        dropped = drop_parked(job.run_dir.name)  # a parked copy of a finished run is dead weight
+        if dropped is not None:
+            print(f"zoo: {job.name}: its parked copy {dropped} is deleted", file=sys.stderr, flush=True)
         if schedule.commit:
-            commit_model(job.name)
+            commit_model(job.name, also=[str(dropped)] if dropped is not None else [])
     elif returncode == TrainingStopped.exit_code or (job.asked_to_stop and returncode == -signal.SIGTERM):
         # -SIGTERM: asked to stop before its training had begun (no handler yet, nothing lost)
         outcome["stopped"].append(job.name)
@@ -310,11 +313,12 @@ def _last_line(path: Path) -> str:
     return lines[-1][-160:] if lines else ""
 
 
-def commit_model(name: str, zoo_dir: str | os.PathLike | None = None) -> None:
-    """Commit a zoo model's weights, its log and the manifest to git (only those files)."""
+def commit_model(name: str, zoo_dir: str | os.PathLike | None = None, also: list[str] | None = None) -> None:
+    """Commit a zoo model's weights, its log and the manifest to git (only those files, and
+    ``also``: the deletion of the run's parked copy)."""
     entry = next(e for e in read_manifest(zoo_dir) if e["name"] == name)
     folder = zoo_folder(zoo_dir)
-    paths = [str(folder / entry["file"]), str(folder / entry["metrics_file"]), str(folder / MANIFEST)]
+    paths = [str(folder / entry["file"]), str(folder / entry["metrics_file"]), str(folder / MANIFEST), *(also or [])]
     plain_log = folder / f"{name}.metrics.jsonl"  # the uncompressed log of the model this one replaced
     if plain_log.name != entry["metrics_file"] and not plain_log.exists() and subprocess.run(
             ["git", "ls-files", "--", str(plain_log)], cwd=folder, capture_output=True, text=True).stdout.strip():

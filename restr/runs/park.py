@@ -76,6 +76,16 @@ def park(run_dir: str | os.PathLike, park_dir: str | os.PathLike | None = None) 
     return target
 
 
+def drop_parked(run_name: str, park_dir: str | os.PathLike | None = None) -> Path | None:
+    """Delete the parked copy of run ``run_name`` (once the run has finished and its model is
+    in the zoo, the copy only takes space) and return where it was; None if there was none."""
+    target = Path(park_dir or PARK_DIR) / run_name
+    if not target.is_dir():
+        return None
+    shutil.rmtree(target)
+    return target
+
+
 def unpark(runs_dir: str | os.PathLike = "runs", park_dir: str | os.PathLike | None = None) -> list[str]:
     """Copy every parked run into ``runs_dir`` where the run there is missing or behind it;
     returns one line per parked run saying what was done."""

@@ -430,3 +430,40 @@ def test_a_job_killed_by_the_stop_request_before_its_training_began_is_stopped_n
     unasked = Job("converged-main-s1", tmp_path / "log", tmp_path / "run")  # killed by someone else: a failure
     reap(-signal.SIGTERM, unasked, Schedule(), outcome)
     assert outcome["failed"] == ["converged-main-s1"]
+
+
+def test_a_landed_model_commits_the_deletion_of_its_parked_copy(tmp_path):
+    """Once a parked run finishes, its model is committed and its parked copy deleted in the same commit."""
+    import subprocess
+
+    from restr.book.zoo_train import commit_model
+    from restr.runs.park import drop_parked
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    zoo, spot = tmp_path / "zoo", tmp_path / "parked" / "tiny-abc-0123" / "checkpoints"
+    zoo.mkdir()
+    spot.mkdir(parents=True)
+    (spot / "last.pt").write_bytes(b"weights")
+    (tmp_path / "unrelated.txt").write_text("left alone\n")
+    git("add", ".")
+    git("commit", "-qm", "parked")
+    entry = {"name": "converged-main-s1", "file": "converged-main-s1.safetensors",
+             "metrics_file": "converged-main-s1.metrics.jsonl.gz", "metrics": {"cum_iou": 0.5},
+             "wall_s": 600, "config": {"train": {"iterations": 9000}}}
+    (zoo / entry["file"]).write_bytes(b"fp16")
+    (zoo / entry["metrics_file"]).write_bytes(b"log")
+    (zoo / "manifest.json").write_text(json.dumps({"models": [entry]}))
+    (tmp_path / "unrelated.txt").write_text("changed, not committed\n")
+    assert drop_parked("tiny-none-0123", tmp_path / "parked") is None  # nothing parked under that name
+    dropped = drop_parked("tiny-abc-0123", tmp_path / "parked")
+    assert dropped == tmp_path / "parked" / "tiny-abc-0123" and not dropped.exists()
+    commit_model("converged-main-s1", zoo, also=[str(dropped)])
+    assert git("log", "-1", "--format=%s").startswith("zoo: converged-main-s1 (val slice cIoU 50.0 %")
+    assert git("ls-files").split() == ["unrelated.txt", "zoo/converged-main-s1.metrics.jsonl.gz",
+                                       "zoo/converged-main-s1.safetensors", "zoo/manifest.json"]
+    assert git("status", "--porcelain").split() == ["M", "unrelated.txt"]  # only what the model brought
