@@ -54,9 +54,12 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
         print(f"zoo: training {name} ({cfg.train.iterations} steps)", file=sys.stderr)
         cpu0 = time.process_time()
         run = get_run(cfg, Path(runs_dir) / "zoo" if retrain else runs_dir, use_zoo=False)
-        seconds = max((r.get("elapsed_s") or 0.0 for r in read_jsonl(Path(run) / "metrics.jsonl")
-                       if r.get("split")), default=0.0)
-        add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=time.process_time() - cpu0)
+        val_rows = [r for r in read_jsonl(Path(run) / "metrics.jsonl") if r.get("split")]
+        seconds = max((r.get("elapsed_s") or 0.0 for r in val_rows), default=0.0)
+        # the run's CPU time over all its sessions (a run resumed after a stop: every part), as its log keeps
+        # it; a log from before that was kept: this session's alone
+        cpu_s = max((r.get("cpu_s") or 0.0 for r in val_rows), default=0.0) or time.process_time() - cpu0
+        add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=cpu_s)
         added.append(name)
     return added
 

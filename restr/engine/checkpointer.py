@@ -143,7 +143,8 @@ class Checkpointer:
         step.scheduler.load_state_dict(state["scheduler"])
         step.scaler.load_state_dict(state["scaler"])
         loop = LoopState(int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"]),
-                         float(state.get("best_val", -math.inf)), float(state.get("train_s", 0.0)))
+                         float(state.get("best_val", -math.inf)), float(state.get("train_s", 0.0)),
+                         float(state.get("cpu_s", 0.0)))  # 0: a checkpoint from before CPU time was kept
         step.set_step(loop.step)
         self.kept = (self.plan.source or self.path("last"), loop.step)
         self.kept_plan = planned_iterations(state)
@@ -163,6 +164,7 @@ class Checkpointer:
         save_checkpoint(path, {
             "format": CHECKPOINT_FORMAT, "step": loop.step, "epoch": loop.epoch, "step_in_epoch": loop.step_in_epoch,
             "finished": finished, "best_val": loop.best_val, "train_s": loop.train_s,
+            "cpu_s": loop.cpu_s,
             "model": step.core.state_dict(), "optimizer": step.optimizer.state_dict(),
             "scheduler": step.scheduler.state_dict(), "scaler": step.scaler.state_dict(), "rng": rngs,
             "log_window": step.window_state(),  # partial sums of the next log row: the same after a resume

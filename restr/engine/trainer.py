@@ -95,6 +95,13 @@ def word_vectors_for(cfg: Config, vocab) -> np.ndarray:
     return matrix
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (the loader's
+    workers, made anew each epoch), user and system."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def training_batches(train_set, t, d: Dist, workers: int, dtype: torch.dtype) -> TrainBatches:
     """This process's batches: flat (one expression per item) or, with
     ``train.expressions_per_image = E > 1``, groups of E expressions of one image."""
@@ -190,7 +197,8 @@ def val_row(loop, split: str, result: dict, batch_size: int) -> dict:
            **{k: v for k, v in result.items() if k not in ("buckets", "kinds", "seconds", "expressions_per_s")}}
     if "kinds" in result:  # the curve of each kind of expression: where a model learns place words
         row["kinds"] = {k: {"n": m["n"], "cum_iou": m["cum_iou"]} for k, m in result["kinds"].items()}
-    row.update(val_seconds=result["seconds"], expressions_seen=loop.step * batch_size, elapsed_s=loop.train_s)
+    row.update(val_seconds=result["seconds"], expressions_seen=loop.step * batch_size, elapsed_s=loop.train_s,
+               cpu_s=loop.cpu_s)
     return row
 
 
@@ -386,6 +394,7 @@ class Trainer:
             self.ckpt.start(self.cfg, self.vocab, self.requested_hash)
             self.started = True
             self._images, self._t0 = 0, time.perf_counter()  # the speed window since the last log
+            self._cpu_mark = cpu_seconds()
             self.train_step.model.train()
             if self._stop:  # asked before the first step
                 self.stop_here()
@@ -445,6 +454,7 @@ class Trainer:
         micro = t.batch_size // (self.dist.world * t.grad_accum)  # expressions per micro-batch
         result = run_validation(self.train_step.core, self.val_set, self.val_indices, t, self.dist, micro,
                                 self.val_kinds)
+        self._count_cpu()
         self.ckpt.metrics.write(val_row(loop, self.cfg.data.val_split, result, t.batch_size))
         if not self.bar.disable:
             self.bar.write(f"step {loop.step}: val cIoU {result['cum_iou']:.4f} mIoU {result['mean_iou']:.4f} "
@@ -453,8 +463,17 @@ class Trainer:
             loop.best_val = result["cum_iou"]
             self.save("best")
 
+    def _count_cpu(self) -> None:
+        """Add the CPU time since the last count to the run's (kept across resumes)."""
+        mark = getattr(self, "_cpu_mark", None)
+        if mark is not None:
+            now = cpu_seconds()
+            self.loop.cpu_s += now - mark
+            self._cpu_mark = now
+
     def save(self, which: str, finished: bool = False) -> Path:
         """Checkpoint ``which`` ("last" or "best") with every rank's random state."""
+        self._count_cpu()
         return self.ckpt.save(which, self.loop, self.train_step, self.dist.gather(rng_state()), self.cfg,
                               finished=finished)
 

@@ -293,6 +293,7 @@ class LoopState:
     step_in_epoch: int = 0
     best_val: float = -math.inf
     train_s: float = 0.0  # seconds of training so far, validation left out
+    cpu_s: float = 0.0  # CPU seconds so far, validation included: this process and its finished children
 
     def advance(self) -> None:
         self.step += 1

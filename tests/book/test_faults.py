@@ -39,7 +39,7 @@ SEED = 16
 ROUNDS = 2
 KILL_AFTER = (1.0, 15.0)  # seconds after training got under way in the round, drawn uniformly
 WAIT_FOR_TRAINING = 120.0  # seconds; a book that trains nothing by then is killed then
-TIMING = ("images_per_s", "elapsed_s", "val_seconds")
+TIMING = ("images_per_s", "elapsed_s", "val_seconds", "cpu_s")
 pytestmark = pytest.mark.slow
 
 

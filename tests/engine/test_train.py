@@ -132,7 +132,8 @@ def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     def strip(rows):
-        return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s", "val_seconds")} for r in rows]
+        timing = ("images_per_s", "elapsed_s", "val_seconds", "cpu_s")
+        return [{k: v for k, v in r.items() if k not in timing} for r in rows]
 
     assert strip(read_metrics(ref)) == strip(read_metrics(killed))  # rows after step 16 were redone, not doubled
 
@@ -143,8 +144,11 @@ def test_kill_and_resume_gives_the_same_weights(data_root, tmp_path):
     assert p.returncode == 3 and "stopped on request (SIGTERM) at step 19 of 30" in p.stderr, (p.returncode, p.stderr)
     assert json.loads((stopped / "checkpoints" / "last.json").read_text())["step"] == 19
     assert [r["step"] for r in read_metrics(stopped) if r.get("event") == "stopped"] == [19]
+    cpu_at_stop = load_checkpoint(stopped / "checkpoints" / "last.pt")["cpu_s"]
     p = cli("train", *common, "--workers", "0", "--out", str(stopped), "--resume")
     assert p.returncode == 0, p.stderr
+    # the CPU time is the run's, over both sessions: the resumed one adds to what the stop kept
+    assert load_checkpoint(stopped / "checkpoints" / "last.pt")["cpu_s"] > cpu_at_stop > 0
     c = weights(stopped)
     for k in a:
         assert torch.equal(a[k], c[k]), k
