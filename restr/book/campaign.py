@@ -104,7 +104,7 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
             steps, ious = log_curve(entry, zoo)
             rule = convergence(steps, ious, m.iterations)
             row.update({"state": "in the zoo", "minutes": entry.get("wall_s", float("nan")) / 60,
-                        "CPU hours": entry.get("cpu_s", float("nan")) / 3600,
+                        "CPU hours": (entry.get("cpu_s") or float("nan")) / 3600,  # None: not known
                         "val cIoU %": ious[-1] if ious else float("nan"), "last-fifth rise": rule.rise,
                         "converged": "passes" if rule.passed else "fails (still learning)"})
         else:
@@ -134,8 +134,12 @@ def summary(table: pd.DataFrame) -> str:
         text += f", {len(here)} under way on this machine"
     if len(done):
         passing = int((done.converged == "passes").sum())
-        text += (f"; they took {done['CPU hours'].sum():.1f} CPU hours, {done.minutes.mean():.0f} minutes a run "
-                 f"on average, and {passing} of them pass the converged rule")
+        unknown = int(done["CPU hours"].isna().sum())
+        cpu = f"{done['CPU hours'].sum():.1f} CPU hours" + (f" ({unknown} run(s) not counted: resumed from a "
+                                                             f"checkpoint that did not keep its CPU time)"
+                                                             if unknown else "")
+        text += (f"; they took {cpu}, {done.minutes.mean():.0f} minutes a run on average, and {passing} of them "
+                 f"pass the converged rule")
     return text
 
 

@@ -56,9 +56,7 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
         run = get_run(cfg, Path(runs_dir) / "zoo" if retrain else runs_dir, use_zoo=False)
         val_rows = [r for r in read_jsonl(Path(run) / "metrics.jsonl") if r.get("split")]
         seconds = max((r.get("elapsed_s") or 0.0 for r in val_rows), default=0.0)
-        # the run's CPU time over all its sessions (a run resumed after a stop: every part), as its log keeps
-        # it; a log from before that was kept: this session's alone
-        cpu_s = max((r.get("cpu_s") or 0.0 for r in val_rows), default=0.0) or time.process_time() - cpu0
+        cpu_s = run_cpu_seconds(val_rows, time.process_time() - cpu0)
         add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=cpu_s)
         added.append(name)
     return added
@@ -92,6 +90,15 @@ def zoo_scores(runs_dir: str | os.PathLike = "runs", zoo_dir: str | os.PathLike 
             for f in (stamp_file, stamp_file.with_suffix(".csv")):
                 atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
     return {name: 2 * len(files) for name, files in found.items()}
+
+
+def run_cpu_seconds(val_rows: list[dict[str, Any]], this_session: float) -> float | None:
+    """A run's CPU time over all its sessions, as its last validation row keeps it (None:
+    unknown, the run was resumed from a checkpoint that did not keep it); for a log from
+    before the CPU time was kept, ``this_session``'s, as the manifest recorded it then."""
+    if val_rows and "cpu_s" in val_rows[-1]:
+        return val_rows[-1]["cpu_s"]
+    return this_session
 
 
 def queue(models: list, only: list[str] | None = None, seeds: list[int] | None = None) -> list[tuple[Any, int]]:

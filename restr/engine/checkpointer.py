@@ -144,7 +144,7 @@ class Checkpointer:
         step.scaler.load_state_dict(state["scaler"])
         loop = LoopState(int(state["step"]), int(state["epoch"]), int(state["step_in_epoch"]),
                          float(state.get("best_val", -math.inf)), float(state.get("train_s", 0.0)),
-                         float(state.get("cpu_s", 0.0)))  # 0: a checkpoint from before CPU time was kept
+                         state.get("cpu_s"))  # None: a checkpoint from before the CPU time was kept
         step.set_step(loop.step)
         self.kept = (self.plan.source or self.path("last"), loop.step)
         self.kept_plan = planned_iterations(state)

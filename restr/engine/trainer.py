@@ -465,11 +465,10 @@ class Trainer:
 
     def _count_cpu(self) -> None:
         """Add the CPU time since the last count to the run's (kept across resumes)."""
-        mark = getattr(self, "_cpu_mark", None)
-        if mark is not None:
-            now = cpu_seconds()
+        mark, now = getattr(self, "_cpu_mark", None), cpu_seconds()
+        if mark is not None and self.loop.cpu_s is not None:  # None: the part before a resume is unknown
             self.loop.cpu_s += now - mark
-            self._cpu_mark = now
+        self._cpu_mark = now
 
     def save(self, which: str, finished: bool = False) -> Path:
         """Checkpoint ``which`` ("last" or "best") with every rank's random state."""

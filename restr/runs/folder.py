@@ -293,7 +293,8 @@ class LoopState:
     step_in_epoch: int = 0
     best_val: float = -math.inf
     train_s: float = 0.0  # seconds of training so far, validation left out
-    cpu_s: float = 0.0  # CPU seconds so far, validation included: this process and its finished children
+    cpu_s: float | None = 0.0  # CPU seconds so far, validation included: this process and its ended children
+    # (None: unknown, a run resumed from a checkpoint written before the CPU time was kept)
 
     def advance(self) -> None:
         self.step += 1

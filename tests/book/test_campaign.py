@@ -50,6 +50,11 @@ def test_the_campaign_status_says_where_every_run_is(tmp_path, monkeypatch):
         "".join(json.dumps(r) + "\n" for r in rows).encode()))
     status = campaign_status(zoo_dir=zoo, park_dir=park)
     assert status.iloc[0].converged == "fails (still learning)" and status.iloc[0]["last-fifth rise"] > 1
+    # a run whose CPU time is not known (resumed from a checkpoint that did not keep it) is not counted
+    entry["cpu_s"] = None
+    (zoo / "manifest.json").write_text(json.dumps({"models": [entry]}))
+    assert ("they took 0.0 CPU hours (1 run(s) not counted: resumed from a checkpoint that did not keep its CPU "
+            "time)") in format_status(campaign_status(zoo_dir=zoo, park_dir=park))
     # runs under way on this machine (zoo campaign --runs): ahead of the parked copy, or just started
     runs = tmp_path / "runs"
     ahead = runs / f"{cfg.preset}-{cfg.run_key()}-0123abcd" / "checkpoints"

@@ -467,3 +467,12 @@ def test_a_landed_model_commits_the_deletion_of_its_parked_copy(tmp_path):
     assert git("ls-files").split() == ["unrelated.txt", "zoo/converged-main-s1.metrics.jsonl.gz",
                                        "zoo/converged-main-s1.safetensors", "zoo/manifest.json"]
     assert git("status", "--porcelain").split() == ["M", "unrelated.txt"]  # only what the model brought
+
+
+def test_a_models_cpu_time_is_its_logs_over_every_session():
+    from restr.book.zoo_train import run_cpu_seconds
+
+    rows = [{"step": 360, "split": "val", "cpu_s": 200.0}, {"step": 720, "split": "val", "cpu_s": 410.5}]
+    assert run_cpu_seconds(rows, this_session=90.0) == 410.5  # the log's, not this session's 90 s
+    assert run_cpu_seconds(rows + [{"step": 1080, "split": "val", "cpu_s": None}], 90.0) is None  # not known
+    assert run_cpu_seconds([{"step": 360, "split": "val"}], 90.0) == 90.0  # a log from before: as recorded then
