@@ -24,7 +24,7 @@ from restr.engine.trainer import KILL_ENV, TrainingError, train
 from restr.runs.folder import load_checkpoint, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMING = ("images_per_s", "elapsed_s", "val_seconds")
+TIMING = ("images_per_s", "elapsed_s", "val_seconds", "cpu_s")
 
 
 def smoke_cfg(root: Path, **train_values):
@@ -293,3 +293,22 @@ def test_run_files_follow_the_umask(data_root, tmp_path, umask):
     for p in [run, run / "checkpoints"]:
         assert p.stat().st_mode & 0o777 == 0o777 & ~umask, p
 
+
+
+def test_a_killed_writers_temporary_files_are_removed_and_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from restr.utils.files import atomic_write_text, remove_dead_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # a process that has ended
+    left = tmp_path / f".val-pixel-64.json.{dead_pid}.c9f7c903.tmp"
+    live = tmp_path / f".val-pixel-64.csv.{os.getpid()}.0123abcd.tmp"  # this process's: a write under way
+    other = tmp_path / ".notes.tmp"  # not one of atomic_write_bytes' names
+    for p in (left, live, other):
+        p.write_text("partial")
+    atomic_write_text(tmp_path / "val-pixel-64.json", "{}\n")
+    assert remove_dead_temporaries(tmp_path) == [left]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "val-pixel-64.json"])
+    assert remove_dead_temporaries(tmp_path / "missing") == []
