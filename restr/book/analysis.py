@@ -21,7 +21,7 @@ from ..eval.metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
 from ..perf.cost import measure
 from ..runs.folder import checkpoint_path, load_checkpoint, load_run, read_metrics, read_run_config
 from ..utils.devices import resolve_amp
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_write_text, remove_dead_temporaries
 from ..zoo.manifest import cpu_name
 from .verdict import CONVERGED_MARGIN, convergence
 
@@ -229,6 +229,8 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
     path, stamp = _scores_cache(run_dir, split, max_expressions, level)
+    if cache:
+        remove_dead_temporaries(path.parent)  # a book run killed while writing scores left its temporary files
     if cache and path.is_file() and path.with_suffix(".json").is_file():
         try:
             stored = json.loads(path.with_suffix(".json").read_text())

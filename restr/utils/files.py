@@ -60,6 +60,31 @@ def _is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write_bytes` left in ``folder`` when its
+    process was killed mid-write (``.<name>.<pid>.<hex>.tmp`` whose pid no longer runs);
+    a live process's are kept, so a concurrent writer's rename still finds its file.
+    Returns the files deleted."""
+    gone = []
+    for tmp in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else []:
+        parts = tmp.name.split(".")  # "", name..., pid, hex, "tmp"
+        if len(parts) < 5 or not parts[-3].isdigit() or _process_runs(int(parts[-3])):
+            continue
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically: temporary file, flush, fsync, rename.
 
