@@ -488,8 +488,9 @@ def starts_section(zoo_dir: Path | None = None) -> str:
         table = None
     head = ("### The ViT's start\n\nThe main arm of the converged profile trained from each start, one seed, for "
             "the protocol's budget (the converged zoo's models `converged-main-s0`, `converged-start-dense-s0`, "
-            "`converged-start-none-s0`; their curves are in chapter 6). Minutes are this machine's when each was "
-            "trained, two runs at a time.\n\n")
+            "`converged-start-none-s0`; their curves are in chapter 6). Minutes are those of the machine each was "
+            "trained on, two runs at a time (the three may differ in machine and load): compare the expressions seen."
+            "\n\n")
     if table is None or table.empty:
         return head + "None of the three is in the zoo yet (`python -m restr zoo campaign`)."
     lines = ["| arm | start | steps | last val cIoU % | last-fifth rise (points) | minutes | to 50 % | to 60 % | "
