@@ -77,7 +77,7 @@ def run_prefix(cfg) -> str:
 def local_step(runs_dir: str | Path, prefix: str) -> int | None:
     """The checkpointed step of this machine's run folder whose name starts with ``prefix``
     (0 before its first checkpoint; None if there is no such folder)."""
-    folders = sorted(Path(runs_dir).glob(f"{prefix}*")) if Path(runs_dir).is_dir() else []
+    folders = Path(runs_dir).glob(f"{prefix}*") if Path(runs_dir).is_dir() else []
     return max((progress(f)["step"] for f in folders), default=None)
 
 
