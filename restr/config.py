@@ -690,6 +690,11 @@ class BookProfile:
     # "starts" (the main arm from the other backbone starts: the fidelity page), "m3att"
     # (chapter 7: M3Att and its ablations)
     arms: tuple[str, ...] = ()
+    # which weights the zoo ships (its 200 MB, issue 22): None, every seed of every model;
+    # else the first seed of every model and every seed of the models named here (those a
+    # chapter reads the weights of, not only the scores), the other seeds their log and the
+    # per-expression scores computed when they join the zoo (restr.book.models.ships_weights)
+    every_seed_weights: tuple[str, ...] | None = None
 
 
 # The tiny preset's start before the protocol's (book/protocol.md): the ViT pretrained on the
@@ -759,6 +764,9 @@ CONVERGED_PROFILE = dataclasses.replace(
     overrides=(("model.vit_pretrain", "classify"), ("model.vit_pos_init", "sincos"),
                ("train.val_max_expressions", 1000)),
     arms=("conv", "starts", "m3att"),
+    # chapter 3 scores every seed of the main model at patch level and chapter 4 on testA and
+    # testB; chapter 2 reads the seed's attention of every seed of VME
+    every_seed_weights=("main", "table3-vme"),
 )
 PROTOCOL_PROFILES: dict[str, BookProfile] = {CONVERGED_PROFILE.name: CONVERGED_PROFILE}
 PROFILE_NAMES = (*BOOK_PROFILES, *PROTOCOL_PROFILES)  # what --profile accepts

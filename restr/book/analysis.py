@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,7 +20,8 @@ from ..eval.evaluate import (Inference, SegmentationEvaluator, evaluate_swap_con
                              spread_indices)
 from ..eval.metrics import PREC_THRESHOLDS, PROTOCOL, SegmentationMeter
 from ..perf.cost import measure
-from ..runs.folder import checkpoint_path, load_checkpoint, load_run, read_metrics, read_run_config
+from ..runs.folder import (RunError, checkpoint_path, load_checkpoint, load_run, no_weights, read_metrics,
+                           read_run_config, state_digest)
 from ..utils.devices import resolve_amp
 from ..utils.files import atomic_write_text, remove_dead_temporaries
 from ..zoo.manifest import cpu_name
@@ -224,13 +226,20 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     twice. A zoo model brings the scores the book computed from its weights
     (``data/zoo/scores/``, :func:`restr.zoo.manifest.materialize`); they are read only under
     the same stamp, so another arithmetic (bf16 or fp32) or a changed protocol scores again;
-    which CPU computed them is written beside the stamp (:func:`scoring_cpu`)."""
+    which CPU computed them is written beside the stamp (:func:`scoring_cpu`).
+
+    A zoo model that ships its scores but not its weights (:func:`restr.zoo.manifest.add_to_zoo`)
+    cannot be scored again: its scores are read whatever arithmetic they were computed in
+    (a notice says so when it is not this CPU's); any other mismatch is an error that names
+    the command retraining it."""
 
     if level not in ("pixel", "patch"):
         raise ValueError(f"level must be pixel or patch, not {level!r}")
     path, stamp = _scores_cache(run_dir, split, max_expressions, level)
     if cache:
         remove_dead_temporaries(path.parent)  # a book run killed while writing scores left its temporary files
+    if no_weights(run_dir) is not None:
+        return _shipped_scores(run_dir, path, stamp)
     if cache and path.is_file() and path.with_suffix(".json").is_file():
         try:
             stored = json.loads(path.with_suffix(".json").read_text())
@@ -269,6 +278,32 @@ def scoring_cpu() -> str:
     return f"{cpu_name()}; {', '.join(kernels) or 'no bf16 matmul instructions'}"
 
 
+def _shipped_scores(run_dir, path: Path, stamp: dict):
+    """The scores a zoo model without weights ships (see :func:`expression_scores`)."""
+
+    shipped = no_weights(run_dir)
+    retrain = f"retrain it with `{shipped.get('retrain')}`"
+    try:
+        stored = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        raise RunError(f"{run_dir} is zoo model {shipped.get('zoo')!r}, which ships no weights and no readable "
+                       f"{path.name} (its stamp {path.with_suffix('.json').name} is missing or corrupt): it cannot "
+                       f"be scored here; {retrain}") from None
+    differs = sorted(k for k in stamp if k != "arithmetic" and stored.get(k) != stamp[k])
+    if differs:
+        raise RunError(f"{path}: zoo model {shipped.get('zoo')!r} ships scores that differ from what this code asks "
+                       f"for in {', '.join(differs)}, and no weights to score again; {retrain}")
+    if stored.get("arithmetic") != stamp["arithmetic"]:
+        print(f"notice: {shipped.get('zoo')}: its shipped scores were computed in {stored.get('arithmetic')}, "
+              f"this CPU evaluates in {stamp['arithmetic']} (the two agree to rounding); the model ships no "
+              f"weights to score again", file=sys.stderr)
+    try:
+        return pd.read_csv(path, dtype={"bucket": str, "sentence": str}, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} (the shipped scores of zoo model {shipped.get('zoo')!r}) is unreadable ({exc}); "
+                       f"restore it with git checkout, or {retrain}") from None
+
+
 def _scores_cache(run_dir, split: str, max_expressions: int | None, level: str) -> tuple[Path, dict]:
     """Where :func:`expression_scores` caches a run's scores, and the stamp they must carry."""
 
@@ -286,22 +321,13 @@ def protocol_digest() -> str:
 
 
 def weights_digest(run_dir) -> str:
-    """The digest (:func:`state_digest`) of a run's final weights."""
+    """The digest (:func:`~restr.runs.folder.state_digest`) of a run's final weights (a run
+    rebuilt from a zoo model that ships no weights records it)."""
 
+    shipped = no_weights(run_dir)
+    if shipped is not None:
+        return shipped["weights_sha256"]
     return state_digest(load_checkpoint(checkpoint_path(run_dir, "last"))["model"])
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """The sha256 of model weights: every tensor's name, dtype, shape and bytes, in name
-    order. It names the weights, not the file torch wrote them in, so a zoo model has the
-    same digest wherever (and by whichever torch) it is materialised."""
-
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def whole_image_scores(scores, data_root, dataset: str, split_by: str, image_root=None):

@@ -228,6 +228,14 @@ def arm(profile: BookProfile, data_root: str | Path, name: str, runs_dir: str | 
     return load_arm(label or name, runs, seeds, profile.eval_split, max_expressions, level)
 
 
+def ships_weights(profile: BookProfile, name: str, seed: int) -> bool:
+    """Whether the zoo ships the weights of model ``name``'s run with ``seed``
+    (:attr:`~restr.config.BookProfile.every_seed_weights`), or only its log and scores."""
+    model = find_model(profile, name)
+    every = profile.every_seed_weights
+    return every is None or seed == model.seeds[0] or any(r in every for r in model.requests)
+
+
 def runs_count(profile: BookProfile) -> int:
     """How many trained runs the profile's book uses: one per model and seed."""
     return sum(len(m.seeds) for m in book_models(profile))
@@ -240,8 +248,9 @@ def describe(profile: BookProfile) -> list[dict[str, Any]]:
 
 
 def weights_megabytes(profile: BookProfile, vocab_size: int, bytes_per_weight: int = 2) -> float:
-    """The weights of every run of the profile's book in MB (fp16 by default, as the zoo
-    stores them), for a vocabulary of ``vocab_size`` words (the embedded data's: 58)."""
+    """The weights the zoo ships of the profile's book in MB (fp16 by default, as the zoo
+    stores them; :func:`ships_weights`), for a vocabulary of ``vocab_size`` words (the
+    embedded data's: 58)."""
     import torch
 
 
@@ -251,5 +260,5 @@ def weights_megabytes(profile: BookProfile, vocab_size: int, bytes_per_weight: i
                                                         "model.vit_weights": None}).model  # shapes only
         with torch.device("meta"):
             params = sum(p.numel() for p in build_model(model_cfg).parameters())
-        total += params * len(m.seeds)
+        total += params * sum(ships_weights(profile, m.name, s) for s in m.seeds)
     return total * bytes_per_weight / 1e6

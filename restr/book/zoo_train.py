@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import BookProfile, Config
 from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import atomic_write_bytes, read_jsonl
 from ..runs.folder import RunError, checkpoint_path, load_checkpoint
@@ -24,9 +24,9 @@ from ..engine.resume import TrainingStopped
 from ..runs.park import drop_parked, park, unpark
 from ..zoo.cache import get_run, run_dir_for, run_status
 from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_model, entry_name,
-                            find, load_weights, read_manifest, zoo_folder, zoo_identity)
-from .analysis import SCORES_FORMAT, state_digest, weights_digest
-from .models import book_models
+                            Shipping, find, load_weights, read_manifest, zoo_folder, zoo_identity)
+from .analysis import SCORES_FORMAT, expression_scores, state_digest, weights_digest
+from .models import book_models, ships_weights
 from .runner import book_profile, ensure_data
 
 
@@ -57,9 +57,28 @@ def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds:
         val_rows = [r for r in read_jsonl(Path(run) / "metrics.jsonl") if r.get("split")]
         seconds = max((r.get("elapsed_s") or 0.0 for r in val_rows), default=0.0)
         cpu_s = run_cpu_seconds(val_rows, time.process_time() - cpu0)
-        add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=cpu_s)
+        add_to_zoo(run, name, command, seconds, zoo_dir, profile=profile_name, cpu_s=cpu_s,
+                   shipping=shipping(profile, m.name, seed))
         added.append(name)
     return added
+
+
+def shipping(profile: BookProfile, name: str, seed: int) -> Shipping:
+    """What the zoo ships of model ``name``'s run with ``seed``: its weights unless the
+    profile keeps only some seeds' (:func:`restr.book.models.ships_weights`); in such a
+    profile, every model's scores as the chapters read them (the evaluation split, every
+    expression they score, pixel level), computed when it joins the zoo."""
+    if profile.every_seed_weights is None:
+        return Shipping()
+    kept = {profile.eval_max_expressions, profile.grid_eval_expressions}
+
+    def score(run: Path) -> None:
+        for max_expressions in sorted(kept, key=lambda m: m or 0):
+            print(f"zoo: scoring {run.name} on {profile.eval_split} ({max_expressions or 'every'} expressions)",
+                  file=sys.stderr, flush=True)
+            expression_scores(run, profile.eval_split, max_expressions)
+
+    return Shipping(weights=ships_weights(profile, name, seed), score=score)
 
 
 def zoo_scores(runs_dir: str | os.PathLike = "runs", zoo_dir: str | os.PathLike | None = None) -> dict[str, int]:
@@ -328,7 +347,11 @@ def commit_model(name: str, zoo_dir: str | os.PathLike | None = None, also: list
     ``also``: the deletion of the run's parked copy)."""
     entry = next(e for e in read_manifest(zoo_dir) if e["name"] == name)
     folder = zoo_folder(zoo_dir)
-    paths = [str(folder / entry["file"]), str(folder / entry["metrics_file"]), str(folder / MANIFEST), *(also or [])]
+    paths = [str(folder / entry["metrics_file"]), str(folder / MANIFEST), *(also or [])]
+    if entry["file"] is not None:
+        paths.append(str(folder / entry["file"]))
+    if (folder / SCORES_DIR / name).is_dir():  # the scores computed when it joined the zoo
+        paths.append(str(folder / SCORES_DIR / name))
     plain_log = folder / f"{name}.metrics.jsonl"  # the uncompressed log of the model this one replaced
     if plain_log.name != entry["metrics_file"] and not plain_log.exists() and subprocess.run(
             ["git", "ls-files", "--", str(plain_log)], cwd=folder, capture_output=True, text=True).stdout.strip():
@@ -362,6 +385,6 @@ def refuse_replacing(name: str, cfg: Config, command: str, zoo_dir: str | os.Pat
     except ZooError:
         same = False  # its config no longer loads: it is another config now
     if not same:
-        raise ZooError(f"the zoo already holds a model called {name!r} ({zoo_folder(zoo_dir) / entry['file']}) of "
+        raise ZooError(f"the zoo already holds a model called {name!r} ({entry['file'] or 'its log and scores'}) of "
                        f"another config or data (trained by `{entry.get('command', '?')}`); not replacing it with this "
                        f"config's model. To replace it: `{command} --retrain`")

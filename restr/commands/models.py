@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..book import models
-from ..book.models import describe, runs_count, weights_megabytes
+from ..book.models import book_models, describe, runs_count, ships_weights, weights_megabytes
 from ..book.runner import book_profile
 from ..config import PROFILE_NAMES, ConfigError
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"{r['model']:<{width}}  {r['iterations']:>7}  {r['seeds']:<6} {r['overrides']}; {r['answers']}")
     size = weights_megabytes(prof, args.vocab_size)
+    bare = sum(not ships_weights(prof, m.name, s) for m in book_models(prof) for s in m.seeds)
     print(f"{len(rows)} models, {runs_count(prof)} trained runs (one per model and seed), "
-          f"about {size:.0f} MB of fp16 weights")
+          f"about {size:.0f} MB of fp16 weights in the zoo"
+          + (f" ({bare} runs ship their log and scores, not their weights)" if bare else ""))
     return 0

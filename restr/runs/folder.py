@@ -11,6 +11,9 @@ A run directory (written by ``python -m restr train``, rank 0 only) holds::
     metrics.jsonl        one JSON object per line: training logs, validations, events
     checkpoints/last.pt  the latest checkpoint, checkpoints/last.json its summary
     checkpoints/best.pt  the best validation's checkpoint (and best.json)
+    checkpoints/no-weights.json  instead of last.pt, in a run rebuilt from a zoo model that
+                         ships its log and scores but not its weights (restr.zoo.manifest):
+                         the model's name, its weights' digest, the command that retrains it
 
     .lock                while a process trains the run: its pid (restr.runs.lock)
 
@@ -31,6 +34,7 @@ corrupt/truncated file as a :class:`RunError` naming the file.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -54,6 +58,7 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 METRICS_FILE = "metrics.jsonl"
 CKPT_DIR = "checkpoints"
+NO_WEIGHTS_FILE = "no-weights.json"  # in CKPT_DIR: a finished run whose weights were not kept
 
 
 class RunError(RuntimeError):
@@ -150,6 +155,34 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str = "last") -> Path:
     return Path(which)
 
 
+def no_weights(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """What a finished run without weights says of itself (``checkpoints/no-weights.json``:
+    ``zoo``, ``weights_sha256``, ``retrain``), or None for a run with its checkpoint."""
+    path = Path(run_dir) / CKPT_DIR / NO_WEIGHTS_FILE
+    if checkpoint_path(run_dir, "last").is_file() or not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("weights_sha256"), str):
+        raise RunError(f"{path} does not name the run's weights (weights_sha256)")
+    return info
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """The sha256 of model weights: every tensor's name, dtype, shape and bytes, in name
+    order. It names the weights, not the file torch wrote them in, so a zoo model has the
+    same digest wherever (and by whichever torch) it is materialised."""
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def write_run_config(run_dir: str | os.PathLike, cfg: Config, requested_hash: str | None = None,
                      fingerprint: dict | None = None) -> None:
     d = cfg.to_dict()
@@ -233,6 +266,11 @@ def load_run(run_dir: str | os.PathLike, which: str = "last", device: str | torc
     ckpt = checkpoint_path(run_dir, which)
     if ckpt.is_dir():
         raise RunError(f"{ckpt} is a folder, not a checkpoint file")
+    shipped = no_weights(run_dir) if which == "last" else None
+    if shipped is not None:
+        raise RunError(f"{run_dir} is zoo model {shipped.get('zoo')!r}, which ships its training log and its "
+                       f"scores but not its weights (README, \"Which weights the zoo ships\"); retrain it with "
+                       f"`{shipped.get('retrain')}`")
     if not ckpt.is_file():
         others = sorted(p.name for p in (run_dir / CKPT_DIR).glob("*.pt")) if (run_dir / CKPT_DIR).is_dir() else []
         hint = f" (found: {', '.join(others)})" if others else " (the run has not saved a checkpoint yet)"

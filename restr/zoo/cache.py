@@ -25,7 +25,7 @@ from ..config import Config
 from ..data.fingerprint import changes, data_fingerprint, short
 from ..engine.trainer import train
 from ..eval.predict import Predictor
-from ..runs.folder import CONFIG_FILE, checkpoint_path, read_run_fingerprint
+from ..runs.folder import CKPT_DIR, CONFIG_FILE, NO_WEIGHTS_FILE, checkpoint_path, read_run_fingerprint
 from ..runs.lock import RunLock
 from . import manifest as zoo
 
@@ -59,7 +59,8 @@ def run_status(run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir)
     side = checkpoint_path(run_dir, "last").with_suffix(".json")
     status = {"exists": (run_dir / CONFIG_FILE).is_file(), "finished": False, "step": 0, "iterations": None}
-    if side.is_file() and checkpoint_path(run_dir, "last").is_file():
+    weights = checkpoint_path(run_dir, "last").is_file() or (run_dir / CKPT_DIR / NO_WEIGHTS_FILE).is_file()
+    if side.is_file() and weights:  # a zoo model that ships no weights is a finished run without them
         try:
             info = json.loads(side.read_text())
             status.update(finished=status["exists"] and bool(info.get("finished"))
@@ -106,7 +107,8 @@ def from_zoo(cfg: Config, run_dir: Path, use_zoo: bool | None = None) -> bool:
         print(f"training {run_dir.name}: not in the model zoo", file=sys.stderr)
         return False
     zoo.materialize(entry, run_dir, cfg)
-    print(f"zoo: {run_dir.name} is zoo model {entry['name']} ({entry['file']}, checked)", file=sys.stderr)
+    shipped = entry["file"] or "its log and scores, no weights"
+    print(f"zoo: {run_dir.name} is zoo model {entry['name']} ({shipped}, checked)", file=sys.stderr)
     return True
 
 

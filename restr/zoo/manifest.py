@@ -20,6 +20,14 @@ weights (``python -m restr zoo scores`` after a book run; stamped with the weigh
 digest, the arithmetic and the metric protocol), copied into every run rebuilt from the
 model, so a fresh clone's book does not evaluate again what the zoo already holds.
 
+A model may ship its log and scores without its weights (``"file": null`` in its entry,
+``"weights_sha256"`` the digest its scores are stamped with): the converged campaign's
+seeds after the first, whose weights would not fit in the zoo's 200 MB
+(:attr:`restr.config.BookProfile.every_seed_weights` says which models keep every seed's).
+A run rebuilt from such a model holds ``checkpoints/no-weights.json`` in place of its
+checkpoint: the book reads its learning curve and its scores, and anything that needs
+its weights is told the command that retrains it.
+
 Identity: a hash of everything in the config that shapes the weights (the data's
 location, loader workers, threads and log interval left out) plus the data's
 fingerprint (the sha256 of its refs and instances files), so that the same model is
@@ -53,11 +61,13 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -66,7 +76,8 @@ from ..data.fingerprint import data_fingerprint, short
 from ..data.vocab import Vocabulary
 from ..eval.evaluate import evaluate_run
 from ..model import build_model
-from ..runs.folder import CONFIG_FILE, LoopState, load_checkpoint, read_run_config, save_checkpoint, write_run_config
+from ..runs.folder import (CKPT_DIR, CONFIG_FILE, NO_WEIGHTS_FILE, LoopState, load_checkpoint, read_run_config,
+                           save_checkpoint, state_digest, write_run_config)
 from ..utils.devices import resolve_amp
 from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
 
@@ -170,6 +181,9 @@ def entry_model(entry: dict[str, Any]) -> tuple[str, str]:
 
 def checked_file(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None) -> Path:
     """The entry's weights file, after checking it is there and its sha256 matches."""
+    if entry.get("file") is None:
+        raise ZooError(f"zoo model {entry['name']!r} ships its log and scores but not its weights; retrain it with "
+                       f"`{retrain_command(entry)}`")
     path = zoo_folder(zoo_dir) / entry["file"]
     if not path.is_file():
         raise ZooError(f"zoo model {entry['name']!r}: {path} is missing (the manifest lists it); restore it with "
@@ -209,6 +223,8 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     ``checkpoints/last.pt``, its training log), so that everything that reads runs reads
     it. ``cfg`` is the requesting config (its data location is this machine's)."""
 
+    if entry.get("file") is None:
+        return _materialize_without_weights(entry, Path(run_dir), cfg, zoo_dir)
     state = load_weights(entry, zoo_dir)
     log = read_log_bytes(zoo_folder(zoo_dir) / entry["metrics_file"])
     vocab = Vocabulary(entry["vocab"])
@@ -229,6 +245,28 @@ def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
     atomic_write_bytes(run_dir / "metrics.jsonl", log)
     loop = LoopState(step=step)
     atomic_write_text(run_dir / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
+    install_scores(entry, run_dir, zoo_dir)
+    write_run_config(run_dir, resolved, cfg.run_key(), fingerprint=data_fingerprint(cfg.data))
+    return run_dir
+
+
+def _materialize_without_weights(entry: dict[str, Any], run_dir: Path, cfg: Config,
+                                 zoo_dir: str | os.PathLike | None) -> Path:
+    """:func:`materialize` for a model that ships no weights: the run's config, vocabulary,
+    log, scores and ``checkpoints/no-weights.json`` in place of its checkpoint."""
+
+    vocab = Vocabulary(entry["vocab"])
+    resolved = cfg.override({"model.vocab_size": len(vocab)})
+    if (run_dir / CONFIG_FILE).exists():
+        raise ZooError(f"{run_dir} already holds a run; not overwriting it with zoo model {entry['name']!r}")
+    (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
+    vocab.save(run_dir / "vocab.json")
+    step = resolved.train.iterations
+    marker = {"zoo": entry["name"], "weights_sha256": entry["weights_sha256"], "retrain": retrain_command(entry)}
+    atomic_write_text(run_dir / CKPT_DIR / NO_WEIGHTS_FILE, json.dumps(marker) + "\n")
+    atomic_write_bytes(run_dir / "metrics.jsonl", read_log_bytes(zoo_folder(zoo_dir) / entry["metrics_file"]))
+    loop = LoopState(step=step)
+    atomic_write_text(run_dir / CKPT_DIR / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
     install_scores(entry, run_dir, zoo_dir)
     write_run_config(run_dir, resolved, cfg.run_key(), fingerprint=data_fingerprint(cfg.data))
     return run_dir
@@ -298,12 +336,26 @@ def entry_arithmetic(entry: dict[str, Any]) -> str:
     return "bfloat16" if entry["config"]["train"].get("amp") == "bf16" else "float32"
 
 
+@dataclass(frozen=True)
+class Shipping:
+    """What of a model the zoo ships beside its log and manifest entry: its fp16 weights
+    (``weights``), and the per-expression scores ``score(run)`` writes into a run's
+    ``scores/`` (None: none at training time; ``python -m restr zoo scores`` ships a book
+    run's later)."""
+
+    weights: bool = True
+    score: Callable[[Path], None] | None = None
+
+
 def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: float,
                zoo_dir: str | os.PathLike | None = None, profile: str | None = None,
-               cpu_s: float | None = None) -> dict[str, Any]:
+               cpu_s: float | None = None, shipping: Shipping = Shipping()) -> dict[str, Any]:
     """Export a finished run into the zoo as ``name`` (fp16 weights, its log, a manifest
     entry; ``profile``: the book profile it was trained for); evaluates the slice with the
-    fp32 and the fp16 weights."""
+    fp32 and the fp16 weights. ``shipping.score(run)``, given, writes the per-expression
+    scores the book reads into the fp16 model's run; they ship in ``scores/<name>/``.
+    Without ``shipping.weights`` the fp16 weights are dropped once evaluated and scored:
+    the entry keeps their digest (``weights_sha256``), its ``file`` is None."""
     from safetensors.torch import save
 
 
@@ -329,10 +381,27 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     }
     with _temporary_run(entry, cfg, zoo_dir) as fp16_run:
         entry["metrics"] = evaluate_slice(fp16_run)
+        entry["weights_sha256"] = state_digest(load_checkpoint(fp16_run / CKPT_DIR / "last.pt")["model"])
+        if shipping.score is not None:
+            shipping.score(fp16_run)
+            ship_scores(fp16_run, zoo_dir / SCORES_DIR / name)
+    if not shipping.weights:
+        weights.unlink()
+        entry.update(file=None, sha256=None)
     with manifest_lock(zoo_dir):  # another `zoo train` job may add its model at the same moment
         models = [m for m in read_manifest(zoo_dir) if m["name"] != name] + [entry]
         write_manifest(models, zoo_dir)
     return entry
+
+
+def ship_scores(run_dir: Path, target: Path) -> int:
+    """Copy a run's score files (``scores/*.csv`` and their ``.json`` stamps) into ``target``,
+    which they replace. Returns the number of files."""
+    files = sorted(f for f in (run_dir / "scores").glob("*") if f.suffix in (".csv", ".json") and f.is_file())
+    shutil.rmtree(target, ignore_errors=True)
+    for f in files:
+        atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
+    return len(files)
 
 
 class manifest_lock:
@@ -396,7 +465,7 @@ def format_manifest(models: list[dict[str, Any]]) -> str:
         met, t = m["metrics"], m["config"]["train"]
         rows.append(f"{m['name']:<22}{100 * met['cum_iou']:8.2f}{100 * met['mean_iou']:8.2f}"
                     f"{100 * met['prec@0.9']:9.2f}{t['iterations']:7d}{m['wall_s'] / 60:7.1f}m  {m['seed']:>4}  "
-                    f"{m['identity']}  {m['file']}")
+                    f"{m['identity']}  {m['file'] or '(log and scores)'}")
     rows.append(f"{len(models)} models; metrics: {EVAL_SLICE['max_expressions']} "
                 f"{EVAL_SLICE['split']} expressions spread over the split, fp16 weights, CPU")
     rows.append(format_space(zoo_space()))

@@ -120,6 +120,35 @@ def test_the_quick_book_fits_the_zoo_budget():
                        "seeds": "0", "answers": "main"}
 
 
+def test_the_converged_zoo_ships_the_weights_the_chapters_read_and_fits_beside_the_quick_zoo():
+    """Issue 22's 200 MB: the converged campaign ships the weights of every model's first seed
+    and of every seed of the models whose runs the chapters open per seed (``ch.run(name, seed)``
+    with a seed that varies); the other seeds ship their log and scores."""
+    conv = book.book_profile("converged")
+    per_seed = set()
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for node in ast.walk(ast.parse(notebook_code(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "run" \
+                    and getattr(node.func.value, "id", "") == "ch" and len(node.args) == 2 \
+                    and not isinstance(node.args[1], ast.Constant):
+                per_seed.add(bm.find_model(conv, node.args[0].value).name)
+    assert per_seed == set(conv.every_seed_weights) == {"main", "table3-vme"}
+    for m in bm.book_models(conv):
+        assert [bm.ships_weights(conv, m.name, s) for s in m.seeds] == [
+            s == m.seeds[0] or m.name in per_seed for s in m.seeds], m.name
+    assert all(bm.ships_weights(QUICK, m.name, s) for m in bm.book_models(QUICK) for s in m.seeds)
+    # M3Att's 2.97 M parameters against ReSTR's 1.75 M: about 88 MB of the converged zoo, 71 MB of the quick
+    both = bm.weights_megabytes(conv, vocab_size=58) + bm.weights_megabytes(QUICK, vocab_size=58)
+    assert 150 < both < 175
+
+
+def notebook_code(path: Path) -> str:
+    """A notebook's code cells as one Python source (magics and shell lines left out)."""
+    nb = json.loads(path.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    return "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+
+
 def model_requests_in(source: str) -> list[str]:
     """The literal names passed to model_config / model_seeds, or to the chapter's
     (restr.book.chapter.Chapter, ``ch``) config, run, seeds, arm and asks_for, in a
@@ -143,9 +172,7 @@ def test_notebooks_ask_for_models_through_the_list_only():
     known = {r.name for r in bm.requests(every_arm)}
     asked = set()
     for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        nb = json.loads(path.read_text())
-        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-        code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+        code = notebook_code(path)
         assert not re.search(r"\brun_config\(", code), f"{path.name} builds a training config itself"
         names = model_requests_in(code)
         assert set(names) <= known, f"{path.name} asks for {set(names) - known}"

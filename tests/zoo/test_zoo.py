@@ -409,7 +409,8 @@ def test_the_shipped_scores_carry_the_stamp_a_fresh_book_reads():
 
     scored = set()
     for entry in read_manifest():
-        digest = state_digest(load_weights(entry))
+        digest = state_digest(load_weights(entry)) if entry["file"] else entry["weights_sha256"]
+        assert entry.get("weights_sha256", digest) == digest, entry["name"]
         for stamp_file in sorted((zoo_folder() / SCORES_DIR / entry["name"]).glob("*.json")):
             stamp = json.loads(stamp_file.read_text())
             assert stamp["weights_sha256"] == digest, stamp_file
@@ -473,6 +474,19 @@ def test_a_landed_model_commits_the_deletion_of_its_parked_copy(tmp_path):
                                        "zoo/converged-main-s1.safetensors", "zoo/manifest.json"]
     assert git("status", "--porcelain").split() == ["M", "unrelated.txt"]  # only what the model brought
 
+    # a later seed that ships its log and its scores, not its weights
+    bare = {**entry, "name": "converged-table4-2L-s1", "file": None,
+            "metrics_file": "converged-table4-2L-s1.metrics.jsonl.gz"}
+    (zoo / bare["metrics_file"]).write_bytes(b"log")
+    (zoo / "scores" / bare["name"]).mkdir(parents=True)
+    (zoo / "scores" / bare["name"] / "val-pixel-all.csv").write_text("iou\n")
+    (zoo / "converged-table4-2L-s1.safetensors").write_bytes(b"dropped weights left behind")
+    (zoo / "manifest.json").write_text(json.dumps({"models": [entry, bare]}))
+    commit_model(bare["name"], zoo)
+    assert git("show", "--name-only", "--format=", "HEAD").split() == [
+        "zoo/converged-table4-2L-s1.metrics.jsonl.gz", "zoo/manifest.json",
+        "zoo/scores/converged-table4-2L-s1/val-pixel-all.csv"]
+
 
 def test_a_models_cpu_time_is_its_logs_over_every_session():
     from restr.book.zoo_train import run_cpu_seconds
@@ -481,3 +495,50 @@ def test_a_models_cpu_time_is_its_logs_over_every_session():
     assert run_cpu_seconds(rows, this_session=90.0) == 410.5  # the log's, not this session's 90 s
     assert run_cpu_seconds(rows + [{"step": 1080, "split": "val", "cpu_s": None}], 90.0) is None  # not known
     assert run_cpu_seconds([{"step": 360, "split": "val"}], 90.0) == 90.0  # a log from before: as recorded then
+
+
+def test_a_model_without_weights_ships_its_log_and_scores_and_the_book_reads_them(smoke_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """The converged campaign's later seeds (issue 22's 200 MB): the zoo keeps their log and
+    the scores computed from their fp16 weights when they joined it, not the weights. A
+    rebuilt run reads as finished, gives the book its curve and its scores, and names the
+    retrain command to whatever asks for its weights."""
+    from restr.book.analysis import expression_scores, learning_curve, weights_digest
+    from restr.runs.folder import RunError
+    from restr.zoo.cache import get_run, run_status
+    from restr.zoo.manifest import Shipping, load_weights
+
+    zoo_dir = tmp_path / "zoo"
+    shipping = Shipping(weights=False, score=lambda run: expression_scores(run, "val", 12))
+    entry = add_to_zoo(smoke_run, "converged-main-s0", "python -m restr zoo train --profile converged --only main "
+                       "--seeds 0", 1.0, zoo_dir, profile="converged", shipping=shipping)
+    assert entry["file"] is None and entry["sha256"] is None and not list(zoo_dir.glob("*.safetensors"))
+    shipped = zoo_dir / "scores" / "converged-main-s0"
+    assert sorted(f.name for f in shipped.iterdir()) == ["val-pixel-12.csv", "val-pixel-12.json"]
+    assert json.loads((shipped / "val-pixel-12.json").read_text())["weights_sha256"] == entry["weights_sha256"]
+    with pytest.raises(ZooError, match="ships its log and scores but not its weights.*--only main --seeds 0"):
+        load_weights(entry, zoo_dir)
+
+    monkeypatch.setenv("RESTR_ZOO", str(zoo_dir))
+    cfg = read_run_config(smoke_run).override({"model.vocab_size": get_preset("smoke").model.vocab_size})
+    run = get_run(cfg, tmp_path / "runs", progress=False)  # rebuilt from the zoo, not trained
+    assert "its log and scores, no weights" in capsys.readouterr().err
+    assert run_status(run)["finished"] and weights_digest(run) == entry["weights_sha256"]
+    scores = expression_scores(run, "val", 12)
+    assert (run / "scores" / "val-pixel-12.csv").read_bytes() == (shipped / "val-pixel-12.csv").read_bytes()
+    fp32 = expression_scores(smoke_run, "val", 12, cache=False)  # the trained run's: the same expressions
+    assert list(scores["sent_id"]) == list(fp32["sent_id"]) and len(scores) > 0
+    assert len(learning_curve(run)) == len(learning_curve(smoke_run))
+    with pytest.raises(RunError, match="ships its training log and its scores but not its weights.*--seeds 0"):
+        load_run(run)
+    with pytest.raises(RunError, match="ships no weights and no readable val-pixel-all.csv"):
+        expression_scores(run, "val", None)  # never scored: nothing to read, nothing to score with
+
+    stamp = run / "scores" / "val-pixel-12.json"
+    other = json.loads(stamp.read_text()) | {"arithmetic": "float16"}
+    stamp.write_text(json.dumps(other))
+    assert expression_scores(run, "val", 12).equals(scores)
+    assert "computed in float16" in capsys.readouterr().err
+    stamp.write_text(json.dumps(other | {"protocol": "another"}))
+    with pytest.raises(RunError, match="differ from what this code asks for in protocol"):
+        expression_scores(run, "val", 12)
