@@ -361,7 +361,7 @@ def test_config_options_are_checked():
 
 def test_every_zoo_model_keeps_its_identity():
     """The new fields take defaults that every ReSTR config keeps: the book's request for
-    each committed zoo model still hashes to that model's identity."""
+    each committed zoo model (ReSTR's and M3Att's alike) still hashes to that model's identity."""
     from restr.book.models import model_config
     from restr.book.runner import book_profile
     from restr.zoo.manifest import current_identity, entry_model, read_manifest, zoo_folder, zoo_identity
@@ -372,7 +372,7 @@ def test_every_zoo_model_keeps_its_identity():
         profile_name, name = entry_model(entry)  # quick and converged models alike
         profile = book_profile(profile_name)
         cfg = model_config(profile, profile.data_root, name, int(entry["seed"]))
-        assert cfg.model.family == "restr"
+        assert cfg.model.family == entry["config"]["model"].get("family", "restr"), entry["name"]
         assert zoo_identity(cfg, entry["data_fingerprint"]) == current_identity(entry), entry["name"]
 
 
