@@ -137,6 +137,13 @@ def test_the_converged_zoo_ships_the_weights_the_chapters_read_and_fits_beside_t
         assert [bm.ships_weights(conv, m.name, s) for s in m.seeds] == [
             s == m.seeds[0] or m.name in per_seed for s in m.seeds], m.name
     assert all(bm.ships_weights(QUICK, m.name, s) for m in bm.book_models(QUICK) for s in m.seeds)
+    from restr.book.zoo_train import shipping  # what `zoo train` hands to add_to_zoo
+    from restr.zoo.manifest import Shipping
+
+    assert shipping(QUICK, "table4-2L", 2) == Shipping()  # the quick zoo's scores ship after a book run
+    bare, kept = shipping(conv, "table4-2L", 1), shipping(conv, "table3-vme", 2)
+    assert (bare.weights, kept.weights, shipping(conv, "m3att", 0).weights) == (False, True, True)
+    assert bare.score is not None and kept.score is not None
     # M3Att's 2.97 M parameters against ReSTR's 1.75 M: about 88 MB of the converged zoo, 71 MB of the quick
     both = bm.weights_megabytes(conv, vocab_size=58) + bm.weights_megabytes(QUICK, vocab_size=58)
     assert 150 < both < 175
