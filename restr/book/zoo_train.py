@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,10 @@ from ..engine.resume import TrainingStopped
 from ..runs.park import drop_parked, park, unpark
 from ..zoo.cache import get_run, run_dir_for, run_status
 from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_model, entry_name,
-                            Shipping, find, load_weights, read_manifest, zoo_folder, zoo_identity)
+                            Shipping, find, load_weights, materialize, read_manifest, ship_scores, zoo_folder,
+                            zoo_identity)
 from .analysis import SCORES_FORMAT, expression_scores, state_digest, weights_digest
-from .models import book_models, ships_weights
+from .models import book_models, model_config, ships_weights
 from .runner import book_profile, ensure_data
 
 
@@ -70,15 +72,45 @@ def shipping(profile: BookProfile, name: str, seed: int) -> Shipping:
     expression they score, pixel level), computed when it joins the zoo."""
     if profile.every_seed_weights is None:
         return Shipping()
-    kept = {profile.eval_max_expressions, profile.grid_eval_expressions}
 
     def score(run: Path) -> None:
-        for max_expressions in sorted(kept, key=lambda m: m or 0):
-            print(f"zoo: scoring {run.name} on {profile.eval_split} ({max_expressions or 'every'} expressions)",
+        for max_expressions in joining_scores(profile):
+            print(f"zoo: scoring the fp16 weights on {profile.eval_split} ({max_expressions or 'all'} expressions)",
                   file=sys.stderr, flush=True)
             expression_scores(run, profile.eval_split, max_expressions)
 
     return Shipping(weights=ships_weights(profile, name, seed), score=score)
+
+
+def joining_scores(profile: BookProfile) -> list[int | None]:
+    """The evaluation sizes (None: the whole split) a model is scored at when it joins the
+    zoo (:func:`shipping`): the ones the chapters' claims read, at pixel level."""
+    return sorted({profile.eval_max_expressions, profile.grid_eval_expressions}, key=lambda m: m or 0)
+
+
+def compute_scores(profile_name: str, zoo_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """Score, from its weights, every zoo model of ``profile_name`` that lacks the scores
+    :func:`shipping` gives a model joining the zoo now (those that joined before it did),
+    and ship them. Returns the number of files shipped per model."""
+    profile = book_profile(profile_name)
+    data_root = Path(profile.data_root)
+    ensure_data(profile, data_root)
+    done = {}
+    for entry in read_manifest(zoo_dir):
+        owner, model = entry_model(entry)
+        if owner != profile_name or entry["file"] is None or shipping(profile, model, entry["seed"]).score is None:
+            continue
+        target = zoo_folder(zoo_dir) / SCORES_DIR / entry["name"]
+        wanted = [f"{profile.eval_split}-pixel-{m or 'all'}.csv" for m in joining_scores(profile)]
+        if all((target / f).is_file() for f in wanted):
+            continue
+        print(f"zoo: {entry['name']}", file=sys.stderr, flush=True)
+        cfg = model_config(profile, data_root, model, entry["seed"])
+        with tempfile.TemporaryDirectory(prefix="restr-scores-") as tmp:
+            run = materialize(entry, Path(tmp) / "run", cfg, zoo_dir)
+            shipping(profile, model, entry["seed"]).score(run)
+            done[entry["name"]] = ship_scores(run, target)
+    return done
 
 
 def zoo_scores(runs_dir: str | os.PathLike = "runs", zoo_dir: str | os.PathLike | None = None) -> dict[str, int]:

@@ -6,7 +6,7 @@ import sys
 import time
 from datetime import datetime
 
-from ..book.zoo_train import Schedule, zoo_scores, zoo_train, zoo_train_jobs
+from ..book.zoo_train import Schedule, compute_scores, zoo_scores, zoo_train, zoo_train_jobs
 from ..config import ConfigError
 from ..engine.resume import TrainingError, TrainingStopped
 from ..engine.trainer import stop_requests
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("scores", help="ship with each zoo model the per-expression scores the last book run "
                                        "computed from its weights (data/zoo/scores/)")
     sc.add_argument("--runs", default="runs", help="runs folder the book used (default: runs/)")
+    sc.add_argument("--compute", metavar="PROFILE",
+                    help="instead, score from its weights every zoo model of PROFILE (converged) that lacks the "
+                         "scores a model joining the zoo gets now, and ship them")
     args = parser.parse_args(argv)
     try:
         if args.what == "list":
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(format_status(campaign_status(args.profile, runs_dir=args.runs)))
         elif args.what == "scores":
-            shipped = zoo_scores(args.runs)
+            shipped = compute_scores(args.compute) if args.compute else zoo_scores(args.runs)
             print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "
                   f"{sum(shipped.values())} files")
         elif args.jobs > 1 or args.commit or args.until:
