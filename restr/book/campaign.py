@@ -20,11 +20,11 @@ import pandas as pd
 
 from ..runs.park import parked, progress
 from ..zoo.manifest import entry_name, read_log_bytes, read_manifest, zoo_folder
-from .models import book_models
+from .models import book_models, ships_weights
 from .runner import book_profile
 from .verdict import convergence
 
-COLUMNS = ["model", "seed", "zoo name", "state", "steps", "minutes", "CPU hours", "val cIoU %",
+COLUMNS = ["model", "seed", "zoo name", "state", "zoo keeps", "steps", "minutes", "CPU hours", "val cIoU %",
            "last-fifth rise", "converged"]
 
 
@@ -84,7 +84,8 @@ def local_step(runs_dir: str | Path, prefix: str) -> int | None:
 def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None = None,
                     park_dir: str | Path | None = None, runs_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per run of the campaign, in the order ``zoo train`` trains them (seed 0 of
-    every model first): where it is, and for a run in the zoo its minutes, CPU hours, last
+    every model first): where it is, what the zoo keeps of it (its weights, or its log and
+    scores: :func:`restr.book.models.ships_weights`), and for a run in the zoo its minutes, CPU hours, last
     validation cIoU on the logs' slice and the ``converged`` rule read from its own log.
     Parked runs, and runs under way in this machine's ``runs_dir`` (if given), are found by their config
     (the data root as ``zoo train`` names it: the profile's, relative to the repository), so
@@ -98,7 +99,8 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
     rows = []
     for m, seed in queue(book_models(profile)):
         name = entry_name(m.name, seed, profile_name)
-        row: dict[str, Any] = {"model": m.name, "seed": seed, "zoo name": name, "steps": m.iterations}
+        row: dict[str, Any] = {"model": m.name, "seed": seed, "zoo name": name, "steps": m.iterations,
+                               "zoo keeps": "weights" if ships_weights(profile, m.name, seed) else "log, scores"}
         entry = entries.get(name)
         if entry is not None:
             steps, ious = log_curve(entry, zoo)

@@ -41,6 +41,8 @@ def test_the_campaign_status_says_where_every_run_is(tmp_path, monkeypatch):
     assert abs(main["val cIoU %"] - 67.7) < 1e-9 and main.minutes == 50 and main["CPU hours"] == 1
     assert status.set_index(["model", "seed"]).loc[("table3-vme", 0), "state"] == "parked at step 1,200"
     assert (status.state == "to train").sum() == 49
+    keeps = status.set_index(["model", "seed"])["zoo keeps"]
+    assert (keeps == "log, scores").sum() == 28 and keeps[("table3-vme", 2)] == keeps[("table4-2L", 0)] == "weights"
     text = format_status(status)
     assert ("1 of the campaign's 51 runs are in the zoo (1 of the 19 first seeds, which are trained first), "
             "1 parked part-way; they took 1.0 CPU hours, 50 minutes a run on average, and 1 of them pass") in text
