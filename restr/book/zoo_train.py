@@ -19,14 +19,14 @@ from typing import Any
 
 from ..config import BookProfile, Config
 from ..data.fingerprint import data_fingerprint, short
-from ..utils.files import atomic_write_bytes, read_jsonl
+from ..utils.files import read_jsonl
 from ..runs.folder import RunError, checkpoint_path, load_checkpoint
 from ..engine.resume import TrainingStopped
 from ..runs.park import drop_parked, park, unpark
 from ..zoo.cache import get_run, run_dir_for, run_status
 from ..zoo.manifest import (MANIFEST, SCORES_DIR, ZooError, add_to_zoo, current_identity, entry_model, entry_name,
-                            Shipping, find, load_weights, materialize, read_manifest, ship_scores, zoo_folder,
-                            zoo_identity)
+                            Shipping, find, load_weights, materialize, read_manifest, ship_score_files, ship_scores,
+                            zoo_folder, zoo_identity)
 from .analysis import SCORES_FORMAT, expression_scores, state_digest, weights_digest
 from .models import book_models, model_config, ships_weights
 from .runner import book_profile, ensure_data
@@ -138,8 +138,7 @@ def zoo_scores(runs_dir: str | os.PathLike = "runs", zoo_dir: str | os.PathLike 
         target = zoo_folder(zoo_dir) / SCORES_DIR / name
         shutil.rmtree(target, ignore_errors=True)
         for stamp_file in files.values():
-            for f in (stamp_file, stamp_file.with_suffix(".csv")):
-                atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
+            ship_score_files(stamp_file, target)
     return {name: 2 * len(files) for name, files in found.items()}
 
 

@@ -16,9 +16,9 @@ and its identity, the data's fingerprint, seed, git commit, command, wall time, 
 the vocabulary, and the metrics of a fixed validation slice computed with the fp16
 weights (and with the fp32 ones, to show the rounding costs less than 0.1 IoU points).
 ``scores/<name>/`` holds the per-expression scores the book computed from a model's
-weights (``python -m restr zoo scores`` after a book run; stamped with the weights'
-digest, the arithmetic and the metric protocol), copied into every run rebuilt from the
-model, so a fresh clone's book does not evaluate again what the zoo already holds.
+weights (``python -m restr zoo scores`` after a book run, or when the model joined the
+zoo; each ``.csv.gz`` beside its stamp: the weights' digest, the arithmetic and the
+metric protocol), copied (unzipped) into every run rebuilt from the model, so a fresh clone's book does not evaluate again what the zoo already holds.
 
 A model may ship its log and scores without its weights (``"file": null`` in its entry,
 ``"weights_sha256"`` the digest its scores are stamped with): the converged campaign's
@@ -213,6 +213,7 @@ def load_weights(entry: dict[str, Any], zoo_dir: str | os.PathLike | None = None
 # zoo model <-> run directory
 
 SCORES_DIR = "scores"  # data/zoo/scores/<name>/: the book's per-expression scores of a model
+SCORE_SUFFIXES = (".csv.gz", ".json")  # data/zoo/scores/<name>/: each stamp plain, its scores gzipped
 LOG_SUFFIX = ".metrics.jsonl.gz"  # <name>.metrics.jsonl.gz: the run's log
 SIZE_LIMIT_MB = 200  # the zoo's budget in the repository (issue 22): data/zoo/ as a whole
 
@@ -295,18 +296,35 @@ def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def install_scores(entry: dict[str, Any], run_dir: str | os.PathLike, zoo_dir: str | os.PathLike | None = None) -> int:
     """Copy the per-expression scores the book computed from this zoo model's weights
-    (``data/zoo/scores/<name>/``, written by ``python -m restr zoo scores``) into the run's
-    ``scores/``, so that a fresh clone's book evaluates nothing it has already evaluated.
-    They carry their stamp (weights digest, arithmetic, protocol) and are read only while it
-    matches (:func:`restr.book.analysis.expression_scores`); otherwise the book scores again.
-    Returns the number of files copied."""
+    (``data/zoo/scores/<name>/``, written by ``python -m restr zoo scores``, each ``.csv``
+    gzipped) into the run's ``scores/``, so that a fresh clone's book evaluates nothing it
+    has already evaluated. They carry their stamp (weights digest, arithmetic, protocol) and
+    are read only while it matches (:func:`restr.book.analysis.expression_scores`);
+    otherwise the book scores again. Returns the number of files copied."""
 
     source = zoo_folder(zoo_dir) / SCORES_DIR / entry["name"]
-    files = sorted(f for f in source.glob("*") if f.suffix in (".csv", ".json") and f.is_file()) \
+    files = sorted(f for f in source.glob("*") if f.name.endswith(SCORE_SUFFIXES) and f.is_file()) \
         if source.is_dir() else []
     for f in files:
-        atomic_write_bytes(Path(run_dir) / "scores" / f.name, f.read_bytes(), durable=False)
+        data = f.read_bytes()
+        if f.suffix == ".gz":
+            try:
+                data = gzip.decompress(data)
+            except (OSError, EOFError) as exc:
+                raise ZooError(f"zoo scores {f} are not a readable gzip file ({exc}); restore them with git "
+                               f"checkout") from None
+        atomic_write_bytes(Path(run_dir) / "scores" / f.name.removesuffix(".gz"), data, durable=False)
     return len(files)
+
+
+def ship_score_files(stamp: Path, target: Path) -> None:
+    """Ship one score file of a run into ``target``: its stamp (``.json``) as it is, its
+    scores (the ``.csv`` beside it) gzipped, with no timestamp, so the same scores give the
+    same bytes."""
+    atomic_write_bytes(target / stamp.name, stamp.read_bytes(), durable=False)
+    scores = stamp.with_suffix(".csv")
+    atomic_write_bytes(target / f"{scores.name}.gz", gzip.compress(scores.read_bytes(), compresslevel=9, mtime=0),
+                       durable=False)
 
 
 def evaluate_slice(run_dir: str | os.PathLike) -> dict[str, float]:
@@ -395,13 +413,13 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
 
 
 def ship_scores(run_dir: Path, target: Path) -> int:
-    """Copy a run's score files (``scores/*.csv`` and their ``.json`` stamps) into ``target``,
-    which they replace. Returns the number of files."""
-    files = sorted(f for f in (run_dir / "scores").glob("*") if f.suffix in (".csv", ".json") and f.is_file())
+    """Ship a run's score files (each ``scores/*.json`` stamp with its ``.csv``) into
+    ``target``, which they replace (:func:`ship_score_files`). Returns the number of files."""
+    stamps = sorted(f for f in (run_dir / "scores").glob("*.json") if f.with_suffix(".csv").is_file())
     shutil.rmtree(target, ignore_errors=True)
-    for f in files:
-        atomic_write_bytes(target / f.name, f.read_bytes(), durable=False)
-    return len(files)
+    for stamp in stamps:
+        ship_score_files(stamp, target)
+    return 2 * len(stamps)
 
 
 class manifest_lock:

@@ -16,7 +16,7 @@ from restr.data.fingerprint import data_fingerprint, short
 from restr.runs.folder import load_run, read_run_config
 from restr.utils.files import read_jsonl
 from restr.zoo.manifest import (SIZE_LIMIT_MB, ZooError, add_to_zoo, find, format_space, materialize, read_manifest,
-                                  write_manifest, zoo_identity, zoo_space)
+                                  ship_scores, write_manifest, zoo_identity, zoo_space)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,9 +76,10 @@ def test_shipped_scores_come_with_the_model_and_are_read_only_under_their_stamp(
     assert stamp["weights_sha256"] == analysis.weights_digest(first) and stamp["arithmetic"] in ("float32", "bfloat16")
     assert stamp.pop("computed_on") == analysis.scoring_cpu()  # beside the stamp, not part of it
     shipped = zoo / "scores" / entry["name"]
-    shipped.mkdir(parents=True)
-    for f in (first / "scores").iterdir():
-        shutil.copy(f, shipped / f.name)
+    assert ship_scores(first, shipped) == 2  # the stamp as it is, the scores gzipped
+    assert sorted(p.name for p in shipped.iterdir()) == ["val-pixel-12.csv.gz", "val-pixel-12.json"]
+    assert gzip.decompress((shipped / "val-pixel-12.csv.gz").read_bytes()) == \
+        (first / "scores" / "val-pixel-12.csv").read_bytes()
     # computed on another CPU (its bf16 sums differ by rounding only): still read, as are stamps from before the field
     (shipped / "val-pixel-12.json").write_text(json.dumps({**stamp, "computed_on": "Other CPU (2 cores); amx_bf16"}))
     # a fresh clone's run of the same model: scores read, nothing evaluated
@@ -392,9 +393,10 @@ def test_zoo_scores_ships_the_scores_a_book_run_computed(smoke_book, tmp_path):
     expression_scores(run, "val", 12)
     assert zoo_scores(runs, zoo_dir) == {"smoke-main-s0": 2}
     shipped = zoo_dir / "scores" / "smoke-main-s0"
-    assert sorted(f.name for f in shipped.iterdir()) == ["val-pixel-12.csv", "val-pixel-12.json"]
-    for f in shipped.iterdir():
-        assert f.read_bytes() == (run / "scores" / f.name).read_bytes()
+    assert sorted(f.name for f in shipped.iterdir()) == ["val-pixel-12.csv.gz", "val-pixel-12.json"]
+    assert (shipped / "val-pixel-12.json").read_bytes() == (run / "scores" / "val-pixel-12.json").read_bytes()
+    assert gzip.decompress((shipped / "val-pixel-12.csv.gz").read_bytes()) == \
+        (run / "scores" / "val-pixel-12.csv").read_bytes()
     assert json.loads((shipped / "val-pixel-12.json").read_text())["weights_sha256"] == weights_digest(run)
 
 
@@ -423,7 +425,7 @@ def test_the_shipped_scores_carry_the_stamp_a_fresh_book_reads():
     assert scored == {e["name"] for e in read_manifest()}, sorted({e["name"] for e in read_manifest()} - scored)
     for entry in read_manifest():
         if entry_model(entry)[0] == "converged":
-            assert (zoo_folder() / SCORES_DIR / entry["name"] / "val-pixel-all.csv").is_file(), entry["name"]
+            assert (zoo_folder() / SCORES_DIR / entry["name"] / "val-pixel-all.csv.gz").is_file(), entry["name"]
 
 
 def test_a_job_killed_by_the_stop_request_before_its_training_began_is_stopped_not_failed(tmp_path, capsys):
@@ -482,13 +484,13 @@ def test_a_landed_model_commits_the_deletion_of_its_parked_copy(tmp_path):
             "metrics_file": "converged-table4-2L-s1.metrics.jsonl.gz"}
     (zoo / bare["metrics_file"]).write_bytes(b"log")
     (zoo / "scores" / bare["name"]).mkdir(parents=True)
-    (zoo / "scores" / bare["name"] / "val-pixel-all.csv").write_text("iou\n")
+    (zoo / "scores" / bare["name"] / "val-pixel-all.csv.gz").write_bytes(gzip.compress(b"iou\n"))
     (zoo / "converged-table4-2L-s1.safetensors").write_bytes(b"dropped weights left behind")
     (zoo / "manifest.json").write_text(json.dumps({"models": [entry, bare]}))
     commit_model(bare["name"], zoo)
     assert git("show", "--name-only", "--format=", "HEAD").split() == [
         "zoo/converged-table4-2L-s1.metrics.jsonl.gz", "zoo/manifest.json",
-        "zoo/scores/converged-table4-2L-s1/val-pixel-all.csv"]
+        "zoo/scores/converged-table4-2L-s1/val-pixel-all.csv.gz"]
 
 
 def test_a_models_cpu_time_is_its_logs_over_every_session():
@@ -517,7 +519,7 @@ def test_a_model_without_weights_ships_its_log_and_scores_and_the_book_reads_the
                        "--seeds 0", 1.0, zoo_dir, profile="converged", shipping=shipping)
     assert entry["file"] is None and entry["sha256"] is None and not list(zoo_dir.glob("*.safetensors"))
     shipped = zoo_dir / "scores" / "converged-main-s0"
-    assert sorted(f.name for f in shipped.iterdir()) == ["val-pixel-12.csv", "val-pixel-12.json"]
+    assert sorted(f.name for f in shipped.iterdir()) == ["val-pixel-12.csv.gz", "val-pixel-12.json"]
     assert json.loads((shipped / "val-pixel-12.json").read_text())["weights_sha256"] == entry["weights_sha256"]
     with pytest.raises(ZooError, match="ships its log and scores but not its weights.*--only main --seeds 0"):
         load_weights(entry, zoo_dir)
@@ -528,7 +530,8 @@ def test_a_model_without_weights_ships_its_log_and_scores_and_the_book_reads_the
     assert "its log and scores, no weights" in capsys.readouterr().err
     assert run_status(run)["finished"] and weights_digest(run) == entry["weights_sha256"]
     scores = expression_scores(run, "val", 12)
-    assert (run / "scores" / "val-pixel-12.csv").read_bytes() == (shipped / "val-pixel-12.csv").read_bytes()
+    assert (run / "scores" / "val-pixel-12.csv").read_bytes() == gzip.decompress(
+        (shipped / "val-pixel-12.csv.gz").read_bytes())
     fp32 = expression_scores(smoke_run, "val", 12, cache=False)  # the trained run's: the same expressions
     assert list(scores["sent_id"]) == list(fp32["sent_id"]) and len(scores) > 0
     assert len(learning_curve(run)) == len(learning_curve(smoke_run))

@@ -103,9 +103,9 @@ def test_a_model_without_weights_ships_the_scores_of_its_manifest():
     from restr.eval.evaluate import spread_indices
 
     for entry in (m for m in MODELS if m["file"] is None):
-        shipped = zoo_folder() / "scores" / entry["name"] / f"{EVAL_SLICE['split']}-pixel-all.csv"
+        shipped = zoo_folder() / "scores" / entry["name"] / f"{EVAL_SLICE['split']}-pixel-all.csv.gz"
         assert shipped.is_file(), f"{entry['name']} ships neither its weights nor {shipped.name}"
-        stamp = json.loads(shipped.with_suffix(".json").read_text())
+        stamp = json.loads(shipped.with_name(shipped.name.replace(".csv.gz", ".json")).read_text())
         assert stamp["weights_sha256"] == entry["weights_sha256"] and stamp["arithmetic"] == entry_arithmetic(entry)
         scores = pd.read_csv(shipped)
         part = scores.iloc[spread_indices(len(scores), EVAL_SLICE["max_expressions"])]
