@@ -101,7 +101,7 @@ def compute_scores(profile_name: str, zoo_dir: str | os.PathLike | None = None) 
         if owner != profile_name or entry["file"] is None or shipping(profile, model, entry["seed"]).score is None:
             continue
         target = zoo_folder(zoo_dir) / SCORES_DIR / entry["name"]
-        wanted = [f"{profile.eval_split}-pixel-{m or 'all'}.csv" for m in joining_scores(profile)]
+        wanted = [f"{profile.eval_split}-pixel-{m or 'all'}.csv.gz" for m in joining_scores(profile)]
         if all((target / f).is_file() for f in wanted):
             continue
         print(f"zoo: {entry['name']}", file=sys.stderr, flush=True)

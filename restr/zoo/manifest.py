@@ -18,7 +18,8 @@ weights (and with the fp32 ones, to show the rounding costs less than 0.1 IoU po
 ``scores/<name>/`` holds the per-expression scores the book computed from a model's
 weights (``python -m restr zoo scores`` after a book run, or when the model joined the
 zoo; each ``.csv.gz`` beside its stamp: the weights' digest, the arithmetic and the
-metric protocol), copied (unzipped) into every run rebuilt from the model, so a fresh clone's book does not evaluate again what the zoo already holds.
+metric protocol), copied (unzipped) into every run rebuilt from the model, so a fresh
+clone's book does not evaluate again what the zoo already holds.
 
 A model may ship its log and scores without its weights (``"file": null`` in its entry,
 ``"weights_sha256"`` the digest its scores are stamped with): the converged campaign's

@@ -548,3 +548,26 @@ def test_a_model_without_weights_ships_its_log_and_scores_and_the_book_reads_the
     stamp.write_text(json.dumps(other | {"protocol": "another"}))
     with pytest.raises(RunError, match="differ from what this code asks for in protocol"):
         expression_scores(run, "val", 12)
+
+
+def test_zoo_scores_compute_scores_only_the_converged_models_that_lack_them(tmp_path, monkeypatch):
+    """`python -m restr zoo scores --compute converged`: the models that joined the zoo
+    before joining scored them get their scores; the others are left alone."""
+    from restr.book import zoo_train
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(REPO / "data" / "zoo" / "scores", zoo / "scores")
+    shutil.copy(REPO / "data" / "zoo" / "manifest.json", zoo / "manifest.json")
+    monkeypatch.setattr(zoo_train, "ensure_data", lambda *a: None)
+    asked = []
+
+    def materialize(entry, *a):
+        asked.append(entry["name"])
+        raise ZooError("not materialised in this test")
+
+    monkeypatch.setattr(zoo_train, "materialize", materialize)
+    assert zoo_train.compute_scores("converged", zoo) == {} and asked == []  # every converged model has its scores
+    shutil.rmtree(zoo / "scores" / "converged-main-s0")
+    with pytest.raises(ZooError, match="not materialised"):
+        zoo_train.compute_scores("converged", zoo)
+    assert asked == ["converged-main-s0"]
