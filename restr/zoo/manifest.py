@@ -403,7 +403,8 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
         entry["weights_sha256"] = state_digest(load_checkpoint(fp16_run / CKPT_DIR / "last.pt")["model"])
         if shipping.score is not None:
             shipping.score(fp16_run)
-            ship_scores(fp16_run, zoo_dir / SCORES_DIR / name)
+            # the scores of these weights only: a model it replaces brought its own into the run
+            ship_scores(fp16_run, zoo_dir / SCORES_DIR / name, entry["weights_sha256"])
     if not shipping.weights:
         weights.unlink()
         entry.update(file=None, sha256=None)
@@ -413,10 +414,12 @@ def add_to_zoo(run_dir: str | os.PathLike, name: str, command: str, wall_s: floa
     return entry
 
 
-def ship_scores(run_dir: Path, target: Path) -> int:
-    """Ship a run's score files (each ``scores/*.json`` stamp with its ``.csv``) into
-    ``target``, which they replace (:func:`ship_score_files`). Returns the number of files."""
-    stamps = sorted(f for f in (run_dir / "scores").glob("*.json") if f.with_suffix(".csv").is_file())
+def ship_scores(run_dir: Path, target: Path, digest: str | None = None) -> int:
+    """Ship a run's score files (each ``scores/*.json`` stamp with its ``.csv``; with
+    ``digest``, only those stamped with those weights) into ``target``, which they replace
+    (:func:`ship_score_files`). Returns the number of files."""
+    stamps = [f for f in sorted((run_dir / "scores").glob("*.json")) if f.with_suffix(".csv").is_file()
+              and (digest is None or json.loads(f.read_text()).get("weights_sha256") == digest)]
     shutil.rmtree(target, ignore_errors=True)
     for stamp in stamps:
         ship_score_files(stamp, target)

@@ -535,6 +535,9 @@ def test_a_model_without_weights_ships_its_log_and_scores_and_the_book_reads_the
     fp32 = expression_scores(smoke_run, "val", 12, cache=False)  # the trained run's: the same expressions
     assert list(scores["sent_id"]) == list(fp32["sent_id"]) and len(scores) > 0
     assert len(learning_curve(run)) == len(learning_curve(smoke_run))
+    # the scores of other weights a run holds (a replaced model's, copied in with it) are not shipped
+    assert ship_scores(run, tmp_path / "other", digest="0" * 64) == 0
+    assert ship_scores(run, tmp_path / "same", digest=entry["weights_sha256"]) == 2
     with pytest.raises(RunError, match="ships its training log and its scores but not its weights.*--seeds 0"):
         load_run(run)
     with pytest.raises(RunError, match="ships no weights and no readable val-pixel-all.csv"):
