@@ -188,6 +188,8 @@ def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], de
              now: float, done: dict[int, float] | None = None, spill: bool = False) -> tuple[int | None, str]:
     """The index in ``pending`` of the first (model, seed) expected to finish before
     ``deadline`` (epoch seconds; None: the first), and a note on the jobs passed over.
+    Only the jobs of the first seed still pending are candidates: no job of a later seed
+    starts while one of an earlier seed waits (seed 0 of every arm lands first).
     ``done``: the fraction of each pending job (by index) that a stopped run already holds;
     its expected time is the rest, and it is tried before the new jobs of its seed
     (:func:`resume_order`). A job with no recorded time starts only when at least
@@ -196,7 +198,8 @@ def next_job(pending: list, profile_name: str, entries: list[dict[str, Any]], de
     at least :data:`SPILL_MIN_MINUTES` are left (it will be stopped at the deadline at a
     checkpoint, and the next call resumes it)."""
     done = done or {}
-    order = resume_order(pending, done)
+    # only the first seed still pending: a shorter job of a later seed never goes ahead of it
+    order = [i for i in resume_order(pending, done) if pending[i][1] == min(seed for _, seed in pending)]
     if deadline is None:
         return (order[0] if pending else None), ""
     left = (deadline - now) / 60
@@ -251,7 +254,8 @@ def zoo_train_jobs(profile_name: str, only: list[str] | None, seeds: list[int] |
     the same command resumes it. With a ``deadline`` (the end of a working block, which
     takes running processes with it), a job is started only if its :func:`expected_minutes`
     (less what a stopped run of it holds) fit before it, with a tenth to spare; shorter jobs
-    further down the queue may go first, the rest wait for the next call. ``spill``: jobs
+    further down the queue may go first, within the first seed still pending only, the rest
+    wait for the next call. ``spill``: jobs
     longer than what is left start anyway (:func:`next_job`), and :data:`STOP_LEAD_S` before
     the deadline every running job is sent SIGTERM and stops at a checkpoint of the step it
     is at (the trainer's :class:`~restr.engine.resume.TrainingStopped`); the next call resumes

@@ -274,6 +274,11 @@ def test_a_deadline_starts_only_the_jobs_expected_to_finish_before_it():
     assert next_job(pending, "converged", entries, None, now, done={0: 0.07, 1: 0.35}) == (1, "")  # furthest first
     mixed = [(SimpleNamespace(name="main"), 0), (SimpleNamespace(name="table3-vme"), 1)]
     assert next_job(mixed, "converged", entries, None, now, done={1: 0.35}) == (0, "")
+    # a later seed's job never goes ahead of an earlier seed's, even when only it fits (seen: table3-ime seed 1,
+    # 53 min, started while seed 0 of ten models waited); with --spill the earlier one starts anyway
+    pick, note = next_job(mixed, "converged", entries, now + 60 * 80, now)
+    assert pick is None and "main seed 0 (about 100 min)" in note and "table3-vme" not in note
+    assert next_job(mixed, "converged", entries, now + 60 * 80, now, spill=True)[0] == 0
     # --spill: when nothing fits, the first job starts anyway if 20 min are left, not with less
     pick, note = next_job(pending, "converged", entries, now + 60 * 30, now, spill=True)
     assert pick == 0 and "main seed 1 (about 100 min) will not finish; started anyway (--spill)" in note
