@@ -61,6 +61,7 @@ from ..model.vision import VisionEncoder, position_structure
 from ..utils.devices import cpu_threads, resolve_amp
 from ..utils.files import atomic_write_bytes, atomic_write_text, file_sha256
 from .optim import lr_factor
+from .resume import stop_if_asked
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ def pretrain_vit(model_cfg: ModelConfig, data, train_ids: list[int], p: Pretrain
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            stop_if_asked("the ViT's pretraining")
     bar.close()
     if not all(math.isfinite(v) for v in losses):
         raise RuntimeError("pretraining diverged (non-finite loss); lower --lr")
@@ -650,6 +652,7 @@ def _classify_loop(vision: nn.Module, head: nn.Module, train_set: Dataset, c: Cl
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            stop_if_asked("the ViT's classification pretraining")
     bar.close()
     if not all(math.isfinite(v) for v in losses):
         raise RuntimeError("classification pretraining diverged (non-finite loss); lower its lr")

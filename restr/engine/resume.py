@@ -51,6 +51,26 @@ class TrainingStopped(TrainingError):
     exit_code = 3
 
 
+STOP_REQUESTS: list[int] = []  # the SIGTERMs this process received while they meant "stop at a checkpoint"
+
+
+def request_stop(signum: int, frame) -> None:
+    """A SIGTERM handler that asks the training loop to stop (see
+    :func:`restr.engine.trainer.stop_requests`). A command that spawns trainings for a
+    deadline installs it at start-up, so that a request arriving while the data and model
+    are still being built is not lost."""
+    STOP_REQUESTS.append(signum)
+
+
+def stop_if_asked(during: str) -> None:
+    """Raise :class:`TrainingStopped` if a stop was requested (:data:`STOP_REQUESTS`):
+    for the work a run does before its first step (the ViT's pretraining), which keeps
+    nothing half-done, so the same command starts it again."""
+    if STOP_REQUESTS:
+        raise TrainingStopped(f"stopped on request (SIGTERM) during {during}, before the run's first step; nothing "
+                              f"of it was kept, and the same command starts it again")
+
+
 @dataclass
 class ResumePlan:
     """What a training command starts from: nothing (a new run), or a run's vocabulary and

@@ -54,7 +54,8 @@ from .assets import check_assets
 from .checkpointer import Checkpointer, rng_state
 from .distributed import Dist, setup_distributed
 from .pretrain import ensure_vit_start
-from .resume import TrainingError, TrainingStopped, check_request, plan_resume
+from .resume import (STOP_REQUESTS, TrainingError, TrainingStopped, check_request, plan_resume,
+                     request_stop)
 from .step import Diverged, TrainStep, build_train_step
 
 PRETRAIN = "pretrain"  # model.vit_weights: the ViT pretrained on the run's own training images
@@ -228,16 +229,6 @@ def kill_if_asked(step: int) -> None:
             os.kill(os.getpid(), sig)
     if os.environ.get(SLOW_ENV):
         time.sleep(float(os.environ[SLOW_ENV]))
-
-
-STOP_REQUESTS: list[int] = []  # the SIGTERMs this process received while they meant "stop at a checkpoint"
-
-
-def request_stop(signum: int, frame) -> None:
-    """A SIGTERM handler that asks the training loop to stop (see :func:`stop_requests`).
-    A command that spawns trainings for a deadline installs it at start-up, so that a
-    request arriving while the data and model are still being built is not lost."""
-    STOP_REQUESTS.append(signum)
 
 
 @contextmanager

@@ -302,3 +302,20 @@ def test_the_sincos_start_is_recorded_and_keeps_its_grid_through_pretraining(dat
     out = capsys.readouterr().out
     assert "position embeddings: started sincos, structure after pretraining 0." in out
     assert "--set model.vit_pos_init=sincos" in out
+
+
+def test_a_stop_request_during_the_pretraining_stops_it_and_caches_nothing(data_set, tmp_path, monkeypatch):
+    """A campaign's deadline (SIGTERM) that comes while a run pretrains its ViT: the
+    pretraining stops after the step under way (it once ran on for minutes and had to be
+    killed), nothing half-done is cached, and the same call pretrains again."""
+    from restr.engine import resume
+    from restr.engine.resume import TrainingStopped
+
+    monkeypatch.setattr(resume, "STOP_REQUESTS", [15])
+    model = get_preset("smoke").model
+    with pytest.raises(TrainingStopped, match="during the ViT's classification pretraining, before the run's first"):
+        ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre", progress=False)
+    assert not list((tmp_path / "pre").rglob("vit.*"))
+    monkeypatch.setattr(resume, "STOP_REQUESTS", [])
+    assert ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre",
+                                      progress=False).is_file()
