@@ -30,6 +30,7 @@ the config, the data's fingerprint, the time and the held-out pixel accuracy.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -734,10 +736,8 @@ def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, 
                                progress: bool = True) -> Path:
     """The ViT pretrained by image classification for this config and data set: read from
     ``folder`` when a complete entry is there, made now when not (an incomplete entry is
-    reported and made again). Returns the weights file."""
-
-    from safetensors.torch import save
-
+    reported and made again; a process making it now is waited for). Returns the weights
+    file."""
 
     c = (c or ClassifyConfig()).validate()
     instances = Path(root) / dataset / "instances.json"
@@ -746,6 +746,40 @@ def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, 
     # the data set's identity only: no image, expression or mask of it is read
     fingerprint = instances_key(instances)
     entry = classify_entry(model_cfg, c, fingerprint, folder)
+    with entry_lock(entry):  # a campaign's two jobs need the same entry: one pretrains, the other waits for it
+        return _classify_entry_made(entry, model_cfg, root, dataset, split_by, c, fingerprint, progress)
+
+
+@contextmanager
+def entry_lock(entry: Path, poll_s: float = 2.0):
+    """Hold an exclusive lock on a cache entry (``<entry>.lock`` beside it) while it is
+    checked and made, so that two processes asking for the same entry pretrain it once;
+    the second says it waits, and stops waiting if asked to stop (:func:`stop_if_asked`)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.with_name(entry.name + ".lock"), "a") as handle:
+        told = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    print(f"pretrain: another process is making {entry.name}; waiting for it", file=sys.stderr,
+                          flush=True)
+                    told = True
+                stop_if_asked("the wait for another process's ViT pretraining")
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _classify_entry_made(entry: Path, model_cfg: ModelConfig, root: str, dataset: str, split_by: str,
+                         c: ClassifyConfig, fingerprint: str, progress: bool) -> Path:
+    """:func:`ensure_classify_pretrained`'s work, under the entry's lock."""
+    from safetensors.torch import save
+
     for notice in remove_abandoned(entry):
         print(f"notice: {notice}", file=sys.stderr)
     if entry.exists():

@@ -319,3 +319,44 @@ def test_a_stop_request_during_the_pretraining_stops_it_and_caches_nothing(data_
     monkeypatch.setattr(resume, "STOP_REQUESTS", [])
     assert ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre",
                                       progress=False).is_file()
+
+
+def test_two_processes_asking_for_the_same_entry_pretrain_it_once(data_set, tmp_path, monkeypatch, capsys):
+    """A campaign's two jobs start together on a fresh machine and need the same ViT: the
+    second waits for the first's entry instead of pretraining it beside it (seen: two jobs
+    pretraining the same ViT for 11 minutes each)."""
+    import threading
+    import time
+
+    from restr.engine import resume
+    from restr.engine.resume import TrainingStopped
+
+    model = get_preset("smoke").model
+    real, calls = pretrain.pretrain_classify, []
+
+    def slow(*a, **k):
+        calls.append(1)
+        time.sleep(1.0)  # long enough for the other call to find the entry being made
+        return real(*a, **k)
+
+    monkeypatch.setattr(pretrain, "pretrain_classify", slow)
+    made = []
+    first = threading.Thread(target=lambda: made.append(ensure_classify_pretrained(
+        model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre", progress=False)))
+    first.start()
+    time.sleep(0.3)
+    second = ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre",
+                                        progress=False)
+    first.join()
+    assert made == [second] and second.is_file() and calls == [1]
+    assert "another process is making vit-classify-" in capsys.readouterr().err
+    # a stop request ends the wait: the entry's lock held elsewhere, nothing pretrained
+    entry = second.parent
+    with open(entry.with_name(entry.name + ".lock"), "a") as held:
+        import fcntl
+
+        fcntl.flock(held, fcntl.LOCK_EX)
+        monkeypatch.setattr(resume, "STOP_REQUESTS", [15])
+        with pytest.raises(TrainingStopped, match="during the wait for another process's ViT pretraining"):
+            ensure_classify_pretrained(model, str(data_set), "synthref", "unc", SMALL, tmp_path / "pre")
+    assert calls == [1]
