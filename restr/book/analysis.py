@@ -238,8 +238,9 @@ def expression_scores(run_dir, split: str = "val", max_expressions: int | None =
     path, stamp = _scores_cache(run_dir, split, max_expressions, level)
     if cache:
         remove_dead_temporaries(path.parent)  # a book run killed while writing scores left its temporary files
-    if no_weights(run_dir) is not None:
-        return _shipped_scores(run_dir, path, stamp)
+    shipped = no_weights(run_dir)
+    if shipped is not None:
+        return _shipped_scores(shipped, run_dir, path, stamp)
     if cache and path.is_file() and path.with_suffix(".json").is_file():
         try:
             stored = json.loads(path.with_suffix(".json").read_text())
@@ -278,10 +279,10 @@ def scoring_cpu() -> str:
     return f"{cpu_name()}; {', '.join(kernels) or 'no bf16 matmul instructions'}"
 
 
-def _shipped_scores(run_dir, path: Path, stamp: dict):
-    """The scores a zoo model without weights ships (see :func:`expression_scores`)."""
+def _shipped_scores(shipped: dict, run_dir, path: Path, stamp: dict):
+    """The scores a zoo model without weights ships (``shipped``: its
+    :func:`~restr.runs.folder.no_weights` record; see :func:`expression_scores`)."""
 
-    shipped = no_weights(run_dir)
     retrain = f"retrain it with `{shipped.get('retrain')}`"
     try:
         stored = json.loads(path.with_suffix(".json").read_text())

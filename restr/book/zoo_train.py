@@ -98,7 +98,8 @@ def compute_scores(profile_name: str, zoo_dir: str | os.PathLike | None = None) 
     done = {}
     for entry in read_manifest(zoo_dir):
         owner, model = entry_model(entry)
-        if owner != profile_name or entry["file"] is None or shipping(profile, model, entry["seed"]).score is None:
+        ship = shipping(profile, model, entry["seed"]) if owner == profile_name else None
+        if ship is None or ship.score is None or entry["file"] is None:
             continue
         target = zoo_folder(zoo_dir) / SCORES_DIR / entry["name"]
         wanted = [f"{profile.eval_split}-pixel-{m or 'all'}.csv.gz" for m in joining_scores(profile)]
@@ -108,7 +109,7 @@ def compute_scores(profile_name: str, zoo_dir: str | os.PathLike | None = None) 
         cfg = model_config(profile, data_root, model, entry["seed"])
         with tempfile.TemporaryDirectory(prefix="restr-scores-") as tmp:
             run = materialize(entry, Path(tmp) / "run", cfg, zoo_dir)
-            shipping(profile, model, entry["seed"]).score(run)
+            ship.score(run)
             done[entry["name"]] = ship_scores(run, target)
     return done
 

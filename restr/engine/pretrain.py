@@ -30,7 +30,6 @@ the config, the data's fingerprint, the time and the held-out pixel accuracy.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -40,7 +39,6 @@ import sys
 import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +59,7 @@ from ..data.synth_scenes import ImageJob
 from ..data.transforms import augment_group, letterbox, letterbox_mask, normalize_batch
 from ..model.vision import VisionEncoder, position_structure
 from ..utils.devices import cpu_threads, resolve_amp
-from ..utils.files import atomic_write_bytes, atomic_write_text, file_sha256
+from ..utils.files import atomic_write_bytes, atomic_write_text, exclusive_lock, file_sha256
 from .optim import lr_factor
 from .resume import stop_if_asked
 
@@ -750,29 +748,19 @@ def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, 
         return _classify_entry_made(entry, model_cfg, root, dataset, split_by, c, fingerprint, progress)
 
 
-@contextmanager
-def entry_lock(entry: Path, poll_s: float = 2.0):
-    """Hold an exclusive lock on a cache entry (``<entry>.lock`` beside it) while it is
-    checked and made, so that two processes asking for the same entry pretrain it once;
-    the second says it waits, and stops waiting if asked to stop (:func:`stop_if_asked`)."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.with_name(entry.name + ".lock"), "a") as handle:
-        told = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not told:
-                    print(f"pretrain: another process is making {entry.name}; waiting for it", file=sys.stderr,
-                          flush=True)
-                    told = True
-                stop_if_asked("the wait for another process's ViT pretraining")
-                time.sleep(poll_s)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def entry_lock(entry: Path):
+    """An exclusive lock on a cache entry (``<entry>.lock`` beside it) while it is checked
+    and made, so that two processes asking for the same entry pretrain it once; the second
+    says it waits, and stops waiting if asked to stop (:func:`stop_if_asked`)."""
+    told = []
+
+    def waiting() -> None:
+        if not told:
+            print(f"pretrain: another process is making {entry.name}; waiting for it", file=sys.stderr, flush=True)
+            told.append(True)
+        stop_if_asked("the wait for another process's ViT pretraining")
+
+    return exclusive_lock(entry.with_name(entry.name + ".lock"), waiting)
 
 
 def _classify_entry_made(entry: Path, model_cfg: ModelConfig, root: str, dataset: str, split_by: str,

@@ -10,14 +10,17 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import math
 import os
 import shutil
+import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 REPO = Path(__file__).resolve().parents[2]  # the repository: the folder holding restr/
 
@@ -190,3 +193,28 @@ def finite_json(obj):
     if isinstance(obj, (list, tuple)):
         return [finite_json(v) for v in obj]
     return obj
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, waiting: Callable[[], None] | None = None, poll_s: float = 2.0):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing, never removed: removing
+    it would let two processes lock different files) for the ``with`` block. ``waiting``,
+    given, is called every ``poll_s`` seconds while another process holds it (to report the
+    wait, or to raise and give up); without it the call blocks."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if waiting is None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        else:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waiting()
+                    time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

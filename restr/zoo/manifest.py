@@ -55,7 +55,6 @@ what the book needs and is missing (``--only MODEL``, ``--seeds N``, ``--retrain
 """
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import json
@@ -80,7 +79,7 @@ from ..model import build_model
 from ..runs.folder import (CKPT_DIR, CONFIG_FILE, NO_WEIGHTS_FILE, LoopState, load_checkpoint, read_run_config,
                            save_checkpoint, state_digest, write_run_config)
 from ..utils.devices import resolve_amp
-from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
+from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, exclusive_lock, file_sha256, read_jsonl
 
 ZOO_DIR = REPO / "data" / "zoo"  # $RESTR_ZOO names another folder (tests)
 MANIFEST = "manifest.json"
@@ -222,51 +221,35 @@ SIZE_LIMIT_MB = 200  # the zoo's budget in the repository (issue 22): data/zoo/ 
 def materialize(entry: dict[str, Any], run_dir: str | os.PathLike, cfg: Config,
                 zoo_dir: str | os.PathLike | None = None) -> Path:
     """Write a finished run directory for the zoo model (config, vocabulary, weights as
-    ``checkpoints/last.pt``, its training log), so that everything that reads runs reads
-    it. ``cfg`` is the requesting config (its data location is this machine's)."""
+    ``checkpoints/last.pt``, its training log, its shipped scores), so that everything that
+    reads runs reads it. A model that ships no weights gets ``checkpoints/no-weights.json``
+    in place of its checkpoint. ``cfg`` is the requesting config (its data location is this
+    machine's)."""
 
-    if entry.get("file") is None:
-        return _materialize_without_weights(entry, Path(run_dir), cfg, zoo_dir)
-    state = load_weights(entry, zoo_dir)
-    log = read_log_bytes(zoo_folder(zoo_dir) / entry["metrics_file"])
     vocab = Vocabulary(entry["vocab"])
     resolved = cfg.override({"model.vocab_size": len(vocab)})
-    try:
-        build_model(resolved.override({"model.vit_weights": None}).model).load_state_dict(state)
-    except RuntimeError as exc:
-        raise ZooError(f"zoo model {entry['name']!r} does not fit its config: {str(exc).splitlines()[0]}") from None
+    state = None if entry.get("file") is None else load_weights(entry, zoo_dir)
+    log = read_log_bytes(zoo_folder(zoo_dir) / entry["metrics_file"])  # a bad log is refused before any file is made
+    if state is not None:
+        try:
+            build_model(resolved.override({"model.vit_weights": None}).model).load_state_dict(state)
+        except RuntimeError as exc:
+            raise ZooError(f"zoo model {entry['name']!r} does not fit its config: "
+                           f"{str(exc).splitlines()[0]}") from None
     run_dir = Path(run_dir)
     if (run_dir / CONFIG_FILE).exists():
         raise ZooError(f"{run_dir} already holds a run; not overwriting it with zoo model {entry['name']!r}")
     # each file atomically; config.json, without which there is no run, comes last
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    vocab.save(run_dir / "vocab.json")
-    step = resolved.train.iterations
-    save_checkpoint(run_dir / "checkpoints" / "last.pt", {"format": 1, "step": step, "epoch": None,
-                                                          "finished": True, "model": state, "zoo": entry["name"]})
-    atomic_write_bytes(run_dir / "metrics.jsonl", log)
-    loop = LoopState(step=step)
-    atomic_write_text(run_dir / "checkpoints" / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
-    install_scores(entry, run_dir, zoo_dir)
-    write_run_config(run_dir, resolved, cfg.run_key(), fingerprint=data_fingerprint(cfg.data))
-    return run_dir
-
-
-def _materialize_without_weights(entry: dict[str, Any], run_dir: Path, cfg: Config,
-                                 zoo_dir: str | os.PathLike | None) -> Path:
-    """:func:`materialize` for a model that ships no weights: the run's config, vocabulary,
-    log, scores and ``checkpoints/no-weights.json`` in place of its checkpoint."""
-
-    vocab = Vocabulary(entry["vocab"])
-    resolved = cfg.override({"model.vocab_size": len(vocab)})
-    if (run_dir / CONFIG_FILE).exists():
-        raise ZooError(f"{run_dir} already holds a run; not overwriting it with zoo model {entry['name']!r}")
     (run_dir / CKPT_DIR).mkdir(parents=True, exist_ok=True)
     vocab.save(run_dir / "vocab.json")
     step = resolved.train.iterations
-    marker = {"zoo": entry["name"], "weights_sha256": entry["weights_sha256"], "retrain": retrain_command(entry)}
-    atomic_write_text(run_dir / CKPT_DIR / NO_WEIGHTS_FILE, json.dumps(marker) + "\n")
-    atomic_write_bytes(run_dir / "metrics.jsonl", read_log_bytes(zoo_folder(zoo_dir) / entry["metrics_file"]))
+    if state is not None:
+        save_checkpoint(run_dir / CKPT_DIR / "last.pt", {"format": 1, "step": step, "epoch": None,
+                                                         "finished": True, "model": state, "zoo": entry["name"]})
+    else:
+        marker = {"zoo": entry["name"], "weights_sha256": entry["weights_sha256"], "retrain": retrain_command(entry)}
+        atomic_write_text(run_dir / CKPT_DIR / NO_WEIGHTS_FILE, json.dumps(marker) + "\n")
+    atomic_write_bytes(run_dir / "metrics.jsonl", log)
     loop = LoopState(step=step)
     atomic_write_text(run_dir / CKPT_DIR / "last.json", json.dumps(loop.summary(step, finished=True)) + "\n")
     install_scores(entry, run_dir, zoo_dir)
@@ -426,22 +409,10 @@ def ship_scores(run_dir: Path, target: Path, digest: str | None = None) -> int:
     return 2 * len(stamps)
 
 
-class manifest_lock:
+def manifest_lock(zoo_dir: str | os.PathLike | None = None):
     """An exclusive lock on the zoo's manifest (a ``manifest.lock`` file beside it), held while
     one process reads, changes and writes it."""
-
-    def __init__(self, zoo_dir: str | os.PathLike | None = None):
-        self.path = zoo_folder(zoo_dir) / "manifest.lock"
-
-    def __enter__(self) -> "manifest_lock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a")
-        fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
+    return exclusive_lock(zoo_folder(zoo_dir) / "manifest.lock")
 
 
 class _temporary_run:
