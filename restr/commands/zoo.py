@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ..book.zoo_train import Schedule, compute_scores, zoo_scores, zoo_train, zoo_train_jobs
 from ..config import ConfigError
@@ -14,8 +14,13 @@ from ..zoo import manifest
 from ..zoo.manifest import MANIFEST, ZooError, format_manifest, read_manifest, zoo_folder
 
 
+UNTIL_WRAP_HOURS = 12  # --until HH:MM already past today means tomorrow's if that is at most this far ahead
+
+
 def parse_until(text: str, now: float | None = None) -> float:
-    """``--until``: "HH:MM" (local time today) or "+MIN" (minutes from now), as epoch seconds."""
+    """``--until``: "HH:MM" (local time; tomorrow's when today's has passed and tomorrow's is
+    at most :data:`UNTIL_WRAP_HOURS` away: a block that ends after midnight) or "+MIN"
+    (minutes from now), as epoch seconds."""
     now = time.time() if now is None else now
     try:
         if text.startswith("+"):
@@ -26,7 +31,10 @@ def parse_until(text: str, now: float | None = None) -> float:
         raise ZooError(f"--until {text!r}: give a local time today as HH:MM (17:05) or minutes from now as +MIN "
                        f"(+150)") from None
     if when.timestamp() <= now:
-        raise ZooError(f"--until {text}: that time has passed today (it is {datetime.fromtimestamp(now):%H:%M})")
+        when += timedelta(days=1)
+        if when.timestamp() - now > UNTIL_WRAP_HOURS * 3600:
+            raise ZooError(f"--until {text}: that time has passed today (it is {datetime.fromtimestamp(now):%H:%M}); "
+                           f"give minutes from now as +MIN")
     return when.timestamp()
 
 
@@ -51,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="commit each model to git (weights, log, manifest) as soon as it is in the zoo")
     t.add_argument("--until", metavar="HH:MM|+MIN",
                    help="start a model only if its expected time (the manifest's wall time of the same model's "
-                        "other seeds, else of the profile's models) ends before this local time today, or this "
-                        "many minutes from now: the end of a working block, which stops running processes")
+                        "other seeds, else of the profile's models) ends before this local time (tomorrow's if "
+                        "today's has passed, up to 12 hours ahead), or this many minutes from now: the end of a "
+                        "working block, which stops running processes")
     t.add_argument("--spill", action="store_true",
                    help="with --until: start jobs that will not finish before it too; 90 s before it, every "
                         "running job stops at a checkpoint of its current step (exit status 3), and the same "
@@ -83,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.spill and not args.until:
                 raise ZooError("--spill stops jobs at --until: give --until HH:MM or +MIN too")
             deadline = parse_until(args.until) if args.until else None
+            if deadline is not None:
+                print(f"zoo: --until {args.until}: no job starts after, and with --spill running jobs stop at, "
+                      f"{datetime.fromtimestamp(deadline):%a %H:%M}", file=sys.stderr, flush=True)
             schedule = Schedule(max(1, args.jobs), args.commit, deadline, args.spill, args.park)
             added, failed, stopped = zoo_train_jobs(args.profile, args.only, args.seeds, args.retrain, args.runs,
                                                     schedule)

@@ -300,6 +300,9 @@ def test_a_deadline_starts_only_the_jobs_expected_to_finish_before_it():
     assert parse_until("17:05", now=noon) == datetime(2026, 12, 3, 17, 5).timestamp()
     with pytest.raises(ZooError, match="that time has passed today"):
         parse_until("11:30", now=noon)
+    # a block that ends after midnight: 00:40 at 22:06 is tomorrow's (the command refused it once)
+    late = datetime(2026, 12, 4, 22, 6).timestamp()
+    assert parse_until("00:40", now=late) == datetime(2026, 12, 5, 0, 40).timestamp()
     with pytest.raises(ZooError, match="HH:MM"):
         parse_until("soon", now=noon)
 
