@@ -25,7 +25,8 @@ from .runner import book_profile
 from .verdict import convergence
 
 COLUMNS = ["model", "seed", "zoo name", "state", "zoo keeps", "steps", "minutes", "CPU hours", "val cIoU %",
-           "last-fifth rise", "converged"]
+           "last-fifth rise", "converged", "minutes left"]
+JOBS = 2  # runs trained at a time (the campaign's --jobs on this 2-core machine), for the time left
 
 
 def log_rows(entry: dict[str, Any], zoo_dir: Path) -> list[dict[str, Any]]:
@@ -90,7 +91,7 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
     Parked runs, and runs under way in this machine's ``runs_dir`` (if given), are found by their config
     (the data root as ``zoo train`` names it: the profile's, relative to the repository), so
     no data set need be on disk. A local run ahead of its parked copy shows its own step."""
-    from .zoo_train import queue
+    from .zoo_train import expected_minutes, queue
 
     profile = book_profile(profile_name)  # refused until the budget is fixed
     zoo = zoo_folder(zoo_dir)
@@ -113,10 +114,15 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
             prefix = run_prefix(m.config(profile, profile.data_root, seed))
             spot = next((p for p in waiting if p["run"].startswith(prefix)), None)
             here = local_step(runs_dir, prefix) if runs_dir is not None else None
+            step = 0
             if here is not None and (spot is None or here > spot["step"]):
                 row["state"] = f"at step {here:,} here" if here else "started here"
+                step = here
             else:
                 row["state"] = f"parked at step {spot['step']:,}" if spot else "to train"
+                step = spot["step"] if spot else 0
+            expected = expected_minutes(m.name, profile_name, list(entries.values()))
+            row["minutes left"] = float("nan") if expected is None else expected * (1 - step / m.iterations)
         rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -142,12 +148,21 @@ def summary(table: pd.DataFrame) -> str:
                                                              if unknown else "")
         text += (f"; they took {cpu}, {done.minutes.mean():.0f} minutes a run on average, and {passing} of them "
                  f"pass the converged rule")
+    left = table[table.state != "in the zoo"]
+    if len(left):
+        unknown = int(left["minutes left"].isna().sum())
+        text += (f". Left: about {left['minutes left'].sum() / 60 / JOBS:.0f} hours of wall time, {JOBS} runs at a "
+                 f"time (each run's minutes: the longest of its model's other seeds in the zoo, else of its "
+                 f"family's, less what it has done)")
+        if unknown:
+            text += f", {unknown} run(s) with no estimate yet"
     return text
 
 
 def format_status(table: pd.DataFrame) -> str:
     shown = table.drop(columns=["zoo name"]).copy()
-    for column, digits in (("minutes", 0), ("CPU hours", 2), ("val cIoU %", 1), ("last-fifth rise", 2)):
+    for column, digits in (("minutes", 0), ("CPU hours", 2), ("val cIoU %", 1), ("last-fifth rise", 2),
+                           ("minutes left", 0)):
         shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     shown["converged"] = shown["converged"].fillna("")
     return shown.to_string(index=False) + "\n" + summary(table)

@@ -22,7 +22,7 @@ def test_the_campaign_status_says_where_every_run_is(tmp_path, monkeypatch):
     (zoo / "converged-main-s0.metrics.jsonl.gz").write_bytes(gzip.compress(
         "".join(json.dumps(r) + "\n" for r in [{"step": 10, "loss": 1.0}] + rows).encode()))
     entry = {"name": "converged-main-s0", "metrics_file": "converged-main-s0.metrics.jsonl.gz", "wall_s": 3000.0,
-             "cpu_s": 3600.0, "profile": "converged", "seed": 0}
+             "cpu_s": 3600.0, "profile": "converged", "seed": 0, "config": {"model": {}}}
     (zoo / "manifest.json").write_text(json.dumps({"models": [entry]}))
     # Table 3's VME, seed 0, parked part-way under its run's name
     profile = book_profile("converged")
@@ -46,6 +46,14 @@ def test_the_campaign_status_says_where_every_run_is(tmp_path, monkeypatch):
     text = format_status(status)
     assert ("1 of the campaign's 51 runs are in the zoo (1 of the 19 first seeds, which are trained first), "
             "1 parked part-way; they took 1.0 CPU hours, 50 minutes a run on average, and 1 of them pass") in text
+    # the time left: each run's model's recorded minutes (here only main's 50, for every ReSTR model), less what a
+    # parked run has done; M3Att's 15 runs have no recorded time of their family yet
+    left = status.set_index(["model", "seed"])["minutes left"]
+    assert left[("table3-vme", 0)] == 50 * (1 - 1200 / 4500) and left[("table4-2L", 1)] == 50
+    assert left[("m3att", 0)] != left[("m3att", 0)]  # NaN
+    hours = (34 * 50 + 50 * (1 - 1200 / 4500)) / 60 / 2
+    assert f"Left: about {hours:.0f} hours of wall time, 2 runs at a time" in text
+    assert "15 run(s) with no estimate yet" in text
     # a run still rising in its last fifth fails the rule
     rows[-1]["cum_iou"] = 0.75
     (zoo / "converged-main-s0.metrics.jsonl.gz").write_bytes(gzip.compress(
