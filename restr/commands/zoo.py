@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                                         "converged rule")
     c.add_argument("--profile", default="converged", help="the protocol profile (default: converged)")
     c.add_argument("--runs", default="runs", help="this machine's runs folder, for runs under way (default: runs/)")
+    c.add_argument("--interim", action="store_true",
+                   help="instead, read the claims the shipped scores answer from the runs trained so far, with the "
+                        "book's rules: interim readings, not verdicts (restr.book.interim)")
     t = sub.add_parser("train", help="train the book's models that the zoo lacks, and add them")
     t.add_argument("--profile", default="quick", help="the book profile whose models to train (default: quick)")
     t.add_argument("--only", nargs="*", help="model names (python -m restr models lists them)")
@@ -82,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             print(format_manifest(models) if models else f"the zoo is empty ({zoo_folder() / MANIFEST} not found)")
         elif args.what == "campaign":
             from ..book.campaign import campaign_status, format_status
+            from ..book.interim import format_readings, interim_readings
 
-            print(format_status(campaign_status(args.profile, runs_dir=args.runs)))
+            print(format_readings(interim_readings(args.profile, args.runs)) if args.interim else
+                  format_status(campaign_status(args.profile, runs_dir=args.runs)))
         elif args.what == "scores":
             shipped = compute_scores(args.compute) if args.compute else zoo_scores(args.runs)
             print(f"shipped scores of {len(shipped)} model(s) in {zoo_folder() / 'scores'}: "
