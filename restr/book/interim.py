@@ -109,15 +109,18 @@ def interim_readings(profile_name: str = "converged", runs_dir: str | Path = "ru
         missing = [name for name, (have, _) in seeds.items() if not have]
         if missing:
             rows.append({"claims of": claim.title, "claim": "", "seeds trained": trained, "reading": "",
-                         "the parts say": f"waiting for {', '.join(missing)}", "ours (95 % interval)": ""})
+                         "the parts say": f"waiting for {', '.join(missing)}", "ours (95 % interval)": "", "parts": ""})
             continue
         mine = {label: _relabel(arms[name], label if isinstance(label, str) else name)
                 for label, name in claim.arms.items()}
         floor = all_objects_scores(next(iter(mine.values())).scores[0], data_root, profile.dataset, profile.split_by)
         for result in claim.read(mine, floor, profile.dataset, samples, seed):
             v = result.verdict
+            parts = "; ".join(f"{p.what} {p.ours.fmt(2, signed=True)}: {p.label}" if p.ours is not None else
+                              f"{p.what}: {p.label}" for p in v.parts)
             rows.append({"claims of": claim.title, "claim": v.statement, "seeds trained": trained,
-                         "the parts say": v.measured, "reading": v.text, "ours (95 % interval)": v.ours})
+                         "the parts say": v.measured, "reading": v.text, "ours (95 % interval)": v.ours,
+                         "parts": parts})
     return pd.DataFrame(rows)
 
 
@@ -136,6 +139,7 @@ def format_readings(table: pd.DataFrame) -> str:
         if r["claim"]:
             lines.append(f"  the parts say: {r['the parts say']}; reading: {r['reading']}")
             lines.append(f"  ours: {r['ours (95 % interval)']}")
+            lines.append(f"  parts: {r['parts']}")
         else:
             lines.append(f"  {r['the parts say']}")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ def test_a_claim_is_read_once_each_of_its_arms_has_a_seed_and_says_what_waits(tr
     assert list(fusion["reading"]) == [REPRODUCED, REPRODUCED]
     assert fusion["seeds trained"].iloc[0] == "table3-vme 1/3, table3-ime 1/3, table3-cme 1/3, table3-cme-dagger 1/3"
     assert fusion["ours (95 % interval)"].iloc[0].startswith("CME 59.8 [")  # 0.60 floored to whole pixels
+    assert fusion["parts"].iloc[0].startswith("CME - VME (IoU points) +5.0")  # each part, its interval, its outcome
     # the other claims wait, each naming its untrained arms; a model shared by two claims is looked up once
     assert table.loc["Table 2: accuracy by expression length", "the parts say"] == "waiting for table2-conv"
     assert table.loc["Table 4: fusion depth", "the parts say"] == "waiting for table4-2L, table4-4L, table4-6L"
