@@ -29,7 +29,7 @@ import pandas as pd
 from ..zoo.cache import get_run, run_dir_for, run_status
 from ..zoo.manifest import find
 from . import claims
-from .analysis import all_objects_scores
+from .analysis import all_objects_scores, budget_trajectory
 from .claims import Arm, ClaimResult, load_arm
 from .models import M3ATT_ARMS, TABLE3_VARIANTS, model_config, model_seeds, table4_name
 from .runner import book_profile, ensure_data
@@ -44,6 +44,7 @@ class InterimClaim:
     title: str
     arms: Mapping[Any, str]
     read: Callable[..., list[ClaimResult]]
+    compare: tuple[tuple[Any, Any], ...] = ()  # (a, b) keys of ``arms``: a - b read along the budget
 
 
 TABLE3 = {label: request for label, (request, _) in TABLE3_VARIANTS.items()}
@@ -61,16 +62,21 @@ def _sharing(arms, floor, dataset, samples, seed):
 
 CLAIMS = (
     InterimClaim("Table 3(b): the fusion variants", TABLE3, lambda a, f, d, n, s: [
-        claims.fusion_ranking(a, f, samples=n, seed=s), claims.dagger_equivalence(a, f, samples=n, seed=s)]),
+        claims.fusion_ranking(a, f, samples=n, seed=s), claims.dagger_equivalence(a, f, samples=n, seed=s)],
+        (("CME", "VME"), ("CME", "IME"), ("VME", "IME"), ("CME†", "VME"), ("CME†", "IME"), ("CME†", "CME"))),
     InterimClaim("Table 4: the decoder's gain", DECODER, lambda a, f, d, n, s: [
         claims.decoder_gain(a, f, samples=n, seed=s),
-        claims.decoder_precision(a[(4, True)], a[(4, False)], f, samples=n, seed=s)]),
-    InterimClaim("Table 4: fusion depth", DEPTH, lambda a, f, d, n, s: [claims.fusion_depth(a, f, samples=n, seed=s)]),
-    InterimClaim("Table 4: weight sharing", SHARING, _sharing),
+        claims.decoder_precision(a[(4, True)], a[(4, False)], f, samples=n, seed=s)],
+        (((2, True), (2, False)), ((4, True), (4, False)))),
+    InterimClaim("Table 4: fusion depth", DEPTH, lambda a, f, d, n, s: [claims.fusion_depth(a, f, samples=n, seed=s)],
+                 ((4, 2), (6, 4))),
+    InterimClaim("Table 4: weight sharing", SHARING, _sharing,
+                 ((("4 layers, decoder", 0), ("4 layers, decoder", 1)), (("6 layers", 0), ("6 layers", 1)))),
     InterimClaim("Table 2: accuracy by expression length", {"main": "main", "baseline": "table2-conv"},
                  lambda a, f, d, n, s: [claims.length_trend(a["main"], f, d, baseline=a["baseline"], samples=n,
-                                                            seed=s)]),
-    InterimClaim("M3Att, Tables I and II", M3ATT, lambda a, f, d, n, s: claims.m3att_claims(a, f, samples=n, seed=s)),
+                                                            seed=s)], (("main", "baseline"),)),
+    InterimClaim("M3Att, Tables I and II", M3ATT, lambda a, f, d, n, s: claims.m3att_claims(a, f, samples=n, seed=s),
+                 tuple(("M3Att", k) for k in claims.M3ATT_ARMS[1:])),
 )
 
 
@@ -90,19 +96,34 @@ def trained_arm(profile, data_root: str | Path, name: str, runs_dir: str | Path,
     return load_arm(label, runs, seeds, profile.eval_split, profile.grid_eval_expressions)
 
 
+@dataclass(frozen=True)
+class InterimReport:
+    """What :func:`interim_readings` reads: one row per claim (or per group of claims
+    waiting for an arm), and each comparison whose two arms have a seed read along the
+    budget (:func:`restr.book.analysis.budget_trajectory`)."""
+
+    readings: pd.DataFrame
+    trajectory: pd.DataFrame
+
+
 def interim_readings(profile_name: str = "converged", runs_dir: str | Path = "runs", samples: int = 1000,
-                     seed: int = 0) -> pd.DataFrame:
-    """One row per claim of :data:`CLAIMS`: its arms' seeds so far, and, once every arm has
-    one, what its parts say, the gate that stops it (the book's rules) and its numbers."""
+                     seed: int = 0) -> InterimReport:
+    """Every claim of :data:`CLAIMS`: its arms' seeds so far, and, once every arm has one,
+    what its parts say, the gate that stops it (the book's rules) and its numbers; and its
+    comparisons along the budget, each as soon as its two arms have a seed."""
     profile = book_profile(profile_name)
     data_root = Path(profile.data_root)
     ensure_data(profile, data_root)
     arms: dict[str, Arm | None] = {}
-    rows = []
+    rows, comparisons = [], {}
     for claim in CLAIMS:
         for label, name in claim.arms.items():
             if name not in arms:
                 arms[name] = trained_arm(profile, data_root, name, runs_dir, str(label))
+        mine = {label: _relabel(arms[name], label if isinstance(label, str) else name)
+                for label, name in claim.arms.items() if arms[name] is not None}
+        comparisons.update({f"{mine[a].name} - {mine[b].name}": (mine[a], mine[b])
+                            for a, b in claim.compare if a in mine and b in mine})
         seeds = {name: (len(arms[name].seeds) if arms[name] else 0, len(model_seeds(profile, name)))
                  for name in dict.fromkeys(claim.arms.values())}
         trained = ", ".join(f"{name} {have}/{want}" for name, (have, want) in seeds.items())
@@ -111,17 +132,18 @@ def interim_readings(profile_name: str = "converged", runs_dir: str | Path = "ru
             rows.append({"claims of": claim.title, "claim": "", "seeds trained": trained, "reading": "",
                          "the parts say": f"waiting for {', '.join(missing)}", "ours (95 % interval)": "", "parts": ""})
             continue
-        mine = {label: _relabel(arms[name], label if isinstance(label, str) else name)
-                for label, name in claim.arms.items()}
         floor = all_objects_scores(next(iter(mine.values())).scores[0], data_root, profile.dataset, profile.split_by)
-        for result in claim.read(mine, floor, profile.dataset, samples, seed):
-            v = result.verdict
-            parts = "; ".join(f"{p.what} {p.ours.fmt(2, signed=True)}: {p.label}" if p.ours is not None else
-                              f"{p.what}: {p.label}" for p in v.parts)
-            rows.append({"claims of": claim.title, "claim": v.statement, "seeds trained": trained,
-                         "the parts say": v.measured, "reading": v.text, "ours (95 % interval)": v.ours,
-                         "parts": parts})
-    return pd.DataFrame(rows)
+        rows += [_reading(claim.title, trained, result) for result in
+                 claim.read(mine, floor, profile.dataset, samples, seed)]
+    return InterimReport(pd.DataFrame(rows), budget_trajectory(comparisons))
+
+
+def _reading(title: str, trained: str, result: ClaimResult) -> dict[str, str]:
+    v = result.verdict
+    parts = "; ".join(f"{p.what} {p.ours.fmt(2, signed=True)}: {p.label}" if p.ours is not None else
+                      f"{p.what}: {p.label}" for p in v.parts)
+    return {"claims of": title, "claim": v.statement, "seeds trained": trained, "the parts say": v.measured,
+            "reading": v.text, "ours (95 % interval)": v.ours, "parts": parts}
 
 
 def _relabel(arm: Arm, label: str) -> Arm:
@@ -129,11 +151,11 @@ def _relabel(arm: Arm, label: str) -> Arm:
     return Arm(label, arm.scores, arm.curves, arm.iterations, arm.per_step, arm.seeds)
 
 
-def format_readings(table: pd.DataFrame) -> str:
-    """The readings as the command prints them: one block per claim."""
+def format_readings(report: InterimReport) -> str:
+    """The report as the command prints it: one block per claim, then the comparisons along the budget."""
     lines = ["Interim readings of the campaign so far: the book's claim functions and rules on the runs trained, "
              "not verdicts (the protocol judges each claim on 3 seeds of every arm).", ""]
-    for _, r in table.iterrows():
+    for _, r in report.readings.iterrows():
         lines.append(f"{r['claims of']}" + (f": {r['claim']}" if r["claim"] else ""))
         lines.append(f"  seeds trained: {r['seeds trained']}")
         if r["claim"]:
@@ -142,4 +164,8 @@ def format_readings(table: pd.DataFrame) -> str:
             lines.append(f"  parts: {r['parts']}")
         else:
             lines.append(f"  {r['the parts say']}")
+    if len(report.trajectory):
+        lines += ["", "Each comparison along the budget (IoU points, from the training logs' validations on a fixed "
+                      "slice of val, seed means, no interval): does its sign at the end hold earlier?",
+                  report.trajectory.round(2).to_string(index=False)]
     return "\n".join(lines)

@@ -31,7 +31,8 @@ def test_a_claim_is_read_once_each_of_its_arms_has_a_seed_and_says_what_waits(tr
                           ("table3-cme-dagger", 0.60)):
         have[name] = arm(quality, n=1, spread=0.01, iterations=9000)
     have["main"] = arm(0.62, n=1, iterations=9000)
-    table = interim.interim_readings(samples=300).set_index("claims of")
+    report = interim.interim_readings(samples=300)
+    table = report.readings.set_index("claims of")
     fusion = table.loc["Table 3(b): the fusion variants"]
     assert list(fusion["the parts say"]) == [REPRODUCED, REPRODUCED]  # the ranking, and CME-dagger within a point
     assert list(fusion["reading"]) == [REPRODUCED, REPRODUCED]
@@ -43,8 +44,13 @@ def test_a_claim_is_read_once_each_of_its_arms_has_a_seed_and_says_what_waits(tr
     assert table.loc["Table 4: fusion depth", "the parts say"] == "waiting for table4-2L, table4-4L, table4-6L"
     assert table.loc["M3Att, Tables I and II", "seeds trained"].startswith("m3att 0/3, m3att-generic 0/3")
     assert len(asked) == len(set(asked))
-    text = interim.format_readings(table.reset_index())
+    # each comparison whose two arms are trained is read along the budget, the rest are not
+    assert list(report.trajectory.comparison) == ["CME - VME", "CME - IME", "VME - IME", "CME† - VME", "CME† - IME",
+                                                  "CME† - CME"]
+    assert report.trajectory.set_index("comparison").loc["CME - IME", "at the end"] == 0  # the same curves
+    text = interim.format_readings(report)
     assert text.startswith("Interim readings") and "not verdicts" in text and "waiting for table2-conv" in text
+    assert "Each comparison along the budget" in text
 
 
 def test_a_run_still_learning_keeps_its_claim_inconclusive_whatever_the_parts_say(trained):
@@ -52,7 +58,8 @@ def test_a_run_still_learning_keeps_its_claim_inconclusive_whatever_the_parts_sa
     for name, quality in (("table3-cme", 0.60), ("table3-vme", 0.55), ("table3-ime", 0.45),
                           ("table3-cme-dagger", 0.60)):
         have[name] = arm(quality, n=1, spread=0.01, iterations=9000, rise=3.0)
-    fusion = interim.interim_readings(samples=300).set_index("claims of").loc["Table 3(b): the fusion variants"]
+    readings = interim.interim_readings(samples=300).readings
+    fusion = readings.set_index("claims of").loc["Table 3(b): the fusion variants"]
     assert fusion["the parts say"].iloc[0] == REPRODUCED
     assert fusion["reading"].iloc[0] == f"{INCONCLUSIVE} (still learning)"
 
