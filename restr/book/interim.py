@@ -20,7 +20,7 @@ the chapters.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -148,7 +148,7 @@ def _reading(title: str, trained: str, result: ClaimResult) -> dict[str, str]:
 
 def _relabel(arm: Arm, label: str) -> Arm:
     """The same arm under the name the claim gives it (one model answers several claims)."""
-    return Arm(label, arm.scores, arm.curves, arm.iterations, arm.per_step, arm.seeds)
+    return replace(arm, name=label)
 
 
 def format_readings(report: InterimReport) -> str:
