@@ -543,7 +543,8 @@ def budget_trajectory(comparisons: dict[str, tuple[Any, Any]], fractions=BUDGET_
             row[f"at {_fraction_label(f)}"] = iou_a - iou_b
         row["steps read"] = " / ".join(steps)
         end = np.sign(diffs[-1])
-        row["sign as at the end"] = " ".join("yes" if np.sign(d) == end else "no" for d in diffs[:-1])
+        earlier = " / ".join(_fraction_label(f) for f in fractions[:-1])
+        row[f"sign as at the end (at {earlier})"] = " / ".join("yes" if np.sign(d) == end else "no" for d in diffs[:-1])
         row["ranking changes"] = any(np.sign(d) != end for d in diffs[:-1])
         rows.append(row)
     return pd.DataFrame(rows)

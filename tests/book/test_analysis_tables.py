@@ -107,8 +107,8 @@ def test_budget_trajectory_reads_each_comparison_at_fractions_of_the_budget():
     assert t.loc["a - b", "at 1/2"] == pytest.approx(45 - 44)  # step 300
     assert t.loc["a - b", "at the end"] == pytest.approx(48 - 52)
     assert t.loc["a - b", "steps read"] == "100 / 300 / 600"
-    assert t.loc["a - b", "ranking changes"] and t.loc["a - b", "sign as at the end"] == "no no"
-    assert not t.loc["c - b", "ranking changes"] and t.loc["c - b", "sign as at the end"] == "yes yes"
+    assert t.loc["a - b", "ranking changes"] and t.loc["a - b", "sign as at the end (at 1/6 / 1/2)"] == "no / no"
+    assert not t.loc["c - b", "ranking changes"] and t.loc["c - b", "sign as at the end (at 1/6 / 1/2)"] == "yes / yes"
     early = Arm("early", [], [pd.DataFrame({"step": [2000], "IoU": [30.0]})], 6000, 64, (0,))
     with pytest.raises(ValueError, match="early .seed 0. has no validation at or before step 1000"):
         analysis.curve_at(early, 1 / 6)
