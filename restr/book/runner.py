@@ -1,4 +1,4 @@
-"""The batch run of the book: ``python -m restr book [--profile smoke|quick|full|paper] [--data ROOT]``.
+"""The batch run of the book: ``python -m restr book [--profile smoke|quick|full|paper|converged] [--data ROOT]``.
 
 1. generates the embedded data set if it is missing;
 2. executes every notebook in ``notebooks/`` in order with papermill into
@@ -15,7 +15,10 @@ Profiles (:class:`restr.config.BookProfile`, in ``restr.config.BOOK_PROFILES``):
 ``smoke`` (minutes; what the notebook tests run), ``quick`` (the default, the README's
 main job: minutes with the model zoo, hours without it; the variants are trained a sixth
 as long as the main model), ``full`` (every variant trained as long as the main model:
-about a day on a 2-core CPU, none of it in the zoo), ``paper`` (paper-scale settings, for a GPU and real data).
+about a day on a 2-core CPU, none of it in the zoo), ``paper`` (paper-scale settings, for a GPU and real data),
+``converged`` (the protocol's: every arm for the main arm's budget, three seeds of each claim's arms, on the
+embedded data's version 2; ``restr.config.PROTOCOL_PROFILES``, refused until the budget is fixed; the
+converged campaign of ``python -m restr zoo train --profile converged`` fills its zoo).
 """
 from __future__ import annotations
 
