@@ -490,7 +490,10 @@ def curve_frame(log_rows: Iterable[dict]) -> pd.DataFrame:
     rows = [r for r in log_rows if r.get("split") and "cum_iou" in r]
     return pd.DataFrame([{"step": r["step"], "expressions": r.get("expressions_seen"),
                           "minutes": (r.get("elapsed_s") or float("nan")) / 60, "IoU": 100 * r["cum_iou"],
-                          "mean IoU": 100 * r["mean_iou"]} for r in rows])
+                          "mean IoU": 100 * r["mean_iou"],
+                          # the embedded data's validations by what the expression needs (version 2 logs)
+                          **{f"IoU {kind}": 100 * part["cum_iou"] for kind, part in (r.get("kinds") or {}).items()}}
+                         for r in rows])
 
 
 def kind_curves(curve: Iterable[dict]) -> pd.DataFrame:
@@ -505,11 +508,11 @@ def kind_curves(curve: Iterable[dict]) -> pd.DataFrame:
 BUDGET_FRACTIONS = (1 / 6, 1 / 2, 1.0)  # where the budget trajectory reads each comparison
 
 
-def curve_at(arm, fraction: float) -> tuple[int, float]:
+def curve_at(arm, fraction: float, column: str = "IoU") -> tuple[int, float]:
     """An arm's validation cIoU (%) at ``fraction`` of its schedule, read from its training
     logs: the last validation at or before that step, in every seed, averaged over the
-    seeds. Returns (step, IoU); raises ValueError naming the arm if a seed has no
-    validation there."""
+    seeds (``column``: another of :func:`curve_frame`'s, e.g. ``"IoU ordinal"``). Returns
+    (step, IoU); raises ValueError naming the arm if a seed has no validation there."""
 
     target = fraction * arm.iterations
     points = []
@@ -519,7 +522,7 @@ def curve_at(arm, fraction: float) -> tuple[int, float]:
             raise ValueError(f"{arm.name} (seed {seed}) has no validation at or before step {target:.0f}")
         points.append(before.iloc[-1])
     steps = {int(p["step"]) for p in points}
-    return min(steps), float(np.mean([p["IoU"] for p in points]))
+    return min(steps), float(np.mean([p[column] for p in points]))
 
 
 def budget_trajectory(comparisons: dict[str, tuple[Any, Any]], fractions=BUDGET_FRACTIONS) -> pd.DataFrame:
@@ -548,6 +551,26 @@ def budget_trajectory(comparisons: dict[str, tuple[Any, Any]], fractions=BUDGET_
         row["ranking changes"] = any(np.sign(d) != end for d in diffs[:-1])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def kinds_trajectory(arms: dict[str, Any], fractions=BUDGET_FRACTIONS) -> pd.DataFrame:
+    """Each arm (``{name: Arm}``) along the budget by what the expression needs: its
+    validation cIoU (%, seed means, the logs' slice) on the expressions of each kind of
+    :data:`restr.data.synth.KINDS` at each fraction, one column per kind holding
+    "at 1/6 / at 1/2 / at the end". It shows when an arm learns the place words (region,
+    relation, ordinal) that most rankings along the budget turn on. Arms whose logs hold
+    no kinds (version 1 data, older logs) are left out."""
+    from ..data.synth import KINDS
+
+    rows = []
+    for name, a in arms.items():
+        if a is None or not all(f"IoU {k}" in c.columns for c in a.curves for k in KINDS):
+            continue
+        row: dict[str, Any] = {"arm": name}
+        for kind in KINDS:
+            row[kind] = " / ".join(f"{curve_at(a, f, f'IoU {kind}')[1]:.0f}" for f in fractions)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["arm", *KINDS])
 
 
 def _fraction_label(f: float) -> str:

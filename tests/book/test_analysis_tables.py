@@ -112,3 +112,24 @@ def test_budget_trajectory_reads_each_comparison_at_fractions_of_the_budget():
     early = Arm("early", [], [pd.DataFrame({"step": [2000], "IoU": [30.0]})], 6000, 64, (0,))
     with pytest.raises(ValueError, match="early .seed 0. has no validation at or before step 1000"):
         analysis.curve_at(early, 1 / 6)
+
+
+def test_kinds_trajectory_reads_each_arm_by_what_the_expression_needs():
+    def log(ordinal):  # a training log's validations, each with its cIoU by kind (version 2 data)
+        return [{"step": 100 * (i + 1), "split": "val", "cum_iou": 0.5, "mean_iou": 0.5,
+                 "kinds": {"attributes": {"n": 5, "cum_iou": 0.6}, "region": {"n": 2, "cum_iou": 0.4},
+                           "relation": {"n": 2, "cum_iou": 0.3}, "ordinal": {"n": 1, "cum_iou": v}}}
+                for i, v in enumerate(ordinal)]
+
+    def arm(name, *ordinals):
+        curves = [analysis.curve_frame([{"step": 10, "loss": 1.0}] + log(o)) for o in ordinals]
+        return Arm(name, [], curves, 600, 64, tuple(range(len(ordinals))))
+
+    late = arm("late", [0.0, 0.05, 0.1, 0.5, 0.6, 0.7], [0.0, 0.15, 0.3, 0.5, 0.6, 0.7])  # two seeds
+    early = arm("early", [0.4, 0.5, 0.6, 0.65, 0.7, 0.7])
+    old = Arm("v1", [], [pd.DataFrame({"step": [100, 300, 600], "IoU": [1.0, 2.0, 3.0]})], 600, 64, (0,))
+    t = analysis.kinds_trajectory({"late": late, "early": early, "v1": old, "missing": None}).set_index("arm")
+    assert list(t.index) == ["late", "early"]  # a log without kinds, and an untrained arm, are left out
+    assert t.loc["late", "ordinal"] == "0 / 20 / 70"  # steps 100, 300, 600; seeds averaged: (10 + 30) / 2
+    assert t.loc["early", "ordinal"] == "40 / 60 / 70" and t.loc["early", "attributes"] == "60 / 60 / 60"
+    assert list(t.columns) == ["attributes", "region", "relation", "ordinal"]
