@@ -29,9 +29,9 @@ import pandas as pd
 from ..zoo.cache import get_run, run_dir_for, run_status
 from ..zoo.manifest import find
 from . import claims
-from .analysis import all_objects_scores, budget_trajectory
+from .analysis import all_objects_scores, budget_trajectory, kinds_trajectory
 from .claims import Arm, ClaimResult, load_arm
-from .models import M3ATT_ARMS, TABLE3_VARIANTS, model_config, model_seeds, table4_name
+from .models import M3ATT_ARMS, TABLE3_VARIANTS, find_model, model_config, model_seeds, table4_name
 from .runner import book_profile, ensure_data
 
 
@@ -100,10 +100,12 @@ def trained_arm(profile, data_root: str | Path, name: str, runs_dir: str | Path,
 class InterimReport:
     """What :func:`interim_readings` reads: one row per claim (or per group of claims
     waiting for an arm), and each comparison whose two arms have a seed read along the
-    budget (:func:`restr.book.analysis.budget_trajectory`)."""
+    budget (:func:`restr.book.analysis.budget_trajectory`), and each trained arm along the
+    budget by what the expression needs (:func:`restr.book.analysis.kinds_trajectory`)."""
 
     readings: pd.DataFrame
     trajectory: pd.DataFrame
+    by_kind: pd.DataFrame
 
 
 def interim_readings(profile_name: str = "converged", runs_dir: str | Path = "runs", samples: int = 1000,
@@ -114,17 +116,18 @@ def interim_readings(profile_name: str = "converged", runs_dir: str | Path = "ru
     profile = book_profile(profile_name)
     data_root = Path(profile.data_root)
     ensure_data(profile, data_root)
-    arms: dict[str, Arm | None] = {}
+    arms: dict[str, Arm | None] = {}  # by model: one model answers several requests (table4-4L is table3-cme)
     rows, comparisons = [], {}
     for claim in CLAIMS:
+        model = {name: find_model(profile, name).name for name in claim.arms.values()}
         for label, name in claim.arms.items():
-            if name not in arms:
-                arms[name] = trained_arm(profile, data_root, name, runs_dir, str(label))
-        mine = {label: _relabel(arms[name], label if isinstance(label, str) else name)
-                for label, name in claim.arms.items() if arms[name] is not None}
+            if model[name] not in arms:
+                arms[model[name]] = trained_arm(profile, data_root, model[name], runs_dir, str(label))
+        mine = {label: _relabel(arms[model[name]], label if isinstance(label, str) else name)
+                for label, name in claim.arms.items() if arms[model[name]] is not None}
         comparisons.update({f"{mine[a].name} - {mine[b].name}": (mine[a], mine[b])
                             for a, b in claim.compare if a in mine and b in mine})
-        seeds = {name: (len(arms[name].seeds) if arms[name] else 0, len(model_seeds(profile, name)))
+        seeds = {name: (len(arms[model[name]].seeds) if arms[model[name]] else 0, len(model_seeds(profile, name)))
                  for name in dict.fromkeys(claim.arms.values())}
         trained = ", ".join(f"{name} {have}/{want}" for name, (have, want) in seeds.items())
         missing = [name for name, (have, _) in seeds.items() if not have]
@@ -135,7 +138,7 @@ def interim_readings(profile_name: str = "converged", runs_dir: str | Path = "ru
         floor = all_objects_scores(next(iter(mine.values())).scores[0], data_root, profile.dataset, profile.split_by)
         rows += [_reading(claim.title, trained, result) for result in
                  claim.read(mine, floor, profile.dataset, samples, seed)]
-    return InterimReport(pd.DataFrame(rows), budget_trajectory(comparisons))
+    return InterimReport(pd.DataFrame(rows), budget_trajectory(comparisons), kinds_trajectory(arms))
 
 
 def _reading(title: str, trained: str, result: ClaimResult) -> dict[str, str]:
@@ -168,4 +171,8 @@ def format_readings(report: InterimReport) -> str:
         lines += ["", "Each comparison along the budget (IoU points, from the training logs' validations on a fixed "
                       "slice of val, seed means, no interval): does its sign at the end hold earlier?",
                   report.trajectory.round(2).to_string(index=False)]
+    if len(report.by_kind):
+        lines += ["", "Each arm along the budget by what the expression needs (cIoU % on the logs' slice of val at "
+                      "1/6 / 1/2 / the end, seed means): when it learns the place words (region, relation, ordinal)",
+                  report.by_kind.to_string(index=False)]
     return "\n".join(lines)

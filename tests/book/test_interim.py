@@ -41,16 +41,20 @@ def test_a_claim_is_read_once_each_of_its_arms_has_a_seed_and_says_what_waits(tr
     assert fusion["parts"].iloc[0].startswith("CME - VME (IoU points) +5.0")  # each part, its interval, its outcome
     # the other claims wait, each naming its untrained arms; a model shared by two claims is looked up once
     assert table.loc["Table 2: accuracy by expression length", "the parts say"] == "waiting for table2-conv"
-    assert table.loc["Table 4: fusion depth", "the parts say"] == "waiting for table4-2L, table4-4L, table4-6L"
+    # table4-4L is table3-cme's model (one config): trained with it, and never looked up under its other name
+    assert table.loc["Table 4: fusion depth", "the parts say"] == "waiting for table4-2L, table4-6L"
+    assert "table4-4L 1/3" in table.loc["Table 4: fusion depth", "seeds trained"] and "table4-4L" not in asked
     assert table.loc["M3Att, Tables I and II", "seeds trained"].startswith("m3att 0/3, m3att-generic 0/3")
     assert len(asked) == len(set(asked))
     # each comparison whose two arms are trained is read along the budget, the rest are not
     assert list(report.trajectory.comparison) == ["CME - VME", "CME - IME", "VME - IME", "CME† - VME", "CME† - IME",
-                                                  "CME† - CME"]
+                                                  "CME† - CME", "table4-4L-dec - table4-4L"]  # main - table3-cme
     assert report.trajectory.set_index("comparison").loc["CME - IME", "at the end"] == 0  # the same curves
     text = interim.format_readings(report)
     assert text.startswith("Interim readings") and "not verdicts" in text and "waiting for table2-conv" in text
     assert "Each comparison along the budget" in text
+    # each trained model once along the budget by what the expression needs (the test's logs hold no kinds)
+    assert report.by_kind.empty and "by what the expression needs" not in text
 
 
 def test_a_run_still_learning_keeps_its_claim_inconclusive_whatever_the_parts_say(trained):
