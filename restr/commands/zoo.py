@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--runs", default="runs", help="this machine's runs folder, for runs under way (default: runs/)")
     c.add_argument("--interim", action="store_true",
                    help="instead, read the claims the shipped scores answer from the runs trained so far, with the "
-                        "book's rules: interim readings, not verdicts (restr.book.interim)")
+                        "book's rules: interim readings, not verdicts, then each comparison and each model along "
+                        "the budget (restr.book.interim)")
     t = sub.add_parser("train", help="train the book's models that the zoo lacks, and add them")
     t.add_argument("--profile", default="quick", help="the book profile whose models to train (default: quick)")
     t.add_argument("--only", nargs="*", help="model names (python -m restr models lists them)")
