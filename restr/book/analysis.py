@@ -560,8 +560,6 @@ def kinds_trajectory(arms: dict[str, Any], fractions=BUDGET_FRACTIONS) -> pd.Dat
     "at 1/6 / at 1/2 / at the end". It shows when an arm learns the place words (region,
     relation, ordinal) that most rankings along the budget turn on. Arms whose logs hold
     no kinds (version 1 data, older logs) are left out."""
-    from ..data.synth import KINDS
-
     rows = []
     for name, a in arms.items():
         if a is None or not all(f"IoU {k}" in c.columns for c in a.curves for k in KINDS):
