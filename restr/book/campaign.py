@@ -24,14 +24,31 @@ from .models import book_models, ships_weights
 from .runner import book_profile
 from .verdict import convergence
 
-COLUMNS = ["model", "seed", "zoo name", "state", "zoo keeps", "steps", "minutes", "CPU hours", "val cIoU %",
-           "last-fifth rise", "converged", "minutes left"]
+COLUMNS = ["model", "seed", "zoo name", "state", "zoo keeps", "steps", "minutes", "CPU hours", "trained in",
+           "val cIoU %", "last-fifth rise", "converged", "minutes left"]
 JOBS = 2  # runs trained at a time (the campaign's --jobs on this 2-core machine), for the time left
 
 
 def log_rows(entry: dict[str, Any], zoo_dir: Path) -> list[dict[str, Any]]:
     """The rows of a zoo model's shipped training log (its ``metrics.jsonl``)."""
     return [json.loads(line) for line in read_log_bytes(zoo_dir / entry["metrics_file"]).splitlines() if line]
+
+
+def trained_in(rows: list[dict[str, Any]]) -> str:
+    """The arithmetic a run's steps computed in, read from its log's training rows:
+    ``bfloat16`` on a CPU with native bf16, ``float32`` on one without (``train.amp=bf16``
+    falls back), or both in the order the run met them when it was resumed on another
+    machine, e.g. ``bfloat16, float32 from step 5,040`` (the first log step in the new one)."""
+    spans: list[tuple[str, int]] = []
+    for r in rows:
+        if "loss" not in r or "split" in r:
+            continue
+        kind = r.get("arithmetic", "unrecorded")
+        if not spans or spans[-1][0] != kind:
+            spans.append((kind, int(r["step"])))
+    if not spans:
+        return "unrecorded"
+    return ", ".join([spans[0][0]] + [f"{k} from step {s:,}" for k, s in spans[1:]])
 
 
 def log_curve(entry: dict[str, Any], zoo_dir: Path) -> tuple[list[int], list[float]]:
@@ -105,6 +122,7 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
         entry = entries.get(name)
         if entry is not None:
             steps, ious = log_curve(entry, zoo)
+            row["trained in"] = trained_in(log_rows(entry, zoo))
             rule = convergence(steps, ious, m.iterations)
             row.update({"state": "in the zoo", "minutes": entry.get("wall_s", float("nan")) / 60,
                         "CPU hours": (entry.get("cpu_s") or float("nan")) / 3600,  # None: not known
@@ -148,6 +166,11 @@ def summary(table: pd.DataFrame) -> str:
                                                              if unknown else "")
         text += (f"; they took {cpu}, {done.minutes.mean():.0f} minutes a run on average, and {passing} of them "
                  f"pass the converged rule")
+        other = int(done["trained in"].map(lambda t: any(
+            part.split(" from ")[0] not in ("bfloat16", "unrecorded") for part in t.split(", "))).sum())
+        if other:
+            text += (f"; {other} of them computed some or all of their steps in another arithmetic than "
+                     f"bfloat16 (column 'trained in': a machine without native bf16 trains in float32)")
     left = table[table.state != "in the zoo"]
     if len(left):
         unknown = int(left["minutes left"].isna().sum())
@@ -165,4 +188,5 @@ def format_status(table: pd.DataFrame) -> str:
                            ("minutes left", 0)):
         shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     shown["converged"] = shown["converged"].fillna("")
+    shown["trained in"] = shown["trained in"].fillna("")
     return shown.to_string(index=False) + "\n" + summary(table)

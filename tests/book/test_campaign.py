@@ -6,7 +6,7 @@ import gzip
 import json
 
 from restr.book import budget
-from restr.book.campaign import campaign_status, format_status
+from restr.book.campaign import campaign_status, format_status, trained_in
 from restr.book.models import book_models
 from restr.book.runner import book_profile
 
@@ -114,3 +114,36 @@ def test_the_fidelity_page_reads_the_three_starts_from_the_zoo(tmp_path, monkeyp
     text = starts_section(zoo)
     assert "| `start-none` | trained from scratch | 1,000 | 55.0 |" in text and "Not in the zoo yet" not in text
     assert "and 9.0 points above no pretraining at all" in text
+
+
+def test_trained_in_reads_each_span_of_arithmetic_from_the_log():
+    train = [{"step": s, "loss": 0.1, "arithmetic": a} for s, a in
+             ((20, "bfloat16"), (40, "bfloat16"), (60, "float32"), (80, "float32"), (100, "bfloat16"))]
+    val = [{"step": 40, "split": "val", "cum_iou": 0.5}]
+    assert trained_in(train[:2] + val) == "bfloat16"
+    assert trained_in(train[:4] + val) == "bfloat16, float32 from step 60"
+    assert trained_in(train) == "bfloat16, float32 from step 60, bfloat16 from step 100"
+    assert trained_in([{"step": 20, "loss": 0.1}]) == "unrecorded"  # logs from before the field
+    assert trained_in(val) == "unrecorded"
+
+
+def test_the_campaign_summary_counts_runs_trained_in_another_arithmetic(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "BUDGET_FILE", tmp_path / "protocol-budget.json")
+    (tmp_path / "protocol-budget.json").write_text(json.dumps({"steps": 4500}))
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    entries = []
+    for name, arithmetic in (("main", ["bfloat16", "bfloat16"]), ("table3-vme", ["bfloat16", "float32"])):
+        rows = [{"step": 10 * (i + 1), "loss": 1.0, "arithmetic": a} for i, a in enumerate(arithmetic)]
+        rows += [{"step": 450 * (i + 1), "split": "val", "cum_iou": 0.1 * i} for i in range(10)]
+        log = f"converged-{name}-s0.metrics.jsonl.gz"
+        (zoo / log).write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+        entries.append({"name": f"converged-{name}-s0", "metrics_file": log, "wall_s": 60.0, "cpu_s": 60.0,
+                        "profile": "converged", "seed": 0, "config": {"model": {}}})
+    (zoo / "manifest.json").write_text(json.dumps({"models": entries}))
+    status = campaign_status(zoo_dir=zoo, park_dir=tmp_path / "parked").set_index(["model", "seed"])
+    assert status.loc[("main", 0), "trained in"] == "bfloat16"
+    assert status.loc[("table3-vme", 0), "trained in"] == "bfloat16, float32 from step 20"
+    text = format_status(status.reset_index())
+    assert "bfloat16, float32 from step 20" in text
+    assert "; 1 of them computed some or all of their steps in another arithmetic than bfloat16" in text
