@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="print the manifest as a table")
     c = sub.add_parser("campaign", help="every run the protocol's campaign trains, and where it is (in the zoo, "
                                         "parked part-way, under way here, to train), with each finished run's "
-                                        "converged rule")
+                                        "arithmetic and converged rule")
     c.add_argument("--profile", default="converged", help="the protocol profile (default: converged)")
     c.add_argument("--runs", default="runs", help="this machine's runs folder, for runs under way (default: runs/)")
     c.add_argument("--interim", action="store_true",
