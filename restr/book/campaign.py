@@ -13,12 +13,14 @@ validation and its ``converged`` rule), *parked* part-way (``data/parked/``), or
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..runs.park import parked, progress
+from ..utils.devices import cpu_has_fast_bf16
 from ..zoo.manifest import entry_name, read_log_bytes, read_manifest, zoo_folder
 from .models import book_models, ships_weights
 from .runner import book_profile
@@ -49,6 +51,23 @@ def trained_in(rows: list[dict[str, Any]]) -> str:
     if not spans:
         return "unrecorded"
     return ", ".join([spans[0][0]] + [f"{k} from step {s:,}" for k, s in spans[1:]])
+
+
+def float32_slowdown(logs: list[list[dict[str, Any]]]) -> float | None:
+    """How many times longer a training step took in float32 than in bfloat16, measured in
+    the runs whose logs hold both (resumed on a machine of the other kind, beside the same
+    number of jobs): the median over those runs of their bf16 rows' median speed over their
+    float32 rows'. None while no run met both. It folds the two machines' other differences
+    into the arithmetic's, which is what an estimate of the time left needs."""
+    ratios = []
+    for rows in logs:
+        speed: dict[str, list[float]] = {}
+        for r in rows:
+            if "loss" in r and "split" not in r and r.get("images_per_s"):
+                speed.setdefault(r.get("arithmetic", "unrecorded"), []).append(float(r["images_per_s"]))
+        if speed.get("bfloat16") and speed.get("float32"):
+            ratios.append(statistics.median(speed["bfloat16"]) / statistics.median(speed["float32"]))
+    return statistics.median(ratios) if ratios else None
 
 
 def log_curve(entry: dict[str, Any], zoo_dir: Path) -> tuple[list[int], list[float]]:
@@ -114,7 +133,7 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
     zoo = zoo_folder(zoo_dir)
     entries = {e["name"]: e for e in read_manifest(zoo)}
     waiting = parked(park_dir)
-    rows = []
+    rows, logs = [], []
     for m, seed in queue(book_models(profile)):
         name = entry_name(m.name, seed, profile_name)
         row: dict[str, Any] = {"model": m.name, "seed": seed, "zoo name": name, "steps": m.iterations,
@@ -122,7 +141,8 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
         entry = entries.get(name)
         if entry is not None:
             steps, ious = log_curve(entry, zoo)
-            row["trained in"] = trained_in(log_rows(entry, zoo))
+            logs.append(log_rows(entry, zoo))
+            row["trained in"] = trained_in(logs[-1])
             rule = convergence(steps, ious, m.iterations)
             row.update({"state": "in the zoo", "minutes": entry.get("wall_s", float("nan")) / 60,
                         "CPU hours": (entry.get("cpu_s") or float("nan")) / 3600,  # None: not known
@@ -142,7 +162,9 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
             expected = expected_minutes(m.name, profile_name, list(entries.values()))
             row["minutes left"] = float("nan") if expected is None else expected * (1 - step / m.iterations)
         rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table.attrs.update(float32_slowdown=float32_slowdown(logs), native_bf16=cpu_has_fast_bf16())
+    return table
 
 
 def summary(table: pd.DataFrame) -> str:
@@ -179,6 +201,12 @@ def summary(table: pd.DataFrame) -> str:
                  f"family's, less what it has done)")
         if unknown:
             text += f", {unknown} run(s) with no estimate yet"
+        if table.attrs.get("native_bf16") is False:
+            text += ". This machine has no native bf16, so its runs compute in float32"
+            slowdown = table.attrs.get("float32_slowdown")
+            text += (f": at the {slowdown:.1f} times longer steps measured in the runs whose logs hold both "
+                     f"arithmetics, about {left['minutes left'].sum() * slowdown / 60 / JOBS:.0f} hours here"
+                     if slowdown else " and take longer than this estimate, which comes from runs in bfloat16")
     return text
 
 

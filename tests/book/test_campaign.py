@@ -6,7 +6,8 @@ import gzip
 import json
 
 from restr.book import budget
-from restr.book.campaign import campaign_status, format_status, trained_in
+from restr.book import campaign
+from restr.book.campaign import campaign_status, float32_slowdown, format_status, trained_in
 from restr.book.models import book_models
 from restr.book.runner import book_profile
 
@@ -147,3 +148,45 @@ def test_the_campaign_summary_counts_runs_trained_in_another_arithmetic(tmp_path
     text = format_status(status.reset_index())
     assert "bfloat16, float32 from step 20" in text
     assert "; 1 of them computed some or all of their steps in another arithmetic than bfloat16" in text
+
+
+def test_the_float32_slowdown_is_measured_in_runs_that_met_both_arithmetics():
+    def log(speeds):  # (arithmetic, images per second) per training row
+        return [{"step": 20 * (i + 1), "loss": 0.1, "arithmetic": a, "images_per_s": v}
+                for i, (a, v) in enumerate(speeds)] + [{"step": 40, "split": "val", "cum_iou": 0.5}]
+
+    only_bf16 = log([("bfloat16", 80.0)] * 3)
+    assert float32_slowdown([only_bf16]) is None  # nothing to compare yet
+    mixed = log([("bfloat16", 78.0), ("bfloat16", 80.0), ("bfloat16", 90.0), ("float32", 20.0), ("float32", 40.0)])
+    assert float32_slowdown([only_bf16, mixed]) == 80.0 / 30.0  # medians: 80 in bf16, 30 in float32
+    other = log([("bfloat16", 60.0), ("float32", 30.0)])
+    assert float32_slowdown([mixed, other, only_bf16]) == (80.0 / 30.0 + 2.0) / 2  # the median over runs
+
+
+def test_the_time_left_says_when_this_machine_trains_in_float32(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "BUDGET_FILE", tmp_path / "protocol-budget.json")
+    (tmp_path / "protocol-budget.json").write_text(json.dumps({"steps": 4500}))
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    rows = [{"step": 10, "loss": 1.0, "arithmetic": "bfloat16", "images_per_s": 90.0},
+            {"step": 20, "loss": 1.0, "arithmetic": "float32", "images_per_s": 30.0}]
+    rows += [{"step": 450 * (i + 1), "split": "val", "cum_iou": 0.1 * i} for i in range(10)]
+    (zoo / "converged-main-s0.metrics.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    entry = {"name": "converged-main-s0", "metrics_file": "converged-main-s0.metrics.jsonl.gz", "wall_s": 3000.0,
+             "cpu_s": 3000.0, "profile": "converged", "seed": 0, "config": {"model": {}}}
+    (zoo / "manifest.json").write_text(json.dumps({"models": [entry]}))
+    hours = 35 * 50 / 60 / 2  # the 35 ReSTR runs left at main's 50 minutes, two at a time
+    monkeypatch.setattr(campaign, "cpu_has_fast_bf16", lambda: True)
+    text = format_status(campaign_status(zoo_dir=zoo, park_dir=tmp_path / "parked"))
+    assert f"Left: about {hours:.0f} hours" in text and "float32" not in text.split("Left:")[1]
+    monkeypatch.setattr(campaign, "cpu_has_fast_bf16", lambda: False)
+    text = format_status(campaign_status(zoo_dir=zoo, park_dir=tmp_path / "parked"))
+    assert (f"This machine has no native bf16, so its runs compute in float32: at the 3.0 times longer steps "
+            f"measured in the runs whose logs hold both arithmetics, about {3 * hours:.0f} hours here") in text
+    rows[1]["arithmetic"] = "bfloat16"  # no run met both: no measured slowdown
+    (zoo / "converged-main-s0.metrics.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    text = format_status(campaign_status(zoo_dir=zoo, park_dir=tmp_path / "parked"))
+    assert ("its runs compute in float32 and take longer than this estimate, which comes from runs in "
+            "bfloat16") in text
