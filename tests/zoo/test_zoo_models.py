@@ -70,12 +70,15 @@ def test_zoo_model_reproduces_its_manifest(entry, profile_data, tmp_path):
         # a CPU without native bf16 computes what was measured in bf16 in fp32, and another CPU's bf16
         # kernels (AMX tiles against AVX512-BF16 dot products) sum in another order: the same masks up
         # to rounding, so a few of 1,000 expressions may cross a threshold (seen on a Zen 3 in fp32:
-        # precisions up to 0.004 apart, mean IoUs 3e-4, cumulative IoUs 5e-5; on a Xeon with AMX in
-        # bf16: precisions 0.001, mean IoUs 1e-4, cumulative IoUs 4e-5)
+        # precisions up to 0.004 apart, mean IoUs 3e-4, cumulative IoUs 5e-5; on an EPYC without
+        # AVX-512 in fp32: precisions up to 0.006 (converged-table4-2L-dec-s0 at 0.7: 0.429 against
+        # 0.423); on a Xeon with AMX in bf16: precisions 0.001, mean IoUs 1e-4, cumulative IoUs 4e-5).
+        # A precision is a count over a threshold, so it gets a bound in expressions, 1 % of the slice;
+        # the IoUs themselves, which move with the masks continuously, keep the tight bound.
         assert metrics["cum_iou"] == pytest.approx(entry["metrics"]["cum_iou"], abs=1e-3)
         assert metrics["mean_iou"] == pytest.approx(entry["metrics"]["mean_iou"], abs=1e-3)
         for x in ("0.5", "0.6", "0.7", "0.8", "0.9"):
-            assert abs(metrics[f"prec@{x}"] - entry["metrics"][f"prec@{x}"]) <= 0.005, x
+            assert abs(metrics[f"prec@{x}"] - entry["metrics"][f"prec@{x}"]) <= 0.01, x
     # fp16 storage costs less than 0.1 IoU points against the fp32 run
     assert abs(entry["metrics"]["cum_iou"] - entry["fp32_metrics"]["cum_iou"]) < 1e-3
     # the scores shipped with the model (data/zoo/scores/) are this evaluation's, expression by expression
