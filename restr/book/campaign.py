@@ -36,15 +36,18 @@ def log_rows(entry: dict[str, Any], zoo_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in read_log_bytes(zoo_dir / entry["metrics_file"]).splitlines() if line]
 
 
+def train_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A log's training rows (losses, speed, arithmetic), without its validations."""
+    return [r for r in rows if "loss" in r and "split" not in r]
+
+
 def trained_in(rows: list[dict[str, Any]]) -> str:
     """The arithmetic a run's steps computed in, read from its log's training rows:
     ``bfloat16`` on a CPU with native bf16, ``float32`` on one without (``train.amp=bf16``
     falls back), or both in the order the run met them when it was resumed on another
     machine, e.g. ``bfloat16, float32 from step 5,040`` (the first log step in the new one)."""
     spans: list[tuple[str, int]] = []
-    for r in rows:
-        if "loss" not in r or "split" in r:
-            continue
+    for r in train_rows(rows):
         kind = r.get("arithmetic", "unrecorded")
         if not spans or spans[-1][0] != kind:
             spans.append((kind, int(r["step"])))
@@ -62,17 +65,17 @@ def float32_slowdown(logs: list[list[dict[str, Any]]]) -> float | None:
     ratios = []
     for rows in logs:
         speed: dict[str, list[float]] = {}
-        for r in rows:
-            if "loss" in r and "split" not in r and r.get("images_per_s"):
+        for r in train_rows(rows):
+            if r.get("images_per_s"):
                 speed.setdefault(r.get("arithmetic", "unrecorded"), []).append(float(r["images_per_s"]))
         if speed.get("bfloat16") and speed.get("float32"):
             ratios.append(statistics.median(speed["bfloat16"]) / statistics.median(speed["float32"]))
     return statistics.median(ratios) if ratios else None
 
 
-def log_curve(entry: dict[str, Any], zoo_dir: Path) -> tuple[list[int], list[float]]:
-    """The validation steps and cIoU (%) of a zoo model's shipped training log."""
-    val = [r for r in log_rows(entry, zoo_dir) if r.get("split") and "cum_iou" in r]
+def log_curve(rows: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """The validation steps and cIoU (%) of a training log's rows (:func:`log_rows`)."""
+    val = [r for r in rows if r.get("split") and "cum_iou" in r]
     return [int(r["step"]) for r in val], [100 * float(r["cum_iou"]) for r in val]
 
 
@@ -140,8 +143,8 @@ def campaign_status(profile_name: str = "converged", zoo_dir: str | Path | None 
                                "zoo keeps": "weights" if ships_weights(profile, m.name, seed) else "log, scores"}
         entry = entries.get(name)
         if entry is not None:
-            steps, ious = log_curve(entry, zoo)
-            logs.append(log_rows(entry, zoo))
+            logs.append(log_rows(entry, zoo))  # read once: its curve and its arithmetic
+            steps, ious = log_curve(logs[-1])
             row["trained in"] = trained_in(logs[-1])
             rule = convergence(steps, ious, m.iterations)
             row.update({"state": "in the zoo", "minutes": entry.get("wall_s", float("nan")) / 60,
