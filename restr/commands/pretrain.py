@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/synthref", help="data root (default: data/synthref)")
     parser.add_argument("--dataset", default="synthref")
     parser.add_argument("--split-by", default="unc")
-    parser.add_argument("--folder", default="data/pretrained", help="where pretrained ViTs are kept")
+    parser.add_argument("--folder", help="where pretrained ViTs are kept (default: $RESTR_PRETRAINED, else the "
+                                          "repository's data/pretrained)")
     parser.add_argument("--epochs", type=int, help=f"default: {PretrainConfig.epochs} (dense), "
                                                    f"{ClassifyConfig.epochs} (classify)")
     parser.add_argument("--lr", type=float, help=f"default: {PretrainConfig.lr}")

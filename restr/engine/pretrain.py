@@ -5,7 +5,8 @@
 --set model.vit_pos_init=random`` (the former start, the quick zoo's: dense, below)
 
 Two tasks, chosen by ``model.vit_pretrain`` (the trainer makes the one a config with
-``model.vit_weights = "pretrain"`` asks for, once, and caches it under ``data/pretrained/``):
+``model.vit_weights = "pretrain"`` asks for, once, and caches it under the repository's
+``data/pretrained/``, whatever the working folder, or ``$RESTR_PRETRAINED``: :func:`pretrained_folder`):
 
 * ``"classify"`` (the start like the paper's, ImageNet classification: image-level labels
   on images the data set never uses): :func:`ensure_classify_pretrained`, at the end of
@@ -59,7 +60,7 @@ from ..data.synth_scenes import ImageJob
 from ..data.transforms import augment_group, letterbox, letterbox_mask, normalize_batch
 from ..model.vision import VisionEncoder, position_structure
 from ..utils.devices import cpu_threads, resolve_amp
-from ..utils.files import atomic_write_bytes, atomic_write_text, exclusive_lock, file_sha256
+from ..utils.files import REPO, atomic_write_bytes, atomic_write_text, exclusive_lock, file_sha256
 from .optim import lr_factor
 from .resume import stop_if_asked
 
@@ -232,6 +233,14 @@ def late_vit_fields(model_cfg: ModelConfig) -> dict[str, Any]:
             if k.startswith("vit_") and getattr(model_cfg, k) != former}
 
 
+def pretrained_folder(folder: str | Path | None = None) -> Path:
+    """Where pretrained ViTs are cached: ``folder``, else ``$RESTR_PRETRAINED``, else the
+    repository's ``data/pretrained``. Not the working folder's: the book runs its notebooks
+    from ``notebooks/``, and a training started there must find the start that ``zoo train``
+    made from the repository's root, not pretrain it again beside the notebooks."""
+    return Path(folder or os.environ.get("RESTR_PRETRAINED") or REPO / "data" / "pretrained")
+
+
 def pretrained_path(model_cfg: ModelConfig, p: PretrainConfig, fingerprint: str, folder: str | Path) -> Path:
     """Where the weights of this (ViT config, pretraining config, data) live: a name that
     changes with any of them."""
@@ -244,7 +253,7 @@ def pretrained_path(model_cfg: ModelConfig, p: PretrainConfig, fingerprint: str,
 
 
 def ensure_pretrained(model_cfg: ModelConfig, root: str, dataset: str, split_by: str,
-                      p: PretrainConfig | None = None, folder: str | Path = "data/pretrained") -> Path:
+                      p: PretrainConfig | None = None, folder: str | Path | None = None) -> Path:
     """The pretrained ViT for this config and data: read from ``folder`` when it is there,
     pretrained now (a few minutes on a CPU) when it is not."""
     from safetensors.torch import save
@@ -252,7 +261,7 @@ def ensure_pretrained(model_cfg: ModelConfig, root: str, dataset: str, split_by:
 
     p = (p or PretrainConfig()).validate()
     data = ReferData(root, dataset, split_by)
-    path = pretrained_path(model_cfg, p, instances_key(data.instances_path), folder)
+    path = pretrained_path(model_cfg, p, instances_key(data.instances_path), pretrained_folder(folder))
     if _cached(path):
         return path
     train_ids = sorted({int(r["image_id"]) for r in data.refs if r.get("split") == "train"})
@@ -730,7 +739,7 @@ def remove_abandoned(entry: Path) -> list[str]:
 
 
 def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, split_by: str,
-                               c: ClassifyConfig | None = None, folder: str | Path = "data/pretrained",
+                               c: ClassifyConfig | None = None, folder: str | Path | None = None,
                                progress: bool = True) -> Path:
     """The ViT pretrained by image classification for this config and data set: read from
     ``folder`` when a complete entry is there, made now when not (an incomplete entry is
@@ -743,7 +752,7 @@ def ensure_classify_pretrained(model_cfg: ModelConfig, root: str, dataset: str, 
         raise DataError(f"no data set at {Path(root) / dataset}: {instances} is missing")
     # the data set's identity only: no image, expression or mask of it is read
     fingerprint = instances_key(instances)
-    entry = classify_entry(model_cfg, c, fingerprint, folder)
+    entry = classify_entry(model_cfg, c, fingerprint, pretrained_folder(folder))
     with entry_lock(entry):  # a campaign's two jobs need the same entry: one pretrains, the other waits for it
         return _classify_entry_made(entry, model_cfg, root, dataset, split_by, c, fingerprint, progress)
 
@@ -787,7 +796,7 @@ def _classify_entry_made(entry: Path, model_cfg: ModelConfig, root: str, dataset
 
 
 def ensure_vit_start(model_cfg: ModelConfig, root: str, dataset: str, split_by: str,
-                     folder: str | Path = "data/pretrained", progress: bool = True) -> Path:
+                     folder: str | Path | None = None, progress: bool = True) -> Path:
     """The pretrained ViT file ``model.vit_weights = "pretrain"`` stands for, by
     ``model.vit_pretrain``: dense (:func:`ensure_pretrained`) or classify
     (:func:`ensure_classify_pretrained`)."""

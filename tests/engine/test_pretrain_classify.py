@@ -236,8 +236,8 @@ def test_data_that_the_generator_did_not_write_is_refused(tmp_path):
 
 def test_the_trainer_loads_the_classification_weights(data_set, tmp_path, monkeypatch):
     """``vit_weights = "pretrain"`` with ``vit_pretrain = "classify"``: the trainer makes the
-    entry (default folder data/pretrained, relative to the working folder) and the model it
-    builds starts from exactly those weights."""
+    entry (in ``$RESTR_PRETRAINED`` here; by default the repository's data/pretrained, whatever
+    the working folder) and the model it builds starts from exactly those weights."""
     from safetensors.torch import load_file
 
     from restr.engine.distributed import Dist
@@ -245,13 +245,15 @@ def test_the_trainer_loads_the_classification_weights(data_set, tmp_path, monkey
     from restr.model import build_model
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RESTR_PRETRAINED", str(tmp_path / "cache"))
     small = ClassifyConfig(images=64, val_images=8, epochs=1, batch_size=32)
     monkeypatch.setattr(pretrain, "ClassifyConfig", lambda: small)
     cfg = get_preset("smoke", model={"vit_weights": "pretrain", "vit_pretrain": "classify"},
                      data={"root": str(data_set)})
     model_cfg = vit_weights_for(cfg, None, Dist())
     path = Path(model_cfg.vit_weights)
-    assert path.parent.parent == Path("data/pretrained") and path.parent.name.startswith("vit-classify-")
+    assert path.parent.parent == tmp_path / "cache" and path.parent.name.startswith("vit-classify-")
+    assert not (tmp_path / "data").exists()  # nothing beside the working folder
     saved = load_file(str(path))
     vit = build_model(model_cfg).vision.vit.state_dict()
     assert set(saved) == set(vit)
@@ -262,6 +264,19 @@ def test_the_trainer_loads_the_classification_weights(data_set, tmp_path, monkey
     assert (tiny.vit_weights, tiny.vit_pretrain, tiny.vit_pos_init) == ("pretrain", "classify", "sincos")
     quick = get_book_profile("quick")
     assert dict(quick.overrides) == {"model.vit_pretrain": "dense", "model.vit_pos_init": "random"}
+
+
+def test_the_cache_is_the_repositorys_whatever_the_working_folder(tmp_path, monkeypatch):
+    """The book runs its notebooks from notebooks/: a training there must find the start that
+    ``zoo train`` cached from the repository's root, not pretrain another beside the notebooks."""
+    from restr.utils.files import REPO
+
+    monkeypatch.delenv("RESTR_PRETRAINED", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert pretrain.pretrained_folder() == REPO / "data" / "pretrained"
+    assert pretrain.pretrained_folder("elsewhere") == Path("elsewhere")  # a folder given wins
+    monkeypatch.setenv("RESTR_PRETRAINED", str(tmp_path / "cache"))
+    assert pretrain.pretrained_folder() == tmp_path / "cache"
 
 
 def test_the_book_names_the_start():
