@@ -702,7 +702,7 @@ class BookProfile:
 # profiles made from it) was trained from it and keeps it, so its models keep their identity.
 FORMER_START: tuple[tuple[str, Any], ...] = (("model.vit_pretrain", "dense"), ("model.vit_pos_init", "random"))
 
-# quick: the default, the README's main job: the tiny preset's recipe and length for the
+# quick: the former default (before the converged zoo): the tiny preset's recipe and length for the
 # main model, the variants of Tables 3 and 4 for a sixth of it (96,000 expressions),
 # variant grids scored on 1,000 val expressions. The model zoo (data/zoo/) ships every
 # one of these models; without it, the book trains them (hours on a 2-core CPU).
@@ -770,6 +770,9 @@ CONVERGED_PROFILE = dataclasses.replace(
 )
 PROTOCOL_PROFILES: dict[str, BookProfile] = {CONVERGED_PROFILE.name: CONVERGED_PROFILE}
 PROFILE_NAMES = (*BOOK_PROFILES, *PROTOCOL_PROFILES)  # what --profile accepts
+# the book's default (the README's main job, the notebooks' parameters cell, the commands' --profile):
+# the protocol's converged zoo, since its campaign finished (issue 22); quick is the former default
+DEFAULT_PROFILE = CONVERGED_PROFILE.name
 
 
 def get_book_profile(name: str) -> BookProfile:

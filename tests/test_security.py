@@ -467,12 +467,16 @@ def test_zoo_models_of_two_profiles_never_replace_each_other_and_the_advice_runs
 def test_book_serve_without_a_site_prints_the_command_that_builds_it(tmp_path, smoke_book):
     """`book --serve [--profile P] --build B` with nothing built names `python -m restr book
     [--profile P] --build B`; that command builds the site --serve then serves (the smoke
-    profile here: the quick one's advice differs only by leaving out its default --profile,
-    checked below). The command's run is the smoke_book fixture's, the same command with
+    profile here: the default (converged) one's advice differs only by leaving out its
+    --profile, checked below). The command's run is the smoke_book fixture's, the same command with
     its own --build and its data and runs kept apart (the suite runs the smoke book once)."""
     build = tmp_path / "build"
-    quick = cli("book", "--serve", "--build", str(build))
-    assert quick.returncode == 1 and printed_command(quick.stderr) == ["book", "--build", str(build)]
+    default = cli("book", "--serve", "--build", str(build))
+    assert default.returncode == 1 and printed_command(default.stderr) == ["book", "--build", str(build)]
+    converged = cli("book", "--serve", "--profile", "converged", "--build", str(build))
+    assert printed_command(converged.stderr) == ["book", "--build", str(build)]
+    quick = cli("book", "--serve", "--profile", "quick", "--build", str(build))
+    assert printed_command(quick.stderr) == ["book", "--profile", "quick", "--build", str(build)]
     proc = cli("book", "--serve", "--profile", "smoke", "--build", str(build))
     assert proc.returncode == 1 and f"no site at {build / 'html'}" in proc.stderr
     args = printed_command(proc.stderr)

@@ -11,14 +11,16 @@
    the site's own execution is off, so it shows exactly what papermill ran), and ends
    with the time per notebook and the site's address. ``--serve`` serves that site.
 
-Profiles (:class:`restr.config.BookProfile`, in ``restr.config.BOOK_PROFILES``):
-``smoke`` (minutes; what the notebook tests run), ``quick`` (the default, the README's
-main job: minutes with the model zoo, hours without it; the variants are trained a sixth
-as long as the main model), ``full`` (every variant trained as long as the main model:
-about a day on a 2-core CPU, none of it in the zoo), ``paper`` (paper-scale settings, for a GPU and real data),
-``converged`` (the protocol's: every arm for the main arm's budget, three seeds of each claim's arms, on the
-embedded data's version 2; ``restr.config.PROTOCOL_PROFILES``, refused until the budget is fixed; the
-converged campaign of ``python -m restr zoo train --profile converged`` fills its zoo).
+Profiles (:class:`restr.config.BookProfile`, in ``restr.config.BOOK_PROFILES`` and
+``PROTOCOL_PROFILES``): ``converged`` (the default, the README's main job: the protocol's,
+every arm for the main arm's budget, three seeds of each claim's arms, on the embedded
+data's version 2; minutes with the model zoo, which the campaign of ``python -m restr zoo
+train --profile converged`` filled, and about two days of one CPU without it),
+``smoke`` (minutes; what the notebook tests run), ``quick`` (the former default: the
+variants trained a sixth as long as the main model, on version 1 of the data, from the
+former backbone start; its zoo is kept), ``full`` (quick with every variant trained as
+long as the main model: about a day on a 2-core CPU, none of it in the zoo), ``paper``
+(paper-scale settings, for a GPU and real data).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The book's web site: built by Jupyter Book from the executed notebooks, served locally.
 
 * ``python -m restr book`` executes the notebooks with papermill into
-  ``<build>/executed/<profile>/`` (default ``_build/executed/quick/``) and, when all of
+  ``<build>/executed/<profile>/`` (default ``_build/executed/converged/``) and, when all of
   them ran, records that profile in ``<build>/executed/last-run.json``
   (:func:`record_last_run`).
 * This module is the Sphinx extension ``restr.book.site`` (listed in ``_config.yml``), and it

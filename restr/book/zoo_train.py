@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import BookProfile, Config
+from ..config import DEFAULT_PROFILE, BookProfile, Config
 from ..data.fingerprint import data_fingerprint, short
 from ..utils.files import read_jsonl
 from ..runs.folder import RunError, checkpoint_path, load_checkpoint
@@ -32,7 +32,7 @@ from .models import book_models, model_config, ships_weights
 from .runner import book_profile, ensure_data
 
 
-def zoo_train(profile_name: str = "quick", only: list[str] | None = None, seeds: list[int] | None = None,
+def zoo_train(profile_name: str = DEFAULT_PROFILE, only: list[str] | None = None, seeds: list[int] | None = None,
               retrain: bool = False, runs_dir: str = "runs", zoo_dir: str | os.PathLike | None = None) -> list[str]:
     """Train what the book's ``profile_name`` needs and the zoo lacks (``retrain``: every
     model asked for, again), and add each to the zoo. Returns the names added."""

@@ -11,14 +11,15 @@ from ..book import runner, site
 from ..book.progress import PLAIN_INTERVAL_S, BatchProgress
 from ..book.runner import (DEFAULT_BUILD, BookError, book_profile, build_site, check_book_assets, ensure_data,
                            check_book_overrides, execute_notebooks, notebook_paths, summary)
-from ..config import PROFILE_NAMES, ConfigError
+from ..config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError
 from ..utils.files import REPO
 from .options import parse_set
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m restr book", description=runner.__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="quick", choices=list(PROFILE_NAMES), help="default: quick")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILE_NAMES),
+                        help=f"default: {DEFAULT_PROFILE}")
     parser.add_argument("--data", default=None, help="data root (default: the profile's)")
     parser.add_argument("--runs", default="runs", help="where trained runs are cached (default: runs/)")
     parser.add_argument("--retrain", action="store_true",
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         try:
             site.serve(build / "html", args.port, build_command="python -m restr book" + (
-                "" if args.profile == "quick" else f" --profile {args.profile}") + (
+                "" if args.profile == DEFAULT_PROFILE else f" --profile {args.profile}") + (
                 "" if build == Path(DEFAULT_BUILD) else f" --build {build}"))
         except (site.SiteError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -7,13 +7,14 @@ import sys
 from ..book import models
 from ..book.models import book_models, describe, runs_count, ships_weights, weights_megabytes
 from ..book.runner import book_profile
-from ..config import PROFILE_NAMES, ConfigError
+from ..config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m restr models [--profile quick]``: the book's models as a table."""
+    """``python -m restr models [--profile converged]``: the book's models as a table."""
     parser = argparse.ArgumentParser(prog="python -m restr models", description=models.__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="quick", choices=list(PROFILE_NAMES), help="default: quick")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILE_NAMES),
+                        help=f"default: {DEFAULT_PROFILE}")
     parser.add_argument("--vocab-size", type=int, default=58,
                         help="vocabulary size for the weights' size (default: 58, the embedded data's)")
     args = parser.parse_args(argv)

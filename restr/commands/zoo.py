@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timedelta
 
 from ..book.zoo_train import Schedule, compute_scores, zoo_scores, zoo_train, zoo_train_jobs
-from ..config import ConfigError
+from ..config import DEFAULT_PROFILE, ConfigError
 from ..engine.resume import TrainingError, TrainingStopped
 from ..engine.trainer import stop_requests
 from ..zoo import manifest
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                         "book's rules: interim readings, not verdicts, then each comparison and each model along "
                         "the budget (restr.book.interim)")
     t = sub.add_parser("train", help="train the book's models that the zoo lacks, and add them")
-    t.add_argument("--profile", default="quick", help="the book profile whose models to train (default: quick)")
+    t.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help=f"the book profile whose models to train (default: {DEFAULT_PROFILE})")
     t.add_argument("--only", nargs="*", help="model names (python -m restr models lists them)")
     t.add_argument("--seeds", nargs="*", type=int, help="only these seeds")
     t.add_argument("--retrain", action="store_true", help="train them again even if the zoo has them")

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from restr.book import runner as book
+from restr.config import DEFAULT_PROFILE
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [p.name for p in book.notebook_paths()]
@@ -39,7 +40,10 @@ def test_committed_notebooks_have_parameters_and_no_outputs():
     for name in NOTEBOOKS:
         nb = json.loads((REPO / "notebooks" / name).read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        assert any("parameters" in c["metadata"].get("tags", []) for c in code), f"{name}: no parameters cell"
+        params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
+        assert params, f"{name}: no parameters cell"
+        # opened as it is, a notebook reads the book's default profile (python -m restr book's)
+        assert f'profile = "{DEFAULT_PROFILE}"' in "".join(params[0]["source"]), f"{name}: not the default profile"
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), f"{name} has outputs"
         source = "".join("".join(c["source"]) for c in code)
         assert "from restr" in source, f"{name} does not import from restr"
@@ -125,7 +129,7 @@ def test_site_hides_the_injected_parameters_and_names_no_machine_path(smoke_book
         assert not found, f"{page.relative_to(html)} names {found}"
     # the notebooks' own parameters cell is still there
     page = (html / "notebooks" / NOTEBOOKS[0].replace(".ipynb", ".html")).read_text()
-    assert 'profile = "quick"' in html_lib.unescape(re.sub(r"<[^>]+>", "", page))
+    assert 'profile = "converged"' in html_lib.unescape(re.sub(r"<[^>]+>", "", page))
 
 
 CODE_SHOWN = {  # the package's code each chapter teaches, shown on its page (restr.book.source)
