@@ -15,7 +15,8 @@ Profiles (:class:`restr.config.BookProfile`, in ``restr.config.BOOK_PROFILES`` a
 ``PROTOCOL_PROFILES``): ``converged`` (the default, the README's main job: the protocol's,
 every arm for the main arm's budget, three seeds of each claim's arms, on the embedded
 data's version 2; minutes with the model zoo, which the campaign of ``python -m restr zoo
-train --profile converged`` filled, and @@RETRAIN@@ of training without it),
+train --profile converged`` filled, and 56.5 hours of
+training without it),
 ``smoke`` (minutes; what the notebook tests run), ``quick`` (the former default: the
 variants trained a sixth as long as the main model, on version 1 of the data, from the
 former backbone start; its zoo is kept), ``full`` (quick with every variant trained as
